@@ -1,0 +1,144 @@
+"""Which backend a notebook runs on, and the namespace it owns there.
+
+``COURSE_DATABASE_URL`` unset: SQLite through aiosqlite, one file per notebook.
+Set: a ``postgresql+asyncpg://`` URL; the notebook owns one schema in it.
+Every problem with the setting becomes a :class:`ConfigurationError` saying
+what to write instead. Passwords never appear in a message.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import ConfigurationError
+
+ENV_URL = "COURSE_DATABASE_URL"
+ENV_USER = "COURSE_USER"
+ENV_NAMESPACE = "COURSE_NAMESPACE"
+ENV_DATA_DIR = "COURSE_DATA_DIR"
+
+EXAMPLE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+EXAMPLE_SOCKET_URL = "postgresql+asyncpg://postgres@/test?host=/var/run/postgresql"
+
+_SECRET_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """The resolved backend: a dialect name and, for PostgreSQL, the server URL."""
+
+    backend: str  # "sqlite" or "postgresql"
+    url: URL | None  # None for SQLite (the file is chosen per namespace)
+
+    @property
+    def label(self) -> str:
+        return "SQLite (aiosqlite)" if self.backend == "sqlite" else "PostgreSQL (asyncpg)"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL as it may be printed: the password replaced by ``***``."""
+        if self.url is None:
+            return "sqlite+aiosqlite (a file per notebook)"
+        return self.url.render_as_string(hide_password=True)
+
+
+def hide_secret(text: str) -> str:
+    """Blank out a password in anything that looks like a URL inside ``text``."""
+    return _SECRET_IN_URL.sub(r"\1***@", text)
+
+
+def resolve_backend(raw: str | None = None) -> BackendConfig:
+    """Read ``COURSE_DATABASE_URL`` (or ``raw``) and check it names a backend we run on."""
+    raw = os.environ.get(ENV_URL) if raw is None else raw
+    if raw is None or not raw.strip():
+        return BackendConfig("sqlite", None)
+    raw = raw.strip()
+    shown = hide_secret(raw)
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"{ENV_URL} is set to {shown!r}, which is not a database URL.",
+            hint=f"Write it as {EXAMPLE_URL}\n"
+            f"(or, through a Unix socket, {EXAMPLE_SOCKET_URL}),\n"
+            f"or unset {ENV_URL} to use the built-in SQLite database.",
+        ) from None
+    shown = url.render_as_string(hide_password=True)
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend == "postgresql":
+        if "+" not in url.drivername or driver != "asyncpg":
+            named = f"the driver {driver!r}" if "+" in url.drivername else "no driver"
+            raise ConfigurationError(
+                f"{ENV_URL} ({shown}) names PostgreSQL with {named}. The course runs on "
+                "asyncpg; a bare postgresql:// means psycopg2 on SQLAlchemy 2.0 and "
+                "psycopg 3 on 2.1, neither of which this course uses.",
+                hint="Start the URL with postgresql+asyncpg:// , for example\n" + EXAMPLE_URL,
+            )
+        if not url.database:
+            raise ConfigurationError(
+                f"{ENV_URL} ({shown}) does not name a database.",
+                hint=f"Add the database name after the last slash, as in {EXAMPLE_URL}",
+            )
+        return BackendConfig("postgresql", url)
+    if backend == "sqlite":
+        raise ConfigurationError(
+            f"{ENV_URL} ({shown}) names SQLite. SQLite is the course's default and "
+            "needs no URL: each notebook gets its own database file.",
+            hint=f"Unset {ENV_URL} (for example `unset {ENV_URL}` in the shell that starts Jupyter).",
+        )
+    raise ConfigurationError(
+        f"{ENV_URL} ({shown}) names the backend {backend!r}. The course runs on "
+        "SQLite (the default) and PostgreSQL only.",
+        hint=f"Use a PostgreSQL URL such as {EXAMPLE_URL}, or unset {ENV_URL} for SQLite.",
+    )
+
+
+def _identifier(text: str) -> str:
+    """Lowercase letters, digits and underscores only: safe as a schema or file name."""
+    cleaned = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return cleaned or "x"
+
+
+def course_user() -> str:
+    """The learner's name: ``COURSE_USER`` or the login name."""
+    name = os.environ.get(ENV_USER)
+    if not name:
+        try:
+            name = getpass.getuser()
+        except Exception:  # no login name in some containers
+            name = "learner"
+    return _identifier(name)[:20]
+
+
+def namespace_for(lesson: str, *, cwd: str | os.PathLike[str] | None = None) -> str:
+    """The schema (PostgreSQL) or file stem (SQLite) one notebook owns.
+
+    Built from the user, the lesson and a discriminator, so ``notebooks/06`` and
+    ``solutions/06`` running at once never collide, nor do two learners sharing
+    a server. The discriminator is ``COURSE_NAMESPACE`` when set, else a short
+    hash of the kernel's working directory (Jupyter and nbval start a kernel in
+    the notebook's folder).
+    """
+    disc = os.environ.get(ENV_NAMESPACE)
+    if disc:
+        disc = _identifier(disc)[:16]
+    else:
+        where = str(Path(cwd if cwd is not None else os.getcwd()).resolve())
+        disc = hashlib.sha1(where.encode()).hexdigest()[:6]
+    return f"course_{course_user()}_{_identifier(lesson)[:12]}_{disc}"[:63]
+
+
+def data_dir() -> Path:
+    """Where SQLite files live: ``COURSE_DATA_DIR`` or a cache folder in the home."""
+    base = os.environ.get(ENV_DATA_DIR)
+    path = Path(base) if base else Path.home() / ".cache" / "async-sqlalchemy-course"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,106 @@
+"""HTML for notebooks: SQL logs, verdicts, error boxes.
+
+Every block carries a stable class name (``course-sql-log``, ``course-verdict``,
+``course-expect``, ``course-banner``) so tests and learners' own styles can find
+it, and every status is an icon plus a word, readable without colour.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .recorder import SqlLog
+
+_KEYWORDS = (
+    "SELECT|FROM|WHERE|AND|OR|NOT|IN|IS|NULL|AS|JOIN|LEFT|OUTER|INNER|ON|GROUP BY|ORDER BY|"
+    "HAVING|LIMIT|OFFSET|INSERT|INTO|VALUES|UPDATE|SET|DELETE|RETURNING|WITH|RECURSIVE|"
+    "UNION|ALL|DISTINCT|EXISTS|BETWEEN|LIKE|ILIKE|CASE|WHEN|THEN|ELSE|END|DESC|ASC|OVER|"
+    "PARTITION BY|SAVEPOINT|RELEASE|ROLLBACK|COMMIT|BEGIN|CREATE|DROP|INDEX|TABLE|ON CONFLICT|"
+    "DO|NOTHING|EXPLAIN|ANALYZE|COUNT|LOWER|UPPER|ESCAPE"
+)
+_KEYWORD_RE = re.compile(rf"\b({_KEYWORDS})\b")
+_PARAM_RUN = re.compile(r"((?:\?|\$\d+)(?:, (?:\?|\$\d+)){9,})")
+
+STYLE = """<style>
+.course-sql-log{font-family:var(--jp-code-font-family,monospace);font-size:12px;margin:4px 0}
+.course-sql-log table{border-collapse:collapse}
+.course-sql-log td,.course-sql-log th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+.course-sql-log pre{margin:0;white-space:pre-wrap}
+.course-sql-log .kw{color:#0b5fa5;font-weight:bold}
+.course-box{border-left:4px solid;padding:6px 10px;margin:4px 0;font-family:var(--jp-ui-font-family,sans-serif)}
+.course-ok{border-color:#2e7d32;background:#e8f5e9}.course-bad{border-color:#c62828;background:#ffebee}
+.course-todo{border-color:#6d6d6d;background:#f3f3f3}.course-info{border-color:#0b5fa5;background:#e3f2fd}
+.course-box pre{margin:4px 0;white-space:pre-wrap;font-size:12px}
+</style>"""
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where HTML can be displayed)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def show_html(markup: str) -> None:
+    from IPython.display import HTML, display
+
+    display(HTML(markup))
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _compact_params(sql: str) -> str:
+    """Fold a long run of placeholders (``?, ?, ?...``) so an IN batch stays readable."""
+    return _PARAM_RUN.sub(lambda m: f"{m.group(0).split(',')[0]}, … {m.group(0).count(',') + 1} parameters", sql)
+
+
+def highlight_sql(sql: str) -> str:
+    return _KEYWORD_RE.sub(r'<span class="kw">\1</span>', esc(_compact_params(sql.strip())))
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sql_log_html(log: SqlLog) -> str:
+    n = len(log)
+    head = f"{esc(log.title)}: <b>{n}</b> statement{'s' if n != 1 else ''}"
+    if n == 0:
+        return f'{STYLE}<div class="course-sql-log"><div>{head}</div></div>'
+    rows = []
+    for i, s in enumerate(log, 1):
+        if s.executemany and isinstance(s.params, list) and s.params:
+            params = _short(s.params[:3]) + (f" … {len(s.params)} sets" if len(s.params) > 3 else "")
+        else:
+            params = _short(s.params)
+        batch = f"executemany × {s.batch_size}" if s.executemany else ""
+        rows.append(
+            f"<tr><td>{i}</td><td><pre>{highlight_sql(s.sql)}</pre></td>"
+            f"<td><pre>{esc(params)}</pre></td><td>{batch}</td>"
+            f"<td>{'' if s.rows is None else s.rows}</td></tr>"
+        )
+    return (
+        f'{STYLE}<div class="course-sql-log"><div>{head}</div><table>'
+        "<tr><th>#</th><th>SQL</th><th>parameters</th><th>batch</th><th>rows</th></tr>"
+        + "".join(rows)
+        + "</table></div>"
+    )
+
+
+def box(kind: str, title: str, body: str = "", *, css: str = "course-box") -> str:
+    """A coloured box with a leading icon and word, e.g. kind="ok" title="Correct"."""
+    icon = {"ok": "\N{WHITE HEAVY CHECK MARK}", "bad": "\N{CROSS MARK}", "todo": "\N{PENCIL}",
+            "info": "\N{INFORMATION SOURCE}"}[kind]
+    return (
+        f'{STYLE}<div class="course-box course-{kind} {css}">'
+        f"<b>{icon} {esc(title)}</b>{body}</div>"
+    )

@@ -1,0 +1,163 @@
+"""Async engines set up to teach the truth on each backend.
+
+SQLite gets foreign keys, WAL, a busy timeout and real transactions: the
+sqlite3 driver's own transaction handling does not emit BEGIN before SELECT or
+SAVEPOINT, which breaks ``begin_nested()``; the recipe from SQLAlchemy's SQLite
+dialect docs (driver-level autocommit plus our own BEGIN) fixes that, so
+savepoints behave as on PostgreSQL. PostgreSQL gets a ``search_path`` pointing
+at the notebook's own schema, so the SQL learners read carries no schema names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .config import BackendConfig, hide_secret
+from .errors import DatabaseUnavailable
+
+#: Seconds to wait for a server that accepted the connection but never answers.
+CONNECT_TIMEOUT = 5.0
+
+#: Execution option marking statements the course emits for its own plumbing;
+#: the SQL recorder leaves them out so both backends show the same statements.
+HIDDEN = "course_hidden"
+
+
+def sqlite_path(namespace: str, folder: Path) -> Path:
+    return folder / f"{namespace}.sqlite3"
+
+
+def make_engine(
+    config: BackendConfig,
+    namespace: str,
+    *,
+    sqlite_file: Path | None = None,
+    **engine_kw: Any,
+) -> AsyncEngine:
+    """An engine on the notebook's own database; ``engine_kw`` go to ``create_async_engine``."""
+    if config.backend == "sqlite":
+        assert sqlite_file is not None
+        return _sqlite_engine(sqlite_file, **engine_kw)
+    assert config.url is not None
+    return _postgresql_engine(config.url, namespace, **engine_kw)
+
+
+def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
+    connect_args = dict(engine_kw.pop("connect_args", {}))
+    connect_args.setdefault("timeout", CONNECT_TIMEOUT)
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{path}", connect_args=connect_args, **engine_kw
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # let SQLAlchemy, not the driver, decide where transactions begin
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA busy_timeout = 5000",
+            "PRAGMA synchronous = NORMAL",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN", execution_options={HIDDEN: True})
+
+    return engine
+
+
+def _postgresql_engine(url: URL, namespace: str, **engine_kw: Any) -> AsyncEngine:
+    connect_args = dict(engine_kw.pop("connect_args", {}))
+    settings = dict(connect_args.pop("server_settings", {}))
+    settings.setdefault("search_path", namespace)
+    settings.setdefault("application_name", f"course:{namespace}"[:63])
+    connect_args["server_settings"] = settings
+    connect_args.setdefault("timeout", CONNECT_TIMEOUT)
+    engine_kw.setdefault("pool_size", 2)
+    engine_kw.setdefault("max_overflow", 3)
+    return create_async_engine(url, connect_args=connect_args, **engine_kw)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (``orig``, ``__cause__``, ``__context__``)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [getattr(item, "orig", None), item.__cause__, item.__context__]
+    return seen
+
+
+def explain_connect_failure(exc: BaseException, config: BackendConfig) -> DatabaseUnavailable:
+    """Turn whatever the driver raised while connecting into one friendly error."""
+    url = config.url
+    where = config.safe_url
+    host = (url.query.get("host") if url is not None else None) or (url.host if url else None)
+    server = f"{host or 'localhost'}:{(url.port if url else None) or 5432}"
+    chain = _chain(exc)
+    states = {getattr(e, "sqlstate", None) for e in chain}
+    text = hide_secret(" | ".join(str(e) for e in chain if str(e)))
+
+    if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in chain):
+        return DatabaseUnavailable(
+            f"The server at {server} accepted the connection but did not answer within "
+            f"{CONNECT_TIMEOUT:.0f} seconds ({where}).",
+            hint="Check that this host and port are a PostgreSQL server (not another service)\n"
+            "and that it is not overloaded; or unset COURSE_DATABASE_URL to use SQLite.",
+        )
+    if states & {"28000", "28P01"}:
+        return DatabaseUnavailable(
+            f"PostgreSQL at {server} refused the login ({where}): {text}",
+            hint="Check the user name and password in COURSE_DATABASE_URL, or create the role:\n"
+            "  createuser --createdb YOUR_NAME",
+        )
+    if "3D000" in states:
+        db = url.database if url else "?"
+        return DatabaseUnavailable(
+            f"PostgreSQL at {server} has no database named {db!r} ({where}).",
+            hint=f"Create it (for example `createdb {db}`) or name an existing database in the URL.",
+        )
+    if any(isinstance(e, OSError) for e in chain):
+        return DatabaseUnavailable(
+            f"Could not reach a PostgreSQL server at {server} ({where}): {text}",
+            hint="Is the server running and listening there? Start it, fix the host and port in\n"
+            "COURSE_DATABASE_URL, or unset COURSE_DATABASE_URL to use SQLite.",
+        )
+    return DatabaseUnavailable(
+        f"Connecting to {where} failed: {type(exc).__name__}: {text}",
+        hint="Check COURSE_DATABASE_URL, or unset it to use SQLite.",
+    )
+
+
+async def check_reachable(engine: AsyncEngine, config: BackendConfig) -> None:
+    """Open one connection, failing within seconds with a friendly error."""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT + 2) if hasattr(asyncio, "timeout") else _NoTimeout():
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1", execution_options={HIDDEN: True})
+    except Exception as exc:  # every driver error becomes one explained error
+        await engine.dispose()
+        raise explain_connect_failure(exc, config) from None
+
+
+class _NoTimeout:
+    """Python 3.10 lacks ``asyncio.timeout``; asyncpg's own connect timeout still applies."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
