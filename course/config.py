@@ -29,6 +29,8 @@ EXAMPLE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 EXAMPLE_SOCKET_URL = "postgresql+asyncpg://postgres@/test?host=/var/run/postgresql"
 
 _SECRET_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+# the same without a well-formed "scheme://" in front (typos such as "postgresql//u:pw@h")
+_SECRET_NO_SCHEME = re.compile(r"((?:^|[/\s])[^:/@\s]*:)[^@/\s]*@")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class BackendConfig:
 
 def hide_secret(text: str) -> str:
     """Blank out a password in anything that looks like a URL inside ``text``."""
-    return _SECRET_IN_URL.sub(r"\1***@", text)
+    return _SECRET_NO_SCHEME.sub(r"\1***@", _SECRET_IN_URL.sub(r"\1***@", text))
 
 
 def resolve_backend(raw: str | None = None) -> BackendConfig:
@@ -64,7 +66,7 @@ def resolve_backend(raw: str | None = None) -> BackendConfig:
     shown = hide_secret(raw)
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigurationError(
             f"{ENV_URL} is set to {shown!r}, which is not a database URL.",
             hint=f"Write it as {EXAMPLE_URL}\n"
