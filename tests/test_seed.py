@@ -1,0 +1,249 @@
+"""The sample data is deterministic, lands identically on both backends, and leaves a usable database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+import course
+from course import database, seed
+from course.schema import TABLES_IN_LOAD_ORDER, Base, Order, Post, Tag, User
+
+#: sha256 over every seeded row (scale 1). Computed once from ``seed.generate()``; a change
+#: here means every learner's data (and every lesson's expected output) changes with it.
+EXPECTED_CHECKSUM = "b8d8e8fb3043eeb7e63b9b4ca079f96c0b30d2fabc8f17dc606c142de12a4c08"
+
+EXPECTED_COUNTS = {
+    "users": 500, "tags": 30, "posts": 5_000, "post_tags": 9_949, "comments": 20_000, "orders": 3_000,
+}
+
+
+def _key_positions(table: str) -> list[int]:
+    columns = seed.COLUMNS[table]
+    return [columns.index(c.name) for c in Base.metadata.tables[table].primary_key.columns]
+
+
+def checksum(tables: dict[str, Iterable[tuple[Any, ...]]]) -> str:
+    """sha256 of ``repr`` of every row, table by table in load order, rows ordered by key."""
+    digest = hashlib.sha256()
+    for table in TABLES_IN_LOAD_ORDER:
+        keys = _key_positions(table)
+        digest.update(f"[{table}]\n".encode())
+        for row in sorted((tuple(r) for r in tables[table]), key=lambda r: [r[k] for k in keys]):
+            digest.update(repr(row).encode())
+            digest.update(b"\n")
+    return digest.hexdigest()
+
+
+async def read_back(db: course.CourseDB) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table through SQLAlchemy Core, columns in seed order, ordered by primary key."""
+    out = {}
+    async with db.engine.connect() as conn:
+        for name in TABLES_IN_LOAD_ORDER:
+            table = Base.metadata.tables[name]
+            stmt = select(*(table.c[c] for c in seed.COLUMNS[name])).order_by(*table.primary_key.columns)
+            out[name] = [tuple(r) for r in (await conn.execute(stmt)).all()]
+    return out
+
+
+@pytest.fixture
+async def db(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[course.CourseDB]:
+    monkeypatch.setenv("COURSE_NAMESPACE", f"seed{uuid.uuid4().hex[:10]}")
+    handle = await course.start("t")
+    try:
+        yield handle
+    finally:
+        await handle.close()
+        await database.drop(handle.namespace)
+
+
+# -- the generator ---------------------------------------------------------------------
+
+
+def test_generate_is_identical_across_calls() -> None:
+    first = seed.generate()
+    seed.generate.cache_clear()
+    second = seed.generate()
+    assert first is not second  # really computed twice
+    assert first == second
+    assert checksum(first) == checksum(second)
+
+
+def test_generate_matches_the_recorded_checksum() -> None:
+    assert checksum(seed.generate()) == EXPECTED_CHECKSUM
+
+
+def test_generate_sizes() -> None:
+    data = seed.generate()
+    assert {t: len(rows) for t, rows in data.items()} == EXPECTED_COUNTS
+    for table, rows in data.items():
+        assert all(len(r) == len(seed.COLUMNS[table]) for r in rows)
+
+
+def test_generate_ignores_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FarFuture(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime(2099, 6, 1, 12, 0, 0, tzinfo=tz)
+
+        @classmethod
+        def utcnow(cls):  # type: ignore[override]
+            return datetime(2099, 6, 1, 12, 0, 0)
+
+        @classmethod
+        def today(cls):  # type: ignore[override]
+            return datetime(2099, 6, 1, 12, 0, 0)
+
+    monkeypatch.setattr(seed, "datetime", FarFuture)
+    monkeypatch.setattr(time, "time", lambda: 4_084_000_000.0)
+    monkeypatch.setattr(time, "time_ns", lambda: 4_084_000_000 * 10**9)
+    seed.generate.cache_clear()
+    try:
+        data = seed.generate()
+        assert checksum(data) == EXPECTED_CHECKSUM
+    finally:
+        seed.generate.cache_clear()
+    # and every timestamp lies before the fixed reference date
+    stamps = [v for rows in data.values() for row in rows for v in row if isinstance(v, datetime)]
+    assert stamps
+    assert max(stamps) < seed.REFERENCE_DATE
+
+
+def test_generate_ignores_hash_randomisation() -> None:
+    """Iterating a set of strings would differ between interpreter runs; the data must not."""
+    code = (
+        "import hashlib, sys; sys.path.insert(0, sys.argv[1]); import test_seed as t; "
+        "print(t.checksum(t.seed.generate()))"
+    )
+    here = os.path.dirname(__file__)
+    results = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code, here], env=env, capture_output=True, text=True, check=True
+        )
+        results.add(out.stdout.strip())
+    assert results == {EXPECTED_CHECKSUM}
+
+
+def test_scale_is_checked() -> None:
+    with pytest.raises(ValueError, match="scale must be positive"):
+        seed.generate(0)
+
+
+# -- loaded into the database ----------------------------------------------------------
+
+
+async def test_database_holds_exactly_the_generated_rows(db: course.CourseDB) -> None:
+    assert db.seeded == EXPECTED_COUNTS
+    assert await db.counts() == EXPECTED_COUNTS
+    rows = await read_back(db)
+    # the same types come back on both backends (datetime, bool, None, int, str)
+    assert rows["users"][0] == seed.generate()["users"][0]
+    assert checksum(rows) == checksum(seed.generate()) == EXPECTED_CHECKSUM
+
+
+async def test_scale_two_doubles_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COURSE_NAMESPACE", f"seed{uuid.uuid4().hex[:10]}")
+    db = await course.start("t", scale=2)
+    try:
+        counts = await db.counts()
+        assert counts["users"] == 2 * EXPECTED_COUNTS["users"]
+        assert counts["posts"] == 2 * EXPECTED_COUNTS["posts"]
+        assert counts["comments"] == 2 * EXPECTED_COUNTS["comments"]
+        assert counts == db.seeded
+    finally:
+        await db.close()
+        await database.drop(db.namespace)
+
+
+async def test_start_without_seed_leaves_empty_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COURSE_NAMESPACE", f"seed{uuid.uuid4().hex[:10]}")
+    db = await course.start("t", seed=False)
+    try:
+        assert db.seeded == {}
+        assert set((await db.counts()).values()) == {0}
+    finally:
+        await db.close()
+        await database.drop(db.namespace)
+
+
+@pytest.mark.postgresql
+async def test_sequences_continue_after_the_seeded_ids(db: course.CourseDB) -> None:
+    async with db.session() as session:
+        user = User(
+            email="new@example.com", username="newcomer", display_name="New Comer",
+            country="NL", created_at=datetime(2026, 1, 1),
+        )
+        tag = Tag(name="brand-new")
+        session.add_all([user, tag])
+        await session.flush()
+        assert user.id == 501
+        assert tag.id == 31
+        post = Post(author_id=user.id, title="t", body="b", created_at=datetime(2026, 1, 1))
+        order = Order(user_id=user.id, status="paid", total_cents=100, created_at=datetime(2026, 1, 1))
+        session.add_all([post, order])
+        await session.flush()
+        assert post.id == 5_001
+        assert order.id == 3_001
+        await session.commit()
+
+
+async def test_foreign_keys_are_enforced(db: course.CourseDB) -> None:
+    async with db.engine.connect() as conn:
+        with pytest.raises(IntegrityError):
+            await conn.execute(
+                insert(Post).values(
+                    id=999_999, author_id=999_999, title="orphan", body="", created_at=datetime(2026, 1, 1)
+                )
+            )
+        await conn.rollback()
+        assert (await conn.execute(select(func.count()).where(Post.id == 999_999))).scalar_one() == 0
+
+
+@pytest.mark.sqlite
+async def test_sqlite_foreign_keys_pragma_is_on(db: course.CourseDB) -> None:
+    async with db.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one() == 1
+
+
+async def test_rolled_back_savepoint_keeps_the_outer_rows(db: course.CourseDB) -> None:
+    with course.sql(show=False) as log:
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(Tag).values(name="outer-before"))
+            nested = await conn.begin_nested()
+            await conn.execute(insert(Tag).values(name="inner"))
+            await nested.rollback()
+            await conn.execute(insert(Tag).values(name="outer-after"))
+    assert log.count("SAVEPOINT") == 1
+    assert log.count("ROLLBACK") == 1  # ROLLBACK TO SAVEPOINT; the outer one committed
+    async with db.engine.connect() as conn:
+        names = set((await conn.execute(select(Tag.name).where(Tag.id > 30))).scalars())
+    assert names == {"outer-before", "outer-after"}
+
+
+async def test_rolled_back_savepoint_in_a_session(db: course.CourseDB) -> None:
+    async with db.session() as session, session.begin():
+        session.add(Tag(name="kept"))
+        try:
+            async with session.begin_nested():
+                session.add(Tag(name="dropped"))
+                await session.flush()
+                raise RuntimeError("undo the inner block")
+        except RuntimeError:
+            pass
+        session.add(Tag(name="kept-too"))
+    async with db.session() as session:
+        names = set((await session.execute(select(Tag.name).where(Tag.id > 30))).scalars())
+    assert names == {"kept", "kept-too"}
