@@ -86,6 +86,10 @@ class CourseDB:
         """Drop and re-seed this notebook's database; returns the new handle."""
         return await start(self.lesson, scale=self.scale if scale is None else scale)
 
+    async def discard(self) -> None:
+        """Close this database and remove it (schema or file) for good."""
+        await drop(self.namespace)
+
     async def close(self) -> None:
         for engine in [*self._extra_engines, self.engine]:
             await engine.dispose()
@@ -99,7 +103,7 @@ class CourseDB:
             f"<div>{esc(self.config.label)} · namespace <code>{esc(self.namespace)}</code></div>"
             f"<div>seeded {esc(counts)}</div>"
         )
-        return box("ok", f"Lesson {self.lesson} is ready", body, css="course-box course-banner")
+        return box("ok", f"Lesson {self.lesson} is ready", body, css="course-banner")
 
     def __repr__(self) -> str:
         return f"<CourseDB lesson={self.lesson!r} backend={self.backend!r} namespace={self.namespace!r}>"
@@ -129,8 +133,19 @@ async def start(lesson: str = "00", *, scale: float = 1.0, seed: bool = True) ->
     again resets everything: engines from the previous run are disposed of.
     """
     global _current
+    db = await _build(lesson, cfg.namespace_for(lesson), scale=scale, seed=seed)
+    _current = db
+    return db
+
+
+async def open_scratch(lesson: str, *, scale: float = 1.0) -> CourseDB:
+    """A throwaway seeded database beside the notebook's (for checking answers that
+    open their own sessions); it does not replace the notebook's handle."""
+    return await _build(lesson, cfg.namespace_for(f"{lesson}scratch"), scale=scale, seed=True)
+
+
+async def _build(lesson: str, namespace: str, *, scale: float, seed: bool) -> CourseDB:
     config = cfg.resolve_backend()
-    namespace = cfg.namespace_for(lesson)
     previous = _open.pop(namespace, None)
     if previous is not None:
         await previous.close()
@@ -162,7 +177,6 @@ async def start(lesson: str = "00", *, scale: float = 1.0, seed: bool = True) ->
         scale=scale,
     )
     _open[namespace] = db
-    _current = db
     return db
 
 

@@ -96,11 +96,11 @@ def sql_log_html(log: SqlLog) -> str:
     )
 
 
-def box(kind: str, title: str, body: str = "", *, css: str = "course-box") -> str:
+def box(kind: str, title: str, body: str = "", *, css: str = "") -> str:
     """A coloured box with a leading icon and word, e.g. kind="ok" title="Correct"."""
     icon = {"ok": "\N{WHITE HEAVY CHECK MARK}", "bad": "\N{CROSS MARK}", "todo": "\N{PENCIL}",
             "info": "\N{INFORMATION SOURCE}"}[kind]
     return (
-        f'{STYLE}<div class="course-box course-{kind} {css}">'
+        f'{STYLE}<div class="{" ".join(filter(None, ["course-box", f"course-{kind}", css]))}">'
         f"<b>{icon} {esc(title)}</b>{body}</div>"
     )

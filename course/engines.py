@@ -144,20 +144,13 @@ def explain_connect_failure(exc: BaseException, config: BackendConfig) -> Databa
 
 async def check_reachable(engine: AsyncEngine, config: BackendConfig) -> None:
     """Open one connection, failing within seconds with a friendly error."""
+
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1", execution_options={HIDDEN: True})
+
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT + 2) if hasattr(asyncio, "timeout") else _NoTimeout():
-            async with engine.connect() as conn:
-                await conn.exec_driver_sql("SELECT 1", execution_options={HIDDEN: True})
+        await asyncio.wait_for(probe(), CONNECT_TIMEOUT + 2)
     except Exception as exc:  # every driver error becomes one explained error
         await engine.dispose()
         raise explain_connect_failure(exc, config) from None
-
-
-class _NoTimeout:
-    """Python 3.10 lacks ``asyncio.timeout``; asyncpg's own connect timeout still applies."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None

@@ -92,4 +92,4 @@ def _caught_html(caught: Caught, why: str) -> str:
         else ""
     )
     body = f"<pre>{esc(text)}</pre>{wrapped}" + (f"<div>{esc(why)}</div>" if why else "")
-    return box("info", f"Raised as expected: {type(err).__name__}", body, css="course-box course-expect")
+    return box("info", f"Raised as expected: {type(err).__name__}", body, css="course-expect")

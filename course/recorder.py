@@ -24,6 +24,7 @@ from .engines import HIDDEN
 
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token", re.I)
 _active: list[SqlLog] = []
+_TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 
 
 @dataclass
@@ -74,6 +75,12 @@ class SqlLog(Sequence[Statement]):
         if verb is None:
             return len(self.statements)
         return sum(1 for s in self.statements if s.verb == verb.upper())
+
+    @property
+    def queries(self) -> list[Statement]:
+        """Statements that read or write data: transaction control (BEGIN, SAVEPOINT,
+        RELEASE, ROLLBACK, COMMIT) left out."""
+        return [s for s in self.statements if s.verb not in _TRANSACTION_CONTROL]
 
     @property
     def sql(self) -> list[str]:

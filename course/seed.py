@@ -55,12 +55,7 @@ COUNTRIES = ("US", "DE", "FR", "GB", "IN", "BR", "JP", "NL", "ES", "CA", "SE", "
 COUNTRY_WEIGHTS = (24, 12, 9, 9, 10, 7, 6, 5, 5, 5, 4, 4)
 DOMAINS = ("example.com", "example.org", "mail.test", "Example.com")
 DOMAIN_WEIGHTS = (60, 20, 15, 5)
-WORDS = (
-    "async session engine query index join select insert update delete commit "
-    "rollback savepoint pool cursor driver schema table column row batch cache "
-    "plan filter order group count window subquery relationship loader lazy eager "
-    "stream chunk bulk upsert conflict unique constraint transaction isolation"
-).split()
+WORDS = ["async", "session", "engine", "query", "index", "join", "select", "insert", "update", "delete", "commit", "rollback", "savepoint", "pool", "cursor", "driver", "schema", "table", "column", "row", "batch", "cache", "plan", "filter", "order", "group", "count", "window", "subquery", "relationship", "loader", "lazy", "eager", "stream", "chunk", "bulk", "upsert", "conflict", "unique", "constraint", "transaction", "isolation"]
 POST_STATUS = ("published", "draft", "archived")
 POST_STATUS_WEIGHTS = (70, 20, 10)
 ORDER_STATUS = ("paid", "shipped", "pending", "cancelled")

@@ -1,0 +1,410 @@
+"""Exercises: ``await q1.check(answer)``, ``q1.hint()``, ``q1.solution()``.
+
+An exercise declares the kind of answer it takes, an independent reference
+(raw SQL where possible), and the rules that matter for it. Checking runs the
+answer inside a transaction that is rolled back afterwards (sessions join it
+through a SAVEPOINT, so even an answer that commits leaves nothing behind), or,
+for answers that need their own sessions, against a scratch copy of the
+database. Whatever the answer does (the wrong kind, raising, breaking its
+session) the learner gets a verdict, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import textwrap
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event, select, text
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Result, Row
+from sqlalchemy.exc import MissingGreenlet
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.base import Executable
+
+from ..display import box, esc, highlight_sql, in_notebook, show_html
+from ..recorder import record
+from .rules import Attempt, NoLazyLoads, Rule, SameResult
+from .verdict import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, RuleResult, Verdict
+
+STATEMENT = "statement"  # a Select / Insert / Update / Delete the checker executes
+SESSION_FN = "session function"  # async def answer(session, **args)
+DB_FN = "database function"  # async def answer(db, **args): makes its own sessions
+FUNCTIONS = "set of functions"  # the capstone: an object with named async functions
+
+ANSWER_TIMEOUT = 30.0
+
+_KIND_EXAMPLES = {
+    STATEMENT: "a SQLAlchemy statement, for example select(User).where(...)",
+    SESSION_FN: "an async function taking a session, for example\n  async def answer(session): ...",
+    DB_FN: "an async function taking the course database handle, for example\n  async def answer(db): ...",
+    FUNCTIONS: "an object (class or module) with the async functions the exercise names",
+}
+
+
+class ExerciseFailed(AssertionError):
+    """Raised in strict mode (``COURSE_STRICT=1``) for an incorrect or error verdict."""
+
+
+def strict() -> bool:
+    return os.environ.get("COURSE_STRICT", "") not in ("", "0", "false", "no")
+
+
+def normalize(value: Any) -> Any:
+    """Make an answer's result comparable: entities become their primary key, rows tuples."""
+    if isinstance(value, Result):
+        return [normalize(tuple(r)) if len(r) != 1 else normalize(r[0]) for r in value.all()]
+    if isinstance(value, Row):
+        return tuple(normalize(v) for v in value)
+    if isinstance(value, (list, tuple)) and not isinstance(value, Row):
+        return type(value)(normalize(v) for v in value) if isinstance(value, tuple) else [normalize(v) for v in value]
+    try:
+        mapper = sa_inspect(value, raiseerr=False)
+    except Exception:
+        mapper = None
+    if mapper is not None and getattr(mapper, "mapper", None) is not None and hasattr(mapper, "identity"):
+        identity = mapper.identity
+        if identity is None:
+            return ("pending", type(value).__name__)
+        return identity[0] if len(identity) == 1 else tuple(identity)
+    return value
+
+
+def sql_reference(query: str, *, scalar: bool = False, flat: bool = False) -> Callable[..., Awaitable[Any]]:
+    """A reference written in raw SQL, independent of the learner-facing solution.
+
+    Parameters of the check call (``:name``) are bound. ``scalar`` returns one value;
+    ``flat`` turns one-column rows into plain values (as :func:`normalize` does).
+    """
+
+    async def reference(conn: AsyncConnection, **params: Any) -> Any:
+        result = await conn.execute(text(query), params)
+        if scalar:
+            return result.scalar_one()
+        rows = [tuple(r) for r in result.all()]
+        return [r[0] for r in rows] if flat else rows
+
+    reference.__doc__ = query
+    return reference
+
+
+@dataclass
+class Counterexample:
+    """A plausible wrong answer and a phrase its verdict must contain (tested in CI)."""
+
+    label: str
+    answer: Callable[[], Any]
+    says: str
+
+
+@dataclass
+class Exercise:
+    id: str
+    title: str
+    kind: str
+    solution_answer: Callable[..., Any]
+    expected: Callable[..., Awaitable[Any]] | None = None
+    rules: Sequence[Rule] = field(default_factory=lambda: [SameResult()])
+    hints: Sequence[str] = ()
+    why: str = ""
+    calls: Sequence[dict[str, Any]] = ({},)
+    observe: Callable[..., Awaitable[Any]] | None = None
+    probe: Callable[..., Awaitable[None]] | None = None
+    counterexamples: Sequence[Counterexample] = ()
+    scratch_scale: float = 1.0
+    _hint_level: int = field(default=0, repr=False)
+
+    # ---------------------------------------------------------------- learner API
+    async def check(self, answer: Any = ..., *, db: Any = None) -> None:
+        """Judge ``answer`` and show the verdict (in strict mode, a wrong answer raises)."""
+        verdict = await self.evaluate(answer, db=db)
+        if in_notebook():
+            from IPython.display import display
+
+            display(verdict)
+        else:
+            print(verdict)
+        if strict() and verdict.status in (INCORRECT, ERROR):
+            raise ExerciseFailed(str(verdict))
+
+    def hint(self, level: int | None = None) -> None:
+        """Show the next hint (or hint number ``level``); each call reveals a little more."""
+        if not self.hints:
+            text_ = "No hint for this one: try the recap's links, then solution()."
+            n = 0
+        else:
+            if level is None:
+                self._hint_level = min(self._hint_level + 1, len(self.hints))
+                level = self._hint_level
+            level = max(1, min(level, len(self.hints)))
+            text_, n = self.hints[level - 1], level
+        more = f" ({n} of {len(self.hints)}; call hint() again for more)" if n and n < len(self.hints) else ""
+        self._show(box("info", f"Hint {n}{more}" if n else "Hint", f"<div>{esc(text_)}</div>"), text_)
+
+    def solution(self) -> None:
+        """Show the reference answer's code."""
+        code = solution_source(self.solution_answer)
+        self._show(
+            box("info", f"Solution · {self.id} {self.title}", f"<pre>{esc(code)}</pre>"),
+            code,
+        )
+
+    def _show(self, html: str, plain: str) -> None:
+        if in_notebook():
+            show_html(html)
+        else:
+            print(plain)
+
+    # ---------------------------------------------------------------- checking
+    async def evaluate(self, answer: Any = ..., *, db: Any = None) -> Verdict:
+        """The verdict for ``answer``, as data (no display, never raises for a bad answer)."""
+        kind_problem, not_attempted = self._kind_problem(answer)
+        if not_attempted:
+            return self._verdict(NOT_ATTEMPTED, "Write your answer in the cell above, run it, then run this check again.")
+        if kind_problem:
+            return self._verdict(ERROR, kind_problem)
+        if db is None:
+            from ..database import current
+
+            db = current()
+        rule_results: list[RuleResult] = []
+        for call in self.calls:
+            try:
+                attempt = await asyncio.wait_for(self._attempt(answer, db, call), ANSWER_TIMEOUT)
+            except NotImplementedError:
+                return self._verdict(NOT_ATTEMPTED, "Replace the `raise NotImplementedError` with your code, then check again.")
+            except asyncio.TimeoutError:
+                return self._verdict(ERROR, f"Your answer did not finish within {ANSWER_TIMEOUT:.0f} seconds.")
+            except _AnswerRaised as raised:
+                return self._verdict(ERROR, raised.explain())
+            except Exception as exc:  # the checker itself failed: say so, and say it is not the learner
+                if strict():
+                    raise
+                return self._verdict(
+                    ERROR,
+                    f"The checker itself failed ({type(exc).__name__}: {str(exc)[:200]}). This is a bug "
+                    "in the course, not in your answer: please report it.",
+                )
+            prefix = _describe_call(call) if len(self.calls) > 1 else ""
+            rules = list(self.rules)
+            if attempt.lazy_loads and not any(isinstance(r, NoLazyLoads) for r in rules):
+                rules.insert(0, NoLazyLoads())
+            for rule in rules:
+                result = rule.judge(attempt)
+                if prefix and not result.passed:
+                    result.message = f"{prefix}: {result.message}"
+                rule_results.append(result)
+        merged = _merge(rule_results)
+        failed = [r for r in merged if not r.passed]
+        # a lazy load explains every other symptom (a missing result, an error): name it first
+        failed.sort(key=lambda r: not r.rule.startswith(NoLazyLoads.name))
+        if failed:
+            return self._verdict(INCORRECT, failed[0].message, merged)
+        return self._verdict(CORRECT, self.why, merged)
+
+    def _verdict(self, status: str, message: str, rules: list[RuleResult] | None = None) -> Verdict:
+        return Verdict(self.id, self.title, status, message, rules or [])
+
+    def _kind_problem(self, answer: Any) -> tuple[str | None, bool]:
+        """(message naming the expected kind, or None; whether this is the untouched stub)."""
+        if answer is ... or answer is None:
+            return None, True
+        expected = f"This exercise takes {_KIND_EXAMPLES[self.kind]}."
+        if inspect.iscoroutine(answer):
+            answer.close()
+            return (
+                f"You passed a coroutine: the function was already called. Pass the function "
+                f"itself, without parentheses. {expected}", False,
+            )
+        if self.kind == STATEMENT:
+            if isinstance(answer, Executable):
+                return None, False
+            if isinstance(answer, str):
+                return (f"You passed a SQL string. {expected} (text() SQL is not what this one asks for.)", False)
+            return (f"You passed {_kind_name(answer)}. {expected}", False)
+        if self.kind in (SESSION_FN, DB_FN):
+            if inspect.iscoroutinefunction(answer):
+                return None, False
+            if callable(answer):
+                return (f"You passed a regular (sync) function. {expected} Define it with `async def`.", False)
+            return (f"You passed {_kind_name(answer)}. {expected}", False)
+        return None, False
+
+    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        if self.kind == DB_FN:
+            return await self._attempt_on_scratch(answer, db, call)
+        attempt = Attempt()
+        async with db.engine.connect() as conn:
+            outer = await conn.begin()
+            try:
+                if self.expected is not None:
+                    attempt.expected = await self.expected(conn, **call)
+                session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+                counter = _LazyLoadCounter(session)
+                try:
+                    await self._run(answer, session, call, attempt)
+                finally:
+                    attempt.lazy_loads = counter.count
+                    attempt.session_usable = await _usable(session)
+                    if self.probe is not None and attempt.error is None:
+                        await self.probe(conn, attempt, **call)
+                    await session.close()
+            finally:
+                await outer.rollback()
+        return attempt
+
+    async def _run(self, answer: Any, session: AsyncSession, call: dict[str, Any], attempt: Attempt) -> None:
+        with record(show=False) as log:
+            attempt.log = log
+            try:
+                if self.kind == STATEMENT:
+                    result = await session.execute(answer, call or None)
+                    attempt.columns = list(result.keys()) if _returns_rows(result) else None
+                    returned: Any = result
+                else:
+                    returned = await answer(session, **call)
+            except NotImplementedError:
+                raise
+            except Exception as exc:  # judged below, never shown as a traceback
+                if _is_lazy_load(exc):
+                    attempt.lazy_loads += 1
+                    attempt.error = exc
+                    return
+                raise _AnswerRaised(exc) from exc
+            try:
+                attempt.value = await self._observe(session, returned, call)
+            except Exception as exc:
+                if not _is_lazy_load(exc):
+                    raise
+                # reading the answer's objects needed a relationship it had not loaded
+                attempt.lazy_loads += 1
+                attempt.error = exc
+
+    async def _observe(self, session: AsyncSession, returned: Any, call: dict[str, Any]) -> Any:
+        if self.observe is not None:
+            return await self.observe(session, returned, **call)
+        if isinstance(returned, Result) and not _returns_rows(returned):
+            return None
+        return normalize(returned)
+
+    async def _attempt_on_scratch(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        from ..database import open_scratch
+
+        attempt = Attempt()
+        scratch = await open_scratch(db.lesson, scale=self.scratch_scale)
+        try:
+            if self.expected is not None:
+                async with scratch.engine.connect() as conn:
+                    attempt.expected = await self.expected(conn, **call)
+            with record(show=False) as log:
+                attempt.log = log
+                try:
+                    returned = await answer(scratch, **call)
+                except NotImplementedError:
+                    raise
+                except Exception as exc:
+                    if _is_lazy_load(exc):
+                        attempt.lazy_loads += 1
+                        attempt.error = exc
+                        return attempt
+                    raise _AnswerRaised(exc) from exc
+            if self.observe is not None:
+                async with scratch.session() as session:
+                    attempt.value = await self.observe(session, returned, **call)
+            else:
+                attempt.value = normalize(returned)
+            if self.probe is not None:
+                async with scratch.engine.connect() as conn:
+                    await self.probe(conn, attempt, **call)
+        finally:
+            await scratch.discard()
+        return attempt
+
+
+def _returns_rows(result: Result[Any]) -> bool:
+    return bool(getattr(result, "returns_rows", True))
+
+
+class _AnswerRaised(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+    def explain(self) -> str:
+        err = self.error
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        name = type(getattr(err, "orig", None) or err).__name__
+        return f"Your answer raised {type(err).__name__}" + (f" ({name})" if name != type(err).__name__ else "") + f": {first}"
+
+
+class _LazyLoadCounter:
+    """Counts lazy loads (relationship loads not asked for up front) in one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.count = 0
+        event.listen(session.sync_session, "do_orm_execute", self._on_execute)
+
+    def _on_execute(self, state: Any) -> None:
+        if state.is_select and state.lazy_loaded_from is not None:
+            self.count += 1
+
+
+def _is_lazy_load(exc: BaseException) -> bool:
+    item: BaseException | None = exc
+    while item is not None:
+        if isinstance(item, MissingGreenlet):
+            return True
+        item = getattr(item, "orig", None) or item.__cause__
+    return "greenlet_spawn has not been called" in str(exc)
+
+
+async def _usable(session: AsyncSession) -> bool:
+    try:
+        await session.execute(select(1))
+        return True
+    except Exception:
+        return False
+
+
+def _merge(results: list[RuleResult]) -> list[RuleResult]:
+    """One line per rule across several calls: the first failure wins."""
+    merged: dict[str, RuleResult] = {}
+    for r in results:
+        key = r.rule.split(" (")[0]
+        if key not in merged or (merged[key].passed and not r.passed):
+            merged[key] = r
+    return list(merged.values())
+
+
+def _describe_call(call: dict[str, Any]) -> str:
+    return "called with " + ", ".join(f"{k}={v!r}" for k, v in call.items()) if call else "called"
+
+
+def _kind_name(answer: Any) -> str:
+    if isinstance(answer, list):
+        return "a list (did you run the query and pass its rows? pass the statement itself)"
+    if isinstance(answer, Result):
+        return "a result (pass the statement, not what executing it returned)"
+    return f"a {type(answer).__name__}"
+
+
+def solution_source(answer: Callable[..., Any]) -> str:
+    """The solution as the learner should write it: a builder's body, or a whole async function."""
+    source = textwrap.dedent(inspect.getsource(answer))
+    if inspect.iscoroutinefunction(answer):
+        return source.strip()
+    lines = source.splitlines()
+    body = textwrap.dedent("\n".join(lines[1:]))
+    body = body.strip()
+    if body.startswith("return "):
+        body = body[len("return "):]
+    return body
+
+
+def statement_sql(stmt: Any, dialect: Any) -> str:
+    """The SQL text a statement compiles to (bound parameters stay as placeholders)."""
+    return highlight_sql(str(stmt.compile(dialect=dialect)))

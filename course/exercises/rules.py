@@ -1,0 +1,235 @@
+"""What a checker can judge. Each exercise declares only the rules that matter for it.
+
+A rule looks at an :class:`Attempt` (what the answer returned, the SQL it
+emitted, what it raised) and returns a :class:`RuleResult` whose message names
+the problem in the learner's terms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ..recorder import SqlLog
+from .verdict import RuleResult
+
+
+@dataclass
+class Attempt:
+    """Everything the checker observed while running one answer."""
+
+    value: Any = None  # the answer's result, normalised for comparison
+    expected: Any = None  # the reference result, same shape
+    columns: list[str] | None = None  # result keys, for statement answers
+    log: SqlLog = field(default_factory=SqlLog)
+    error: BaseException | None = None
+    lazy_loads: int = 0
+    session_usable: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # what exercise-specific probes found
+
+
+def _fmt(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 90 else text[:87] + "..."
+
+
+def _examples(items: Sequence[Any], n: int = 3) -> str:
+    shown = ", ".join(_fmt(i) for i in list(items)[:n])
+    return shown + (" ..." if len(items) > n else "")
+
+
+def normal(value: Any) -> Any:
+    """Numbers compare across backends: Decimal and float become rounded floats."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (Decimal, float)):
+        return round(float(value), 4)
+    if isinstance(value, (list, tuple)):
+        return type(value)(normal(v) for v in value)
+    return value
+
+
+class Rule:
+    name = "rule"
+
+    def judge(self, attempt: Attempt) -> RuleResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class SameResult(Rule):
+    """The answer returns the expected rows (or value); ``ordered`` when the order was asked for."""
+
+    ordered: bool = False
+    what: str = "rows"
+    name: str = "the right result"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        got, want = normal(attempt.value), normal(attempt.expected)
+        if not isinstance(want, list):
+            if got == want:
+                return RuleResult(self.name, True)
+            hint = ""
+            if isinstance(got, (int, float)) and isinstance(want, (int, float)) and not isinstance(got, bool):
+                hint = " (too high)" if got > want else " (too low)"
+            return RuleResult(self.name, False, f"your answer gives {_fmt(got)}, which is not right{hint}")
+        if not isinstance(got, list):
+            return RuleResult(self.name, False, f"expected a list of {self.what}, got {_fmt(got)}")
+        if got == want:
+            return RuleResult(self.name, True)
+        g, w = Counter(map(repr, got)), Counter(map(repr, want))
+        if g == w:
+            if self.ordered:
+                return RuleResult(self.name, False, f"the right {self.what}, in the wrong order")
+            return RuleResult(self.name, True)
+        missing = [x for x in want if (w - g)[repr(x)]]
+        extra = [x for x in got if (g - w)[repr(x)]]
+        shape_want = {len(x) for x in want if isinstance(x, tuple)}
+        shape_got = {len(x) for x in got if isinstance(x, tuple)}
+        if shape_want and shape_got and shape_want != shape_got:
+            return RuleResult(
+                self.name, False,
+                f"each row should have {min(shape_want)} column(s), yours have {min(shape_got)}",
+            )
+        parts = []
+        if missing:
+            parts.append(f"{len(w - g)} missing {self.what} (e.g. {_examples(missing)})")
+        if extra:
+            parts.append(f"{len(g - w)} extra {self.what} (e.g. {_examples(extra)})")
+        dupes = [k for k, n in g.items() if n > 1 and w.get(k, 0) < n]
+        if dupes and not missing:
+            parts.append("some rows appear more than once: a join that multiplies rows?")
+        return RuleResult(self.name, False, "; ".join(parts))
+
+
+@dataclass
+class Columns(Rule):
+    """The result has exactly these columns (rows, not whole entities)."""
+
+    names: Sequence[str] = ()
+    name: str = "the right columns"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        got = [c for c in (attempt.columns or [])]
+        if got == list(self.names):
+            return RuleResult(self.name, True)
+        if len(got) == 1 and got[0][:1].isupper():
+            return RuleResult(
+                self.name, False,
+                f"you selected whole {got[0]} objects; select only the columns {', '.join(self.names)}",
+            )
+        return RuleResult(self.name, False, f"expected columns {list(self.names)}, got {got}")
+
+
+@dataclass
+class StatementBudget(Rule):
+    """At most ``limit`` queries (transaction control not counted): catches an N+1."""
+
+    limit: int = 1
+    name: str = "statement budget"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        n = len(attempt.log.queries)
+        if n <= self.limit:
+            return RuleResult(f"{self.name} ({n} of {self.limit})", True)
+        selects = attempt.log.count("SELECT")
+        why = " That looks like an N+1: one query per row." if selects > self.limit + 2 else ""
+        return RuleResult(
+            f"{self.name} ({n} of {self.limit})", False,
+            f"your answer took {n} statements; {self.limit} should be enough.{why}",
+        )
+
+
+@dataclass
+class NoLazyLoads(Rule):
+    """No relationship was loaded lazily (in async code a lazy load fails or costs a round trip)."""
+
+    name: str = "no lazy loads"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if attempt.lazy_loads:
+            return RuleResult(
+                self.name, False,
+                f"{attempt.lazy_loads} relationship(s) were loaded lazily, one query each; "
+                "load them up front with a loader option such as selectinload() or joinedload()",
+            )
+        return RuleResult(self.name, True)
+
+
+@dataclass
+class BoundParameters(Rule):
+    """The given values travel as bound parameters, never pasted into the SQL text."""
+
+    values: Sequence[Any] = ()
+    name: str = "values sent as bound parameters"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        pasted = []
+        for value in self.values:
+            if isinstance(value, str):
+                pattern = re.compile(re.escape(f"'{value}'") + "|" + re.escape(f'"{value}"'))
+            else:
+                pattern = re.compile(rf"(?<![\w.$]){re.escape(str(value))}(?![\w.])")
+            if any(pattern.search(s.sql) for s in attempt.log):
+                pasted.append(value)
+        if pasted:
+            return RuleResult(
+                self.name, False,
+                f"the value(s) {_examples(pasted)} were pasted into the SQL text; pass them as "
+                "bound parameters (compare columns with ==, or use text() with :name and a dict), "
+                "never with an f-string",
+            )
+        return RuleResult(self.name, True)
+
+
+@dataclass
+class BulkPath(Rule):
+    """Rows go in as a batch: at most ``max_inserts`` INSERT statements for the whole input."""
+
+    max_inserts: int = 1
+    name: str = "a bulk path"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        inserts = attempt.log.count("INSERT")
+        if inserts <= self.max_inserts:
+            return RuleResult(self.name, True)
+        return RuleResult(
+            self.name, False,
+            f"{inserts} INSERT statements for one batch: that is a row-by-row path. Pass the list "
+            "of dicts to one execute(insert(Model), rows) call",
+        )
+
+
+@dataclass
+class SessionUsable(Rule):
+    """After the answer, the session still works (no failed transaction left behind)."""
+
+    name: str = "session usable afterwards"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if attempt.session_usable:
+            return RuleResult(self.name, True)
+        return RuleResult(
+            self.name, False,
+            "the session was left in a failed transaction; roll back (or use a savepoint with "
+            "begin_nested()) when a statement fails",
+        )
+
+
+@dataclass
+class Probe(Rule):
+    """An exercise-specific test: ``test(attempt)`` returns None when fine, else the message."""
+
+    test: Callable[[Attempt], str | None] = lambda a: None
+    name: str = "behaviour"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        message = self.test(attempt)
+        return RuleResult(self.name, message is None, message or "")
+
+
+AsyncProbe = Callable[[Any, Attempt], Awaitable[None]]

@@ -1,0 +1,173 @@
+"""The exercise machinery itself: answer kinds, stubs, strict mode, isolation, display."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, insert, select, text
+
+import course
+from course.exercises import ERROR, NOT_ATTEMPTED, SESSION_FN, Exercise, lesson00, sql_reference
+from course.exercises.core import ExerciseFailed
+from course.exercises.rules import NoLazyLoads, SameResult, SessionUsable, StatementBudget
+from course.schema import Post, Tag, User
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def db():
+    handle = await course.start("platformtests")
+    yield handle
+    await handle.discard()
+
+
+async def test_untouched_stub_is_not_attempted(db):
+    assert (await lesson00.q1.evaluate(..., db=db)).status == NOT_ATTEMPTED
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        ("SELECT id, username FROM users", "SQL string"),
+        ([1, 2, 3], "a list"),
+        (42, "int"),
+    ],
+)
+async def test_wrong_kind_names_the_kind_expected(db, answer, says):
+    verdict = await lesson00.q1.evaluate(answer, db=db)
+    assert verdict.status == ERROR
+    assert says in verdict.message and "SQLAlchemy statement" in verdict.message
+
+
+async def _posts_of_user_1(session):
+    user = await session.get(User, 1)
+    return [p.id for p in user.posts]  # a lazy load: fails in async code
+
+
+async def _posts_of_user_1_loaded(session):
+    from sqlalchemy.orm import selectinload
+
+    user = await session.scalar(select(User).where(User.id == 1).options(selectinload(User.posts)))
+    return [p.id for p in user.posts]
+
+
+def _sync_answer(session):
+    return []
+
+
+posts_of_user_1 = Exercise(
+    id="t.q1", title="posts of user 1", kind=SESSION_FN,
+    solution_answer=_posts_of_user_1_loaded,
+    expected=sql_reference("SELECT id FROM posts WHERE author_id = 1 ORDER BY id", flat=True),
+    rules=[SameResult(ordered=True), StatementBudget(2), NoLazyLoads()],
+    hints=["load the posts up front"], why="no lazy loads",
+)
+
+
+async def test_session_function_kinds(db):
+    assert (await posts_of_user_1.evaluate(_posts_of_user_1_loaded, db=db)).correct
+    lazy = await posts_of_user_1.evaluate(_posts_of_user_1, db=db)
+    assert lazy.status == "incorrect" and "lazily" in lazy.message
+    sync = await posts_of_user_1.evaluate(_sync_answer, db=db)
+    assert sync.status == ERROR and "async def" in sync.message
+    coro = await posts_of_user_1.evaluate(_posts_of_user_1_loaded(None), db=db)
+    assert coro.status == ERROR and "without parentheses" in coro.message
+
+
+async def _raises(session):
+    raise NotImplementedError
+
+
+async def test_not_implemented_stub_is_not_attempted(db):
+    assert (await posts_of_user_1.evaluate(_raises, db=db)).status == NOT_ATTEMPTED
+
+
+async def _commits_a_tag(session):
+    session.add(Tag(name="leaky"))
+    await session.commit()
+    return [1]
+
+
+async def _breaks_session(session):
+    session.add(User(id=1, email="dupe@example.com", username="dupe", display_name="d",
+                     country="US", created_at=course.seed.REFERENCE_DATE))
+    with contextlib.suppress(Exception):
+        await session.flush()  # swallowed without rollback: the session is left failed
+    return []
+
+
+breaks = Exercise(
+    id="t.q2", title="leave the session usable", kind=SESSION_FN,
+    solution_answer=_commits_a_tag, expected=None,
+    rules=[SessionUsable()], hints=["roll back"], why="usable",
+)
+
+
+async def test_answers_that_commit_leave_nothing_behind(db):
+    before = await db.counts()
+    verdict = await breaks.evaluate(_commits_a_tag, db=db)
+    assert verdict.correct, str(verdict)
+    assert await db.counts() == before
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).where(Tag.name == "leaky")) == 0
+
+
+async def test_a_failed_transaction_is_a_verdict_and_the_database_stays_usable(db):
+    verdict = await breaks.evaluate(_breaks_session, db=db)
+    assert verdict.status == "incorrect" and "failed transaction" in verdict.message
+    assert (await lesson00.q1.evaluate(lesson00.q1.solution_answer(), db=db)).correct
+
+
+async def test_an_answer_that_raises_is_a_verdict(db):
+    verdict = await lesson00.q1.evaluate(select(text("no_such_column")).select_from(User), db=db)
+    assert verdict.status == ERROR and "raised" in verdict.message
+
+
+async def test_strict_mode_raises_for_wrong_but_not_for_unattempted(db, monkeypatch):
+    monkeypatch.setenv("COURSE_STRICT", "1")
+    await lesson00.q1.check(..., db=db)
+    with pytest.raises(ExerciseFailed):
+        await lesson00.q1.check(select(User.id, User.username).where(User.country == "DE"), db=db)
+    monkeypatch.setenv("COURSE_STRICT", "0")
+    await lesson00.q1.check(select(User.id, User.username).where(User.country == "DE"), db=db)
+
+
+async def test_insert_statement_answer_is_rolled_back(db):
+    ex = Exercise(
+        id="t.q3", title="insert", kind="statement",
+        solution_answer=lambda: insert(Tag).values(name="zzz"),
+        expected=None, rules=[], hints=["x"], why="y",
+    )
+    assert (await ex.evaluate(insert(Tag).values(name="zzz"), db=db)).correct
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).where(Tag.name == "zzz")) == 0
+
+
+def test_verdict_renders_with_stable_class_and_json():
+    from course.exercises.verdict import MIME, RuleResult, Verdict
+
+    v = Verdict("00.q1", "t", "incorrect", "2 missing rows", [RuleResult("the right result", False, "2 missing rows")])
+    bundle = v._repr_mimebundle_()
+    assert 'class="course-box course-bad course-verdict"' in bundle["text/html"]
+    assert "Not yet" in bundle["text/html"] and "✘" in bundle["text/html"]
+    assert bundle[MIME]["status"] == "incorrect"
+    assert bundle[MIME]["rules"][0]["message"] == "2 missing rows"
+
+
+def test_hints_are_graded(capsys):
+    lesson00.q1._hint_level = 0
+    lesson00.q1.hint()
+    lesson00.q1.hint()
+    lesson00.q1.hint()
+    out = capsys.readouterr().out
+    assert out.count("Start from select") == 1 and out.count(".where(") == 2
+
+
+def test_solution_shows_the_reference_code(capsys):
+    lesson00.q1.solution()
+    assert 'select(User.id, User.username).where(User.country == "NL")' in capsys.readouterr().out
+
+
+async def test_posts_relationship_imported_for_lint():
+    assert Post.__tablename__ == "posts"
