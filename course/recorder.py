@@ -108,11 +108,45 @@ class SqlLog(Sequence[Statement]):
         return sql_log_html(self)
 
 
-def _redact(params: Any, context: Any) -> Any:
-    """Hide values bound to anything named like a password."""
-    if isinstance(params, dict):
-        return {k: ("***" if _SECRET_KEY.search(str(k)) else v) for k, v in params.items()}
-    return params
+def _redact(params: Any, context: Any, *, many: bool = False) -> Any:
+    """Hide values bound to anything named like a password (``many``: a list of parameter sets).
+
+    Both course drivers take positional parameters, so the names come from the
+    compiled statement: by position when the parameters line up with its names
+    (one row, or the rows of an insertmanyvalues batch), and in any case by
+    value, which also covers expanded ``IN`` lists.
+    """
+    compiled = getattr(context, "compiled", None)
+    names = list(getattr(compiled, "positiontup", None) or ())
+    first = (params[0] if len(params) else None) if many else params
+    if not isinstance(first, dict) and not any(_SECRET_KEY.search(n) for n in names):
+        return params
+    width = len(names)
+    expanded = bool(
+        getattr(compiled, "post_compile_params", None) or getattr(compiled, "literal_execute_params", None)
+    )
+    imv = getattr(getattr(context, "execute_style", None), "name", "") == "INSERTMANYVALUES"
+    secrets: set[Any] = set()
+    for bound in getattr(context, "compiled_parameters", None) or ():
+        for key, value in bound.items():
+            if _SECRET_KEY.search(str(key)):
+                for v in value if isinstance(value, (list, tuple)) else (value,):
+                    if isinstance(v, (str, bytes)) and v:
+                        secrets.add(v)
+
+    def one(row: Any) -> Any:
+        if isinstance(row, dict):
+            return {k: ("***" if _SECRET_KEY.search(str(k)) else v) for k, v in row.items()}
+        if not isinstance(row, (list, tuple)):
+            return row
+        out = list(row)
+        if width and not expanded and (len(out) == width or (imv and len(out) % width == 0)):
+            out = ["***" if _SECRET_KEY.search(names[i % width]) else v for i, v in enumerate(out)]
+        if secrets:
+            out = ["***" if isinstance(v, (str, bytes)) and v in secrets else v for v in out]
+        return tuple(out) if isinstance(row, tuple) else out
+
+    return [one(r) for r in params] if many else one(params)
 
 
 def _rows_of(cursor: Any) -> int | None:
@@ -136,9 +170,7 @@ def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: An
     imv = style == "INSERTMANYVALUES"
     record = Statement(
         sql=statement,
-        params=_redact(parameters, context) if not executemany or imv else [
-            _redact(p, context) for p in parameters
-        ],
+        params=_redact(parameters, context, many=bool(executemany) and not imv),
         executemany=bool(executemany),
         batch_size=batch if not imv else 0,
     )
