@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util.concurrency import in_greenlet
 
 from .config import BackendConfig, hide_secret
 from .errors import DatabaseUnavailable
@@ -71,7 +72,12 @@ def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN", execution_options={HIDDEN: True})
+        # Outside the greenlet (an implicit IO such as touching an expired attribute)
+        # nothing can run: skip the BEGIN so the statement itself raises MissingGreenlet,
+        # as on a plain engine, instead of this BEGIN failing and the pool then logging
+        # a traceback while it discards the connection.
+        if in_greenlet():
+            conn.exec_driver_sql("BEGIN", execution_options={HIDDEN: True})
 
     return engine
 

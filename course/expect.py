@@ -8,6 +8,9 @@ lesson's claim that "this fails" is checked on every run (nbval's
 
 from __future__ import annotations
 
+import gc
+import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +75,7 @@ def expect(
             ) from exc
         caught.error, caught.match = exc, hit
         caught.wrapped_in = [type(e).__name__ for e in chain[: chain.index(hit)]]
+        _release_frames(chain)
     else:
         names = " or ".join(t.__name__ for t in expected)
         raise ExpectationFailed(f"expected {names}, but the block ran without raising")
@@ -79,6 +83,23 @@ def expect(
         show = in_notebook()
     if show:
         show_html(_caught_html(caught, why))
+
+
+def _release_frames(chain: list[BaseException]) -> None:
+    """Free what the failed block's frames held, now, and quietly.
+
+    An implicit IO outside the greenlet (``MissingGreenlet``) leaves the async
+    driver's coroutine unawaited; left alone, Python warns "coroutine ... was
+    never awaited" whenever it happens to be collected, in some later cell. The
+    expected failure is the lesson's point; that warning is only its echo. The
+    exceptions themselves stay intact for ``caught.error`` and ``caught.match``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
+        for error in chain:
+            if error.__traceback__ is not None:
+                traceback.clear_frames(error.__traceback__)
+        gc.collect()
 
 
 def _caught_html(caught: Caught, why: str) -> str:
