@@ -1,0 +1,489 @@
+"""Lesson 02 · Filtering: where(), and_/or_/not_, in_, ilike, NULLs, dates, ordering and limit.
+
+References are raw SQL, independent of the learner-facing solutions. Where a
+reference returns datetimes, it declares its column types (``text().columns()``)
+so SQLite's stored text comes back as ``datetime`` like the ORM answer's.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, String, not_, or_, select, text
+
+from ..schema import User
+from .core import STATEMENT, Counterexample, Exercise, sql_reference
+from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+
+
+def _typed_reference(query: str, **types: Any):
+    """A raw-SQL reference whose columns are typed (datetimes read back as datetime)."""
+
+    async def reference(conn, **params):
+        result = await conn.execute(text(query).columns(**types), params)
+        return [tuple(r) for r in result.all()]
+
+    reference.__doc__ = query
+    return reference
+
+
+def _sql_of(attempt: Attempt) -> str:
+    return "\n".join(s.sql for s in attempt.log.queries)
+
+
+def _rows_missing(attempt: Attempt) -> list[Any]:
+    got = {repr(v) for v in (attempt.value or [])} if isinstance(attempt.value, list) else set()
+    want = attempt.expected if isinstance(attempt.expected, list) else []
+    return [row for row in want if repr(row) not in got]
+
+
+# ---------------------------------------------------------------- q1
+COUNTRIES = ["NL", "SE", "PL"]
+
+
+def _one_country_probe(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list) and got and got != want):
+        return None
+    got_countries = {r[-1] for r in got if isinstance(r, tuple)}
+    want_countries = {r[-1] for r in want if isinstance(r, tuple)}
+    if len(got_countries) == 1 and got_countries < want_countries:
+        (only,) = got_countries
+        return (
+            f"only users from {only!r} came back. If you joined comparisons with Python's `or`, it "
+            "kept just one of them (Python cannot turn `or` into SQL): use User.country.in_([...]) or or_()"
+        )
+    return None
+
+
+def _q1_solution():
+    return (
+        select(User.id, User.username, User.country)
+        .where(User.is_active, User.country.in_(["NL", "SE", "PL"]))
+        .order_by(User.id)
+    )
+
+
+def _q1_python_or():
+    # Python's `or` cannot be overloaded: it keeps one comparison and drops the others
+    return (
+        select(User.id, User.username, User.country)
+        .where(User.is_active, (User.country == "NL") or (User.country == "SE") or (User.country == "PL"))
+        .order_by(User.id)
+    )
+
+
+q1 = Exercise(
+    id="02.q1",
+    title="Active users from three countries",
+    kind=STATEMENT,
+    solution_answer=_q1_solution,
+    expected=sql_reference(
+        "SELECT id, username, country FROM users "
+        "WHERE is_active AND country IN ('NL', 'SE', 'PL') ORDER BY id"
+    ),
+    rules=[
+        Probe(test=_one_country_probe, name="every country asked for"),
+        Columns(["id", "username", "country"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters(COUNTRIES),
+    ],
+    hints=[
+        "Two conditions, both required: pass both to .where(...), separated by a comma (that is AND).",
+        "For 'one of these values' use User.country.in_([...]); for the flag, User.is_active on its own.",
+        'select(User.id, User.username, User.country).where(User.is_active, User.country.in_(["NL", "SE", '
+        '"PL"])).order_by(User.id)',
+    ],
+    why="in_() sends the list as bound parameters, one per value; a comma in where() is AND.",
+    counterexamples=[
+        Counterexample(
+            "forgot is_active",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.country.in_(COUNTRIES))
+            .order_by(User.id),
+            "extra rows",
+        ),
+        Counterexample("python or", _q1_python_or, "python's `or`"),
+        Counterexample(
+            "countries pasted into text()",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active, text("country IN ('NL', 'SE', 'PL')"))
+            .order_by(User.id),
+            "pasted into the SQL text",
+        ),
+        Counterexample(
+            "or_ instead of and",
+            lambda: select(User.id, User.username, User.country)
+            .where(or_(User.is_active, User.country.in_(COUNTRIES)))
+            .order_by(User.id),
+            "extra rows",
+        ),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q2
+_CASE_INSENSITIVE = re.compile(r"\bILIKE\b|\blower\s*\(|\bupper\s*\(", re.IGNORECASE)
+
+
+def _case_insensitive_probe(attempt: Attempt) -> str | None:
+    if _CASE_INSENSITIVE.search(_sql_of(attempt)):
+        return None
+    return (
+        "case-sensitive match: plain LIKE compares letter case on PostgreSQL ('example.com' is not "
+        "'EXAMPLE.COM'); it only looks right on SQLite, whose LIKE ignores ASCII case. Ask for "
+        "case-insensitive matching on every backend: .ilike() (or .iendswith())"
+    )
+
+
+def _q2_solution():
+    return select(User.id, User.email).where(User.email.ilike("%@EXAMPLE.COM")).order_by(User.id)
+
+
+q2 = Exercise(
+    id="02.q2",
+    title="Emails at EXAMPLE.COM, in any letter case",
+    kind=STATEMENT,
+    solution_answer=_q2_solution,
+    expected=sql_reference(
+        "SELECT id, email FROM users WHERE lower(email) LIKE '%@example.com' ORDER BY id"
+    ),
+    rules=[
+        Probe(test=_case_insensitive_probe, name="case-insensitive match"),
+        Columns(["id", "email"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+    ],
+    hints=[
+        "LIKE patterns: % matches any run of characters. The address must end with @EXAMPLE.COM.",
+        "Plain .like() is case-sensitive on PostgreSQL. Which operator ignores case on every backend?",
+        'select(User.id, User.email).where(User.email.ilike("%@EXAMPLE.COM")).order_by(User.id)',
+    ],
+    why="ilike() says what you mean on every backend: ILIKE on PostgreSQL, lower() LIKE lower() on SQLite.",
+    counterexamples=[
+        Counterexample(
+            "plain like, capitals",
+            lambda: select(User.id, User.email).where(User.email.like("%@EXAMPLE.COM")).order_by(User.id),
+            "case-sensitive match",
+        ),
+        Counterexample(
+            "two spellings with like",
+            lambda: select(User.id, User.email)
+            .where(or_(User.email.like("%@example.com"), User.email.like("%@Example.com")))
+            .order_by(User.id),
+            "case-sensitive match",
+        ),
+        Counterexample(
+            "pattern too wide",
+            lambda: select(User.id, User.email).where(User.email.ilike("%EXAMPLE%")).order_by(User.id),
+            "extra rows",
+        ),
+        Counterexample(
+            "forgot the wildcard",
+            lambda: select(User.id, User.email).where(User.email.ilike("@EXAMPLE.COM")).order_by(User.id),
+            "missing rows",
+        ),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q3
+CUTOFF = datetime(2025, 10, 1)
+_CONSTANT_FALSE = re.compile(r"WHERE\s+(0\s*=\s*1|false|1\s*!=\s*1)\b", re.IGNORECASE)
+
+
+def _never_logged_in_probe(attempt: Attempt) -> str | None:
+    missing = _rows_missing(attempt)
+    if missing and all(isinstance(r, tuple) and len(r) == 2 and r[1] is None for r in missing):
+        return (
+            f"the {len(missing)} users who never logged in (last_login IS NULL) are missing: a "
+            "comparison with NULL (<, >=, NOT ...) is never true. Add them with "
+            "or_(User.last_login.is_(None), ...)"
+        )
+    return None
+
+
+def _constant_false_probe(attempt: Attempt) -> str | None:
+    if _CONSTANT_FALSE.search(_sql_of(attempt)):
+        return (
+            "your WHERE clause is the constant false, so no row can match: a Python `is None`, "
+            "`not` or `and` was evaluated by Python, not turned into SQL. Use .is_(None), ~ / not_(), and_()"
+        )
+    return None
+
+
+def _q3_solution():
+    return (
+        select(User.id, User.last_login)
+        .where(
+            User.phone.is_(None),
+            or_(User.last_login.is_(None), User.last_login < datetime(2025, 10, 1)),
+        )
+        .order_by(User.id)
+    )
+
+
+q3 = Exercise(
+    id="02.q3",
+    title="Dormant users without a phone",
+    kind=STATEMENT,
+    solution_answer=_q3_solution,
+    expected=_typed_reference(
+        "SELECT id, last_login FROM users WHERE phone IS NULL "
+        "AND (last_login IS NULL OR last_login < '2025-10-01') ORDER BY id",
+        id=Integer, last_login=DateTime,
+    ),
+    rules=[
+        Probe(test=_constant_false_probe, name="a WHERE clause made of SQL"),
+        Probe(test=_never_logged_in_probe, name="never-logged-in users included"),
+        Columns(["id", "last_login"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Two parts: no phone (phone IS NULL), and not seen since the cutoff. What is NULL < a date?",
+        "A user who never logged in has last_login NULL, and a comparison with NULL is never true: "
+        "combine two cases with or_().",
+        "where(User.phone.is_(None), or_(User.last_login.is_(None), User.last_login < datetime(2025, 10, 1)))",
+    ],
+    why="SQL has three truth values: NULL < x and NOT (NULL >= x) are both unknown, so NULL rows need IS NULL.",
+    counterexamples=[
+        Counterexample(
+            "forgot the NULL logins",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone.is_(None), User.last_login < CUTOFF)
+            .order_by(User.id),
+            "never logged in",
+        ),
+        Counterexample(
+            "NOT of a comparison",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone.is_(None), not_(User.last_login >= CUTOFF))
+            .order_by(User.id),
+            "never logged in",
+        ),
+        Counterexample(
+            "python `is None` (ruff's E711 fix)",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone is None, or_(User.last_login.is_(None), User.last_login < CUTOFF))
+            .order_by(User.id),
+            "constant false",
+        ),
+        Counterexample(
+            "!= None: phone present",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone != None, or_(User.last_login.is_(None), User.last_login < CUTOFF))  # noqa: E711 - a wrong answer on purpose
+            .order_by(User.id),
+            "missing rows",
+        ),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q4
+TERM = "brian"
+LAST_DAY = datetime(2025, 12, 31)
+
+
+def _last_day_probe(attempt: Attempt) -> str | None:
+    lost = [
+        r for r in _rows_missing(attempt)
+        if isinstance(r, tuple) and isinstance(r[-1], datetime) and r[-1] >= LAST_DAY
+    ]
+    if lost and re.search(r"\bBETWEEN\b|<=", _sql_of(attempt), re.IGNORECASE):
+        return (
+            f"{len(lost)} user(s) who signed up on 31 December are missing: BETWEEN ... AND "
+            "datetime(2025, 12, 31) ends at midnight that morning. Use a half-open range: "
+            ">= datetime(2025, 1, 1) and < datetime(2026, 1, 1)"
+        )
+    return None
+
+
+def _q4_solution(term="brian"):
+    return (
+        select(User.id, User.username, User.created_at)
+        .where(
+            User.username.startswith(term),
+            User.created_at >= datetime(2025, 1, 1),
+            User.created_at < datetime(2026, 1, 1),
+        )
+        .order_by(User.created_at.desc())
+        .limit(5)
+    )
+
+
+def _q4_fstring():
+    term = TERM
+    return (
+        select(User.id, User.username, User.created_at)
+        .where(
+            text(f"username LIKE '{term}%'"),
+            User.created_at >= datetime(2025, 1, 1),
+            User.created_at < datetime(2026, 1, 1),
+        )
+        .order_by(User.created_at.desc())
+        .limit(5)
+    )
+
+
+q4 = Exercise(
+    id="02.q4",
+    title="A search box: newest 2025 sign-ups named like the search",
+    kind=STATEMENT,
+    solution_answer=_q4_solution,
+    expected=_typed_reference(
+        "SELECT id, username, created_at FROM users WHERE username LIKE 'brian%' "
+        "AND created_at >= '2025-01-01' AND created_at < '2026-01-01' "
+        "ORDER BY created_at DESC, id LIMIT 5",
+        id=Integer, username=String, created_at=DateTime,
+    ),
+    rules=[
+        Probe(test=_last_day_probe, name="the whole last day"),
+        Columns(["id", "username", "created_at"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters([TERM, f"{TERM}%"]),
+    ],
+    hints=[
+        "Three conditions: the username starts with the search text, and created_at falls in 2025. Then "
+        "sort newest first and keep five.",
+        "Use User.username.startswith(term) (the text travels as a bound parameter), a half-open range "
+        "created_at >= 1 Jan 2025 and < 1 Jan 2026, .order_by(User.created_at.desc()) and .limit(5).",
+        "BETWEEN ... AND datetime(2025, 12, 31) stops at midnight on 31 December: it misses that day.",
+    ],
+    why="startswith() binds the search text; a half-open date range (>= start, < next start) has no gap.",
+    counterexamples=[
+        Counterexample("f-string in text()", _q4_fstring, "pasted into the SQL text"),
+        Counterexample(
+            "between ... 31 December",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.startswith(TERM),
+                User.created_at.between(datetime(2025, 1, 1), datetime(2025, 12, 31)),
+            )
+            .order_by(User.created_at.desc())
+            .limit(5),
+            "signed up on 31 December",
+        ),
+        Counterexample(
+            "no limit",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.startswith(TERM),
+                User.created_at >= datetime(2025, 1, 1),
+                User.created_at < datetime(2026, 1, 1),
+            )
+            .order_by(User.created_at.desc()),
+            "extra rows",
+        ),
+        Counterexample(
+            "oldest first",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.startswith(TERM),
+                User.created_at >= datetime(2025, 1, 1),
+                User.created_at < datetime(2026, 1, 1),
+            )
+            .order_by(User.created_at)
+            .limit(5),
+            "missing rows",
+        ),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q5
+def _order_by_clause(attempt: Attempt) -> str:
+    sql = _sql_of(attempt)
+    match = re.search(r"\bORDER BY\b(.*?)(\bLIMIT\b|\bOFFSET\b|\bFETCH\b|$)", sql, re.IGNORECASE | re.DOTALL)
+    return match.group(1) if match else ""
+
+
+def _nulls_placed_probe(attempt: Attempt) -> str | None:
+    order = _order_by_clause(attempt)
+    if re.search(r"NULLS\s+FIRST", order, re.IGNORECASE):
+        return "your ORDER BY puts the users who never logged in first; they belong last: .nulls_last()"
+    if re.search(r"NULLS\s+LAST|IS\s+NULL|IS\s+NOT\s+NULL|coalesce\s*\(|\bCASE\b", order, re.IGNORECASE):
+        return None
+    return (
+        "your ORDER BY leaves the NULL last_login rows to the backend's default: SQLite sorts NULLs "
+        "as the smallest value (last in DESC), PostgreSQL as the largest (first in DESC). Say where "
+        "they go: User.last_login.desc().nulls_last()"
+    )
+
+
+def _tie_breaker_probe(attempt: Attempt) -> str | None:
+    order = _order_by_clause(attempt)
+    if re.search(r"\busers\.id\b|(^|[\s,(])id\b", order):
+        return None
+    return (
+        "rows that tie on last_login (the users who never logged in) have no defined order: add a "
+        "tie-breaker, User.id, as the last ORDER BY key"
+    )
+
+
+def _q5_solution():
+    return (
+        select(User.id, User.last_login)
+        .where(User.country == "SE", User.is_active)
+        .order_by(User.last_login.desc().nulls_last(), User.id)
+    )
+
+
+q5 = Exercise(
+    id="02.q5",
+    title="Most recently seen first, never-seen last, on every backend",
+    kind=STATEMENT,
+    solution_answer=_q5_solution,
+    expected=_typed_reference(
+        "SELECT id, last_login FROM users WHERE country = 'SE' AND is_active "
+        "ORDER BY CASE WHEN last_login IS NULL THEN 1 ELSE 0 END, last_login DESC, id",
+        id=Integer, last_login=DateTime,
+    ),
+    rules=[
+        Probe(test=_nulls_placed_probe, name="NULLs placed explicitly"),
+        Probe(test=_tie_breaker_probe, name="a tie-breaker"),
+        Columns(["id", "last_login"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Filter: country SE and active. Sort: last_login, newest first. Where do NULLs go by default?",
+        "SQLite and PostgreSQL disagree on where NULLs sort. .desc().nulls_last() states it for both.",
+        "The users who never logged in all tie (NULL): add User.id as a second ORDER BY key.",
+    ],
+    why="NULL placement is backend-specific by default; nulls_last() plus a unique tie-breaker is portable.",
+    counterexamples=[
+        Counterexample(
+            "desc() only",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE", User.is_active)
+            .order_by(User.last_login.desc(), User.id),
+            "backend's default",
+        ),
+        Counterexample(
+            "nulls_first()",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE", User.is_active)
+            .order_by(User.last_login.desc().nulls_first(), User.id),
+            "never logged in first",
+        ),
+        Counterexample(
+            "no tie-breaker",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE", User.is_active)
+            .order_by(User.last_login.desc().nulls_last()),
+            "tie-breaker",
+        ),
+        Counterexample(
+            "oldest first",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE", User.is_active)
+            .order_by(User.last_login.asc().nulls_last(), User.id),
+            "wrong order",
+        ),
+    ],
+)
