@@ -1,0 +1,680 @@
+"""Lesson 03 exercises: columns, aggregation, existence checks and keyset pagination.
+
+References are written independently of the solutions: raw SQL, and for the
+pages a plain Python slice of every matching id (no keyset logic to share a
+bug with).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, and_, distinct, exists, func, or_, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..recorder import Statement
+from ..schema import Order, Post, User
+from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
+from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+
+# --------------------------------------------------------------------------- shared probes
+
+
+def _queries(attempt: Attempt) -> list[Statement]:
+    return list(attempt.log.queries)
+
+
+_OFFSET = re.compile(r"\bOFFSET\s+(\?|\$(\d+)(?:::\w+(?:\s+\w+)*)?|(\d+))", re.I)
+
+
+def _offset_skipped(statement: Statement) -> int:
+    """Rows an OFFSET in this statement skips (0 without one).
+
+    SQLite's dialect writes ``LIMIT ? OFFSET ?`` even when you gave only a limit
+    (the offset is then bound as 0), so the text alone says nothing: read the value.
+    """
+    found = 0
+    for match in _OFFSET.finditer(statement.sql):
+        placeholder, number, literal = match.group(1), match.group(2), match.group(3)
+        value: Any = None
+        params = statement.params
+        if literal is not None:
+            value = int(literal)
+        elif isinstance(params, (list, tuple)):
+            index = int(number) - 1 if number is not None else statement.sql[: match.start(1)].count("?")
+            if placeholder and 0 <= index < len(params):
+                value = params[index]
+        if isinstance(value, int) and value > 0:
+            found = max(found, value)
+    return found
+
+
+def _no_offset(attempt: Attempt) -> str | None:
+    skipped = max((_offset_skipped(s) for s in _queries(attempt)), default=0)
+    if skipped:
+        return (
+            f"your query skips {skipped} rows with OFFSET: the database reads every one of them and "
+            "throws them away. Filter past the cursor instead (WHERE id > after_id): the index jumps there"
+        )
+    return None
+
+
+def _selects_from(attempt: Attempt, table: str) -> list[Statement]:
+    return [s for s in _queries(attempt) if s.verb in ("SELECT", "WITH") and f"FROM {table}" in s.sql]
+
+
+# --------------------------------------------------------------------------- q1
+
+
+def _q1_solution():
+    return (
+        select(User.id, User.email, User.display_name)
+        .where(User.country == "DE", User.is_active, User.phone.is_not(None))
+        .order_by(User.id)
+    )
+
+
+q1 = Exercise(
+    id="03.q1",
+    title="Three columns, not whole users",
+    kind=STATEMENT,
+    solution_answer=_q1_solution,
+    expected=sql_reference(
+        "SELECT id, email, display_name FROM users "
+        "WHERE country = 'DE' AND is_active AND phone IS NOT NULL ORDER BY id"
+    ),
+    rules=[
+        Columns(["id", "email", "display_name"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters(["DE"]),
+    ],
+    hints=[
+        "Pass the three columns to select(), not the User class: select(User.id, User.email, User.display_name).",
+        "Three conditions in one .where(...): the country, User.is_active, and a phone that is not NULL.",
+        "A NULL test is .is_not(None) (SQL: IS NOT NULL); finish with .order_by(User.id).",
+    ],
+    why="Rows of three columns are all the page needs: less data on the wire, no objects to build or track.",
+    counterexamples=[
+        Counterexample(
+            "an entity query where columns were asked",
+            lambda: select(User)
+            .where(User.country == "DE", User.is_active, User.phone.is_not(None))
+            .order_by(User.id),
+            "whole User objects",
+        ),
+        Counterexample(
+            "inactive users included",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(User.country == "DE", User.phone.is_not(None))
+            .order_by(User.id),
+            "extra rows",
+        ),
+        Counterexample(
+            "the NULL test the wrong way round",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(User.country == "DE", User.is_active, User.phone.is_(None))
+            .order_by(User.id),
+            "missing rows",
+        ),
+        Counterexample(
+            "the country pasted into the SQL",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(text("country = 'DE'"), User.is_active, User.phone.is_not(None))
+            .order_by(User.id),
+            "pasted into the SQL text",
+        ),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q2
+
+Q2_MIN_BUYERS = 25
+
+
+def _q2_solution():
+    buyers = func.count(distinct(User.id)).label("buyers")
+    return (
+        select(User.country, buyers)
+        .join(Order, Order.user_id == User.id)
+        .where(Order.status == "paid")
+        .group_by(User.country)
+        .having(buyers >= 25)
+        .order_by(buyers.desc(), User.country)
+    )
+
+
+def _pairs(value: Any) -> dict[Any, Any] | None:
+    if not isinstance(value, list) or not all(isinstance(r, tuple) and len(r) == 2 for r in value):
+        return None
+    return dict(value)
+
+
+def _q2_counts(attempt: Attempt) -> str | None:
+    got, want = _pairs(attempt.value), _pairs(attempt.expected)
+    if got is None or want is None:
+        return None
+    too_high = [(c, n, want[c]) for c, n in got.items() if c in want and isinstance(n, int) and n > want[c]]
+    if not too_high:
+        return None
+    country, n, right = too_high[0]
+    sql = " ".join(s.sql for s in _queries(attempt)).upper()
+    if "JOIN" in sql and "DISTINCT" not in sql:
+        return (
+            f"the counts are too high ({country}: {n}, but {right} users): after the join each user "
+            "appears once per paid order, so count(User.id) counts orders. Count distinct users: "
+            "func.count(distinct(User.id))"
+        )
+    return f"the counts are too high ({country}: {n}, but {right} users with a paid order)"
+
+
+def _q2_having(attempt: Attempt) -> str | None:
+    got = _pairs(attempt.value)
+    if got is None:
+        return None
+    small = [c for c, n in got.items() if isinstance(n, int) and n < Q2_MIN_BUYERS]
+    if small:
+        return (
+            f"countries with fewer than {Q2_MIN_BUYERS} buyers are in your result (e.g. {small[0]}): "
+            "filter the groups with .having(...) after group_by()"
+        )
+    return None
+
+
+q2 = Exercise(
+    id="03.q2",
+    title="Buyers per country, big markets only",
+    kind=STATEMENT,
+    solution_answer=_q2_solution,
+    expected=sql_reference(
+        "SELECT u.country, count(DISTINCT u.id) AS buyers "
+        "FROM users u JOIN orders o ON o.user_id = u.id "
+        "WHERE o.status = 'paid' "
+        "GROUP BY u.country HAVING count(DISTINCT u.id) >= 25 "
+        "ORDER BY buyers DESC, u.country"
+    ),
+    rules=[
+        Columns(["country", "buyers"]),
+        Probe(_q2_counts, name="counts users, not orders"),
+        Probe(_q2_having, name="groups filtered with HAVING"),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters(["paid"]),
+    ],
+    hints=[
+        "Join users to their orders, keep the paid ones with where(), then group_by(User.country).",
+        "A user with three paid orders appears three times after the join: count them once with "
+        "func.count(distinct(User.id)).label(\"buyers\").",
+        "WHERE filters rows before grouping; HAVING filters the groups: .having(buyers >= 25). "
+        "Then .order_by(buyers.desc(), User.country).",
+    ],
+    why="WHERE filters rows, HAVING filters groups, and DISTINCT keeps a join from counting a user once per order.",
+    counterexamples=[
+        Counterexample(
+            "missing HAVING",
+            lambda: select(User.country, func.count(distinct(User.id)).label("buyers"))
+            .join(Order, Order.user_id == User.id)
+            .where(Order.status == "paid")
+            .group_by(User.country)
+            .order_by(func.count(distinct(User.id)).desc(), User.country),
+            ".having(",
+        ),
+        Counterexample(
+            "a count on a join that inflates",
+            lambda: select(User.country, func.count(User.id).label("buyers"))
+            .join(Order, Order.user_id == User.id)
+            .where(Order.status == "paid")
+            .group_by(User.country)
+            .having(func.count(User.id) >= 25)
+            .order_by(func.count(User.id).desc(), User.country),
+            "count distinct users",
+        ),
+        Counterexample(
+            "the aggregate in WHERE",
+            lambda: select(User.country, func.count(distinct(User.id)).label("buyers"))
+            .join(Order, Order.user_id == User.id)
+            .where(Order.status == "paid", func.count(distinct(User.id)) >= 25)
+            .group_by(User.country),
+            "aggregate",
+        ),
+        Counterexample(
+            "every user, not just buyers",
+            lambda: select(User.country, func.count(User.id).label("buyers"))
+            .group_by(User.country)
+            .having(func.count(User.id) >= 25)
+            .order_by(func.count(User.id).desc(), User.country),
+            "too high",
+        ),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q3
+
+
+async def _q3_solution(session, user_id):
+    return await session.scalar(
+        select(exists().where(Order.user_id == user_id, Order.status == "paid"))
+    )
+
+
+def _q3_is_bool(attempt: Attempt) -> str | None:
+    value = attempt.value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, list):
+        return (
+            f"your function returned {value!r}, a list of rows: take the single value with "
+            "await session.scalar(...), which gives True or False"
+        )
+    return f"return a bool (True or False), not {value!r} ({type(value).__name__})"
+
+
+def _q3_stops_early(attempt: Attempt) -> str | None:
+    queries = _queries(attempt)
+    if any("count(" in s.sql.lower() for s in queries):
+        return (
+            "your query counts every matching order just to answer yes or no; "
+            "select(exists().where(...)) lets the database stop at the first match"
+        )
+    fetched = sum(s.rows or 0 for s in queries)
+    if fetched > 1:
+        return (
+            f"your function fetched {fetched} rows to answer yes or no; ask the database with "
+            "select(exists().where(...)) and get one True or False back"
+        )
+    return None
+
+
+async def _q3_expected(conn: AsyncConnection, user_id: int) -> bool:
+    n = (
+        await conn.execute(
+            text("SELECT count(*) FROM orders WHERE user_id = :u AND status = 'paid'"), {"u": user_id}
+        )
+    ).scalar_one()
+    return n > 0
+
+
+async def _q3_count(session, user_id):
+    n = await session.scalar(
+        select(func.count()).select_from(Order).where(Order.user_id == user_id, Order.status == "paid")
+    )
+    return n > 0
+
+
+async def _q3_count_returned(session, user_id):
+    return await session.scalar(
+        select(func.count(Order.id)).where(Order.user_id == user_id, Order.status == "paid")
+    )
+
+
+async def _q3_load_rows(session, user_id):
+    orders = (await session.scalars(select(Order).where(Order.user_id == user_id))).all()
+    return any(o.status == "paid" for o in orders)
+
+
+async def _q3_any_status(session, user_id):
+    return await session.scalar(select(exists().where(Order.user_id == user_id)))
+
+
+async def _q3_result(session, user_id):
+    return await session.execute(select(exists().where(Order.user_id == user_id, Order.status == "paid")))
+
+
+q3 = Exercise(
+    id="03.q3",
+    title="Has this user paid for anything?",
+    kind=SESSION_FN,
+    solution_answer=_q3_solution,
+    expected=_q3_expected,
+    # 155 has nine paid orders, 5 has orders but none paid, 9999 does not exist
+    calls=({"user_id": 155}, {"user_id": 5}, {"user_id": 9999}),
+    rules=[
+        Probe(_q3_is_bool, name="returns a bool"),
+        Probe(_q3_stops_early, name="stops at the first match"),
+        SameResult(),
+        StatementBudget(1),
+        BoundParameters(["paid"]),
+    ],
+    hints=[
+        "You want a yes or no, not the orders: select(exists().where(...)) asks exactly that.",
+        "Two conditions inside exists().where(...): Order.user_id == user_id and Order.status == \"paid\".",
+        "await session.scalar(select(exists().where(...))) returns the single True or False.",
+    ],
+    why="EXISTS answers yes or no and may stop at the first match; a count has to find them all.",
+    counterexamples=[
+        Counterexample("count, then compare", _q3_count, "counts every matching order"),
+        Counterexample("the count itself", _q3_count_returned, "a bool"),
+        Counterexample("load the orders, test in Python", _q3_load_rows, "fetched"),
+        Counterexample("any order, not a paid one", _q3_any_status, "not right"),
+        Counterexample("the Result, not its value", _q3_result, "session.scalar"),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q4
+
+
+async def _q4_solution(session, after_id, limit):
+    stmt = select(Post.id).where(Post.status == "published").order_by(Post.id).limit(limit + 1)
+    if after_id is not None:
+        stmt = stmt.where(Post.id > after_id)
+    ids = list((await session.scalars(stmt)).all())
+    return ids[:limit], len(ids) > limit
+
+
+async def _q4_expected(conn: AsyncConnection, after_id: int | None, limit: int) -> tuple[list[int], bool]:
+    ids = (await conn.execute(text("SELECT id FROM posts WHERE status = 'published' ORDER BY id"))).scalars().all()
+    rest = [i for i in ids if after_id is None or i > after_id]
+    return rest[:limit], len(rest) > limit
+
+
+def _page_parts(value: Any) -> tuple[list[Any], Any] | None:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], list):
+        return value[0], value[1]
+    return None
+
+
+def _q4_order(attempt: Attempt) -> str | None:
+    selects = _selects_from(attempt, "posts")
+    if selects and not any("ORDER BY" in s.sql for s in selects):
+        return (
+            "your query has no ORDER BY: LIMIT then takes whichever rows the database meets first, "
+            "and the cursor means nothing. Order by Post.id"
+        )
+    return None
+
+
+def _q4_starts_after(attempt: Attempt, after_id: int | None) -> str | None:
+    got = _page_parts(attempt.value)
+    if got is None or after_id is None:
+        return None
+    ids = got[0]
+    if after_id in ids:
+        return (
+            f"the page repeats post {after_id}, the cursor itself: the client already has it. "
+            "Use Post.id > after_id, not >="
+        )
+    return None
+
+
+def _q4_has_more(attempt: Attempt) -> str | None:
+    got, want = _page_parts(attempt.value), _page_parts(attempt.expected)
+    if got is None or want is None or got[0] != want[0] or got[1] == want[1]:
+        return None
+    if want[1]:
+        return "has_more is False but more posts follow: fetch limit + 1 rows and check whether the extra one came back"
+    return (
+        f"has_more is {got[1]!r} on the last page, which is exactly full: the client would ask for an empty "
+        "page. Fetch limit + 1 rows: has_more is whether the extra one came back"
+    )
+
+
+async def _q4_probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
+    attempt.extra["call"] = dict(call)  # the cursor this call used, for the "starts after" rule
+
+
+async def _q4_gte(session, after_id, limit):
+    stmt = select(Post.id).where(Post.status == "published").order_by(Post.id).limit(limit + 1)
+    if after_id is not None:
+        stmt = stmt.where(Post.id >= after_id)
+    ids = list((await session.scalars(stmt)).all())
+    return ids[:limit], len(ids) > limit
+
+
+async def _q4_no_extra(session, after_id, limit):
+    stmt = select(Post.id).where(Post.status == "published").order_by(Post.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Post.id > after_id)
+    ids = list((await session.scalars(stmt)).all())
+    return ids, len(ids) == limit
+
+
+async def _q4_offset(session, after_id, limit):
+    published = Post.status == "published"
+    skip = 0
+    if after_id is not None:
+        skip = await session.scalar(select(func.count()).select_from(Post).where(published, Post.id <= after_id))
+    stmt = select(Post.id).where(published).order_by(Post.id).offset(skip).limit(limit + 1)
+    ids = list((await session.scalars(stmt)).all())
+    return ids[:limit], len(ids) > limit
+
+
+async def _q4_unordered(session, after_id, limit):
+    stmt = select(Post.id).where(Post.status == "published").limit(limit + 1)
+    if after_id is not None:
+        stmt = stmt.where(Post.id > after_id)
+    ids = list((await session.scalars(stmt)).all())
+    return ids[:limit], len(ids) > limit
+
+
+async def _q4_count_for_more(session, after_id, limit):
+    published = Post.status == "published"
+    after = Post.id > after_id if after_id is not None else Post.id > 0
+    stmt = select(Post.id).where(published, after).order_by(Post.id).limit(limit)
+    ids = list((await session.scalars(stmt)).all())
+    total = await session.scalar(select(func.count()).select_from(Post).where(published, after))
+    return ids, total > limit
+
+
+q4 = Exercise(
+    id="03.q4",
+    title="A keyset page of published posts",
+    kind=SESSION_FN,
+    solution_answer=_q4_solution,
+    expected=_q4_expected,
+    probe=_q4_probe,
+    calls=(
+        {"after_id": None, "limit": 5},  # the first page
+        {"after_id": 12, "limit": 5},  # a middle page (12 is a published post)
+        {"after_id": 4996, "limit": 5},  # the last page, three posts
+        {"after_id": 4993, "limit": 5},  # the last page, exactly five posts
+    ),
+    rules=[
+        Probe(_no_offset, name="a keyset, not OFFSET"),
+        Probe(_q4_order, name="a deterministic order"),
+        Probe(lambda a: _q4_starts_after(a, a.extra.get("call", {}).get("after_id")), name="starts after the cursor"),
+        Probe(_q4_has_more, name="has_more right on the boundary"),
+        SameResult(),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Order by Post.id and keep only the rows after the cursor: .where(Post.id > after_id) when there is one.",
+        "Ask for one row more than the page: .limit(limit + 1). If it came back, there is a next page.",
+        "ids = list((await session.scalars(stmt)).all()); return ids[:limit], len(ids) > limit",
+    ],
+    why="A keyset page costs the same on page 1 and page 1,000, and one extra row answers has_more without a count.",
+    counterexamples=[
+        Counterexample("off by one: >= instead of >", _q4_gte, "use post.id > after_id"),
+        Counterexample("no fetch-one-extra", _q4_no_extra, "fetch limit + 1"),
+        Counterexample("an OFFSET in disguise", _q4_offset, "offset"),
+        Counterexample("no ORDER BY", _q4_unordered, "no order by"),
+        Counterexample("a second query to count", _q4_count_for_more, "statements"),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q5
+
+#: The five posts the lesson (and this checker) stamps with one shared second: the
+#: 8th to 12th newest of the seed, all set to the 10th's created_at. In id DESC order.
+TIED_POSTS = (3958, 3062, 2152, 1480, 1126)
+TIED_AT = datetime(2025, 12, 31, 20, 23, 46)
+#: The 5th oldest post of the seed: exactly four posts are older.
+_OLD_CURSOR = (datetime(2024, 2, 10, 19, 26, 38), 4518)
+
+
+async def make_ties(conn: AsyncConnection) -> None:
+    """Give TIED_POSTS one shared created_at (idempotent; the check's transaction is rolled back)."""
+    posts = Post.__table__
+    await conn.execute(posts.update().where(posts.c.id.in_(TIED_POSTS)).values(created_at=TIED_AT))
+
+
+async def _q5_solution(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(tuple_(Post.created_at, Post.id) < tuple_(*after))
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    next_after = (page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    return [r.id for r in page], next_after
+
+
+async def _feed_order(conn: AsyncConnection) -> list[tuple[datetime, int]]:
+    rows = (
+        await conn.execute(text("SELECT created_at, id FROM posts").columns(created_at=DateTime, id=Integer))
+    ).all()
+    return sorted(((r.created_at, r.id) for r in rows), reverse=True)
+
+
+async def _q5_expected(conn: AsyncConnection, after: tuple[datetime, int] | None, limit: int) -> Any:
+    await make_ties(conn)
+    order = await _feed_order(conn)
+    rest = [key for key in order if after is None or key < tuple(after)]
+    page = rest[:limit]
+    next_after = page[-1] if len(rest) > limit else None
+    return [i for _, i in page], next_after
+
+
+async def _q5_probe(conn: AsyncConnection, attempt: Attempt, after: Any, limit: int) -> None:
+    if after is None:
+        return
+    order = await _feed_order(conn)
+    attempt.extra["before_cursor"] = {key[1] for key in order if key >= tuple(after)}
+    attempt.extra["tied"] = {i for at, i in order if at == after[0]}
+
+
+def _q5_unique_order(attempt: Attempt) -> str | None:
+    for s in _selects_from(attempt, "posts"):
+        order_by = s.sql.split("ORDER BY", 1)[1] if "ORDER BY" in s.sql else ""
+        if "created_at" in order_by and "posts.id" not in order_by:
+            return (
+                "ORDER BY created_at alone is not unique: posts that share a timestamp come back in any "
+                "order, so pages can repeat or skip them. Add Post.id.desc() as a tiebreaker"
+            )
+    return None
+
+
+def _q5_repeats(attempt: Attempt) -> str | None:
+    got = _page_parts(attempt.value)
+    seen = attempt.extra.get("before_cursor") or set()
+    if got is None or not seen:
+        return None
+    again = [i for i in got[0] if i in seen]
+    if again:
+        return (
+            f"post(s) {again[:3]} were already on an earlier page (at or before the cursor): compare the "
+            "pair strictly, tuple_(Post.created_at, Post.id) < tuple_(*after), not <= or created_at alone"
+        )
+    return None
+
+
+def _q5_skips(attempt: Attempt) -> str | None:
+    got, want = _page_parts(attempt.value), _page_parts(attempt.expected)
+    if got is None or want is None:
+        return None
+    skipped = [i for i in want[0] if i not in got[0] and i in (attempt.extra.get("tied") or set())]
+    if skipped:
+        return (
+            f"post(s) {skipped[:3]} were skipped: they share the cursor's created_at. Comparing created_at "
+            "alone drops them; compare (created_at, id) as a pair"
+        )
+    return None
+
+
+def _q5_next(attempt: Attempt) -> str | None:
+    got, want = _page_parts(attempt.value), _page_parts(attempt.expected)
+    if got is None or want is None or got[0] != want[0] or got[1] == want[1]:
+        return None
+    if want[1] is None:
+        return (
+            f"the next cursor is {got[1]!r} on the last page: return None when no posts follow "
+            "(fetch limit + 1 rows to find out)"
+        )
+    return f"the next cursor should be (created_at, id) of the page's last post, {want[1]!r}, not {got[1]!r}"
+
+
+async def _q5_created_at_lt(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(Post.created_at < after[0])
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
+
+
+async def _q5_created_at_le(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(Post.created_at <= after[0])
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
+
+
+async def _q5_no_tiebreak(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc()).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(tuple_(Post.created_at, Post.id) < tuple_(*after))
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
+
+
+async def _q5_expanded_le(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
+    if after is not None:
+        at, pk = after
+        stmt = stmt.where(or_(Post.created_at < at, and_(Post.created_at == at, Post.id <= pk)))
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
+
+
+async def _q5_always_next(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit)
+    if after is not None:
+        stmt = stmt.where(tuple_(Post.created_at, Post.id) < tuple_(*after))
+    page = (await session.execute(stmt)).all()
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if page else None)
+
+
+q5 = Exercise(
+    id="03.q5",
+    title="A newest-first feed that survives ties",
+    kind=SESSION_FN,
+    solution_answer=_q5_solution,
+    expected=_q5_expected,
+    probe=_q5_probe,
+    calls=(
+        {"after": None, "limit": 10},  # ends inside the tie group
+        {"after": (TIED_AT, 2152), "limit": 10},  # starts inside it
+        {"after": _OLD_CURSOR, "limit": 4},  # the last page, exactly four posts
+    ),
+    rules=[
+        Probe(_no_offset, name="a keyset, not OFFSET"),
+        Probe(_q5_unique_order, name="a unique order"),
+        Probe(_q5_repeats, name="no post twice"),
+        Probe(_q5_skips, name="no post skipped"),
+        Probe(_q5_next, name="the next cursor"),
+        SameResult(),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Order by Post.created_at.desc(), then Post.id.desc(): the id makes the order unique when timestamps tie.",
+        "The cursor is the last row's (created_at, id). Continue strictly after it: "
+        "tuple_(Post.created_at, Post.id) < tuple_(*after) (both DESC, so 'after' means smaller).",
+        "Fetch limit + 1 rows; if the extra one came back, the next cursor is (created_at, id) of row limit, else None.",
+    ],
+    why="A unique sort key and a strict pair comparison give every post exactly once, ties or not.",
+    counterexamples=[
+        Counterexample("keyset on created_at alone (<)", _q5_created_at_lt, "skipped"),
+        Counterexample("keyset on created_at alone (<=)", _q5_created_at_le, "already on an earlier page"),
+        Counterexample("no tiebreaker in ORDER BY", _q5_no_tiebreak, "tiebreaker"),
+        Counterexample("expanded form with <= on id", _q5_expanded_le, "already on an earlier page"),
+        Counterexample("a next cursor on the last page", _q5_always_next, "return none"),
+    ],
+)
