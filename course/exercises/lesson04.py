@@ -1,0 +1,434 @@
+"""Lesson 04 exercises: joins that return the right rows, and counts that stay honest.
+
+Besides comparing rows, each exercise names the join mistake it sees in the
+numbers: a user who vanished (inner join), a 1 where 0 belongs (``count(*)``
+over an outer join), a None where 0 belongs (an outer-joined subquery), a
+count that is too high (a join that multiplied rows), a join run the wrong way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
+from ..schema import Comment, Order, Post, Tag, User
+from .core import STATEMENT, Counterexample, Exercise, sql_reference
+from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+
+
+def _rows(attempt: Attempt) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
+    """(got, want) when both are lists of rows of the same width, else None (other rules judge)."""
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list) and got and want):
+        return None
+    width = len(want[0])
+    if not all(isinstance(r, tuple) and len(r) == width for r in got + want):
+        return None
+    return got, want
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _per_user_counts(
+    columns: Sequence[str], *, what: str, too_high: str, missing: str, too_low: str = "",
+    entity: str = "user",
+) -> Probe:
+    """Compare per-user aggregates row by row (first column = id) and name the join mistake.
+
+    ``columns`` names the value columns after the id; ``what`` is what the zero rows have none
+    of; ``missing``, ``too_high`` and ``too_low`` explain the likely cause for this exercise.
+    """
+
+    def test(attempt: Attempt) -> str | None:
+        pair = _rows(attempt)
+        if pair is None:
+            return None
+        got, want = pair
+        want_by = {r[0]: r for r in want}
+        got_by: dict[Any, tuple[Any, ...]] = {}
+        for r in got:
+            got_by.setdefault(r[0], r)
+        gone = [k for k in want_by if k not in got_by]
+        if gone and all(want_by[k][1] == 0 for k in gone):
+            return (
+                f"{_n(len(gone), entity)} missing, every one of them with 0 {what} "
+                f"(e.g. {entity} {gone[0]}): {missing}"
+            )
+        common = [k for k in want_by if k in got_by]
+        for i, name in enumerate(columns, start=1):
+            pairs = [(k, got_by[k][i], want_by[k][i]) for k in common]
+            zeros = [(k, g) for k, g, w in pairs if w == 0]
+            if zeros and all(g is None for _, g in zeros):
+                return (
+                    f"{name} is None (NULL) instead of 0 for {entity}s who have none (e.g. {entity} "
+                    f"{zeros[0][0]}): an outer join to an aggregate subquery gives NULL where nothing "
+                    "matched; wrap the column in func.coalesce(..., 0)"
+                )
+            if zeros and all(g == 1 for _, g in zeros):
+                return (
+                    f"{name} is 1 instead of 0 for {entity}s who have none (e.g. {entity} {zeros[0][0]}): "
+                    "count(*) counts the one row of NULLs the outer join adds for them; count a column "
+                    "of the joined table instead, e.g. func.count(Post.id)"
+                )
+            numeric = [(k, g, w) for k, g, w in pairs if isinstance(g, (int, float)) and isinstance(w, (int, float))]
+            high = [(k, g, w) for k, g, w in numeric if g > w]
+            if high:
+                k, g, w = high[0]
+                return (
+                    f"{name} is too high for {_n(len(high), entity)} (e.g. {entity} {k}: {g} instead of "
+                    f"{w}): {too_high}"
+                )
+            low = [(k, g, w) for k, g, w in numeric if g < w]
+            if low:
+                k, g, w = low[0]
+                return (
+                    f"{name} is too low for {_n(len(low), entity)} (e.g. {entity} {k}: {g} instead of "
+                    f"{w})" + (f": {too_low}" if too_low else "")
+                )
+        return None
+
+    return Probe(test=test, name="per-user numbers")
+
+
+# ---------------------------------------------------------------------------- q1
+def _q1_solution():
+    return (
+        select(Post.id, User.username)
+        .join(Post.author)
+        .join(Post.tags)
+        .where(Tag.name == "joins")
+        .order_by(Post.id)
+    )
+
+
+q1 = Exercise(
+    id="04.q1",
+    title="Posts tagged 'joins', with their author",
+    kind=STATEMENT,
+    solution_answer=_q1_solution,
+    expected=sql_reference(
+        "SELECT p.id, u.username FROM posts p JOIN users u ON u.id = p.author_id "
+        "WHERE EXISTS (SELECT 1 FROM post_tags pt JOIN tags t ON t.id = pt.tag_id "
+        "WHERE pt.post_id = p.id AND t.name = 'joins') ORDER BY p.id"
+    ),
+    rules=[
+        Columns(["id", "username"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters(["joins"]),
+    ],
+    hints=[
+        "You need two joins from Post: one to its author (a User), one to its tags.",
+        "Post.author and Post.tags are relationships: .join(Post.author) and .join(Post.tags) write the "
+        "ON clauses for you (Post.tags goes through the post_tags table on its own).",
+        "select(Post.id, User.username).join(Post.author).join(Post.tags)"
+        ".where(Tag.name == \"joins\").order_by(Post.id)",
+    ],
+    why="Joining along relationships lets the mapping write the ON clauses, even through an association table.",
+    counterexamples=[
+        Counterexample(
+            "filters on Tag without joining it",
+            lambda: select(Post.id, User.username).join(Post.author).where(Tag.name == "joins").order_by(Post.id),
+            "extra rows",
+        ),
+        Counterexample(
+            "the commenters, not the author",
+            lambda: select(Post.id, User.username)
+            .join(Post.comments)
+            .join(User, User.id == Comment.author_id)
+            .join(Post.tags)
+            .where(Tag.name == "joins")
+            .order_by(Post.id),
+            "extra rows",
+        ),
+        Counterexample(
+            "joins users on the wrong column",
+            lambda: select(Post.id, User.username)
+            .join(User, User.id == Post.id)
+            .join(Post.tags)
+            .where(Tag.name == "joins")
+            .order_by(Post.id),
+            "missing rows",
+        ),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------- q2
+def _q2_solution():
+    return (
+        select(User.id, func.count(Post.id).label("drafts"))
+        .outerjoin(User.posts.and_(Post.status == "draft"))
+        .group_by(User.id)
+        .order_by(User.id)
+    )
+
+
+_Q2_MISSING = (
+    "an inner join drops users without a matching post, and so does a WHERE condition on the "
+    "outer-joined table (it is false for the NULL row). Use outerjoin() and put the status "
+    "condition in the ON clause: User.posts.and_(...)"
+)
+
+q2 = Exercise(
+    id="04.q2",
+    title="Every user's number of drafts, zero included",
+    kind=STATEMENT,
+    solution_answer=_q2_solution,
+    expected=sql_reference(
+        "SELECT u.id, (SELECT count(*) FROM posts p WHERE p.author_id = u.id AND p.status = 'draft') "
+        "FROM users u ORDER BY u.id"
+    ),
+    rules=[
+        Columns(["id", "drafts"]),
+        _per_user_counts(
+            ["drafts"],
+            what="drafts",
+            missing=_Q2_MISSING,
+            too_high="were all posts counted, not only drafts? The status condition belongs in the ON clause",
+        ),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters(["draft"]),
+    ],
+    hints=[
+        "Every user must appear, also those with no drafts: which kind of join keeps the left side's rows?",
+        "outerjoin() keeps every user. A WHERE on Post.status would throw the users without drafts away "
+        "again: the condition has to be part of the join itself. And count(*) would count 1 for them.",
+        "select(User.id, func.count(Post.id).label(\"drafts\")).outerjoin(User.posts.and_(Post.status == "
+        "\"draft\")).group_by(User.id).order_by(User.id)",
+    ],
+    why="An outer join keeps the rows without a match only if nothing later filters its NULLs away.",
+    counterexamples=[
+        Counterexample(
+            "inner join",
+            lambda: select(User.id, func.count(Post.id).label("drafts"))
+            .join(User.posts)
+            .where(Post.status == "draft")
+            .group_by(User.id)
+            .order_by(User.id),
+            "missing",
+        ),
+        Counterexample(
+            "outer join undone by WHERE",
+            lambda: select(User.id, func.count(Post.id).label("drafts"))
+            .outerjoin(User.posts)
+            .where(Post.status == "draft")
+            .group_by(User.id)
+            .order_by(User.id),
+            "WHERE condition on the outer-joined table",
+        ),
+        Counterexample(
+            "count(*)",
+            lambda: select(User.id, func.count().label("drafts"))
+            .outerjoin(User.posts.and_(Post.status == "draft"))
+            .group_by(User.id)
+            .order_by(User.id),
+            "1 instead of 0",
+        ),
+        Counterexample(
+            "every post counted",
+            lambda: select(User.id, func.count(Post.id).label("drafts"))
+            .outerjoin(User.posts)
+            .group_by(User.id)
+            .order_by(User.id),
+            "too high",
+        ),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------- q3
+def _q3_solution():
+    inviter = aliased(User, name="inviter")
+    return (
+        select(User.id, User.username, inviter.username.label("invited_by"))
+        .join(inviter, User.invited_by_id == inviter.id)
+        .order_by(User.id)
+    )
+
+
+def _q3_direction(attempt: Attempt) -> str | None:
+    """Name the two self-join slips: the join run backwards, the alias not used in select()."""
+    pair = _rows(attempt)
+    if pair is None or len(pair[1][0]) != 3:
+        return None
+    got, want = pair
+    if got == want:
+        return None
+    if all(r[1] == r[2] for r in got):
+        return (
+            "invited_by is each user's own username: select the alias's column "
+            "(inviter.username), not User.username"
+        )
+    expected_pairs = {(r[1], r[2]) for r in want}
+    if all((r[2], r[1]) in expected_pairs for r in got):
+        return (
+            "the join runs the wrong way: your rows list whom each user invited. The invited user's "
+            "invited_by_id points at the inviter: ON users.invited_by_id = inviter.id"
+        )
+    return None
+
+
+def _q3_variant(*, backwards: bool = False, own_name: bool = False, outer: bool = False):
+    """The solution with one slip: the ON clause reversed, User.username selected twice, or outerjoin."""
+    inviter = aliased(User, name="inviter")
+    name = User.username if own_name else inviter.username
+    on = inviter.invited_by_id == User.id if backwards else User.invited_by_id == inviter.id
+    stmt = select(User.id, User.username, name.label("invited_by"))
+    stmt = stmt.outerjoin(inviter, on) if outer else stmt.join(inviter, on)
+    return stmt.order_by(User.id)
+
+
+q3 = Exercise(
+    id="04.q3",
+    title="Invited users and who invited them",
+    kind=STATEMENT,
+    solution_answer=_q3_solution,
+    expected=sql_reference(
+        "SELECT u.id, u.username, i.username FROM users u JOIN users i ON i.id = u.invited_by_id ORDER BY u.id"
+    ),
+    rules=[
+        Columns(["id", "username", "invited_by"]),
+        Probe(test=_q3_direction, name="the self-join's direction"),
+        SameResult(ordered=True),
+        StatementBudget(1),
+    ],
+    hints=[
+        "users appears twice in this query: once as the invited user, once as the inviter. "
+        "Give the second one its own name with aliased(User).",
+        "inviter = aliased(User, name=\"inviter\"), then .join(inviter, User.invited_by_id == inviter.id) "
+        "and select inviter.username.label(\"invited_by\"). Which users does an inner join keep?",
+        "inviter = aliased(User, name=\"inviter\"); select(User.id, User.username, "
+        "inviter.username.label(\"invited_by\")).join(inviter, User.invited_by_id == inviter.id)"
+        ".order_by(User.id)",
+    ],
+    why="aliased() gives one table a second name, so a query can hold two different rows of it at once.",
+    counterexamples=[
+        Counterexample(
+            "no alias",
+            lambda: select(User.id, User.username, User.username.label("invited_by"))
+            .join(User.invited_by)
+            .order_by(User.id),
+            "same entity",
+        ),
+        Counterexample("the join runs backwards", lambda: _q3_variant(backwards=True), "wrong way"),
+        Counterexample("alias joined but not selected", lambda: _q3_variant(own_name=True), "own username"),
+        Counterexample("outer join keeps everyone", lambda: _q3_variant(outer=True), "extra rows"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------- q4
+def _q4_solution():
+    posts = select(Post.author_id, func.count(Post.id).label("n")).group_by(Post.author_id).subquery()
+    spent = (
+        select(Order.user_id, func.sum(Order.total_cents).label("cents")).group_by(Order.user_id).subquery()
+    )
+    return (
+        select(
+            User.id,
+            func.coalesce(posts.c.n, 0).label("posts"),
+            func.coalesce(spent.c.cents, 0).label("spent_cents"),
+        )
+        .outerjoin(posts, posts.c.author_id == User.id)
+        .outerjoin(spent, spent.c.user_id == User.id)
+        .order_by(User.id)
+    )
+
+
+_Q4_TOO_HIGH = (
+    "joining posts and orders in one query pairs every post of a user with every order, so each "
+    "count and sum is multiplied by the other side's rows. Aggregate each relation on its own "
+    "(one grouped subquery per table), then join the results to users"
+)
+
+
+def _q4_joined(count: Callable[[Any], Any], total: Callable[[Any], Any]) -> Callable[[], Any]:
+    """Both relations outer-joined in one query: the shape every inflated answer shares."""
+    return lambda: (
+        select(User.id, count(Post.id).label("posts"), total(Order.total_cents).label("spent_cents"))
+        .outerjoin(User.posts)
+        .outerjoin(User.orders)
+        .group_by(User.id)
+        .order_by(User.id)
+    )
+
+
+def _q4_no_coalesce():
+    posts = select(Post.author_id, func.count(Post.id).label("n")).group_by(Post.author_id).subquery()
+    spent = select(Order.user_id, func.sum(Order.total_cents).label("cents")).group_by(Order.user_id).subquery()
+    return (
+        select(User.id, posts.c.n.label("posts"), spent.c.cents.label("spent_cents"))
+        .outerjoin(posts, posts.c.author_id == User.id)
+        .outerjoin(spent, spent.c.user_id == User.id)
+        .order_by(User.id)
+    )
+
+
+def _q4_inner_posts():
+    posts = select(Post.author_id, func.count(Post.id).label("n")).group_by(Post.author_id).subquery()
+    spent = select(Order.user_id, func.sum(Order.total_cents).label("cents")).group_by(Order.user_id).subquery()
+    return (
+        select(User.id, posts.c.n.label("posts"), spent.c.cents.label("spent_cents"))
+        .join(posts, posts.c.author_id == User.id)
+        .join(spent, spent.c.user_id == User.id)
+        .order_by(User.id)
+    )
+
+
+q4 = Exercise(
+    id="04.q4",
+    title="Posts and money spent, per user, without inflation",
+    kind=STATEMENT,
+    solution_answer=_q4_solution,
+    expected=sql_reference(
+        "SELECT u.id, "
+        "(SELECT count(*) FROM posts p WHERE p.author_id = u.id), "
+        "(SELECT coalesce(sum(o.total_cents), 0) FROM orders o WHERE o.user_id = u.id) "
+        "FROM users u ORDER BY u.id"
+    ),
+    rules=[
+        Columns(["id", "posts", "spent_cents"]),
+        _per_user_counts(
+            ["posts", "spent_cents"],
+            what="posts",
+            missing="an inner join drops them; keep every user with outer joins",
+            too_high=_Q4_TOO_HIGH,
+            too_low="sum(distinct ...) adds equal amounts only once, even when they belong to different orders",
+        ),
+        SameResult(ordered=True),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Join users to posts and to orders in one query and each user's rows become posts x orders: "
+        "both numbers come out multiplied. Aggregate each table on its own first.",
+        "Build one grouped subquery per table (posts per author_id, sum of total_cents per user_id) with "
+        ".subquery(), then outerjoin both to User. Users without posts get NULL from an outer join: "
+        "func.coalesce(..., 0).",
+        "posts = select(Post.author_id, func.count(Post.id).label(\"n\")).group_by(Post.author_id).subquery(); "
+        "same for orders; select(User.id, func.coalesce(posts.c.n, 0).label(\"posts\"), ...)"
+        ".outerjoin(posts, posts.c.author_id == User.id).outerjoin(...).order_by(User.id)",
+    ],
+    why="Aggregate each one-to-many relation separately: joined together, they multiply each other.",
+    counterexamples=[
+        Counterexample("both joined, plain count and sum", _q4_joined(func.count, func.sum), "too high"),
+        Counterexample(
+            "count(distinct) fixes the count, not the sum",
+            _q4_joined(lambda c: func.count(c.distinct()), func.sum),
+            "spent_cents is too high",
+        ),
+        Counterexample(
+            "sum(distinct) drops equal amounts",
+            _q4_joined(lambda c: func.count(c.distinct()), lambda c: func.sum(c.distinct())),
+            "too low",
+        ),
+        Counterexample("subqueries without coalesce", _q4_no_coalesce, "None (NULL) instead of 0"),
+        Counterexample("inner join to the posts subquery", _q4_inner_posts, "missing"),
+    ],
+)
