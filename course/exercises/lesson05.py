@@ -1,0 +1,712 @@
+"""Lesson 05 exercises: derived tables, correlated subqueries, NOT EXISTS, recursive CTEs, windows.
+
+Every reference is raw SQL written in a different shape from the solution (a
+correlated subquery where the solution uses a derived table, NOT IN where it
+uses NOT EXISTS, NOT EXISTS where it uses a window function), so a reference
+and a solution agreeing is evidence, not a tautology.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, exists, func, literal, select, text
+
+from ..schema import Comment, Order, Post, User
+from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
+from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+
+# ----------------------------------------------------------------------------- shared probes
+
+
+def _rows(value: Any) -> list[tuple[Any, ...]] | None:
+    if not isinstance(value, list) or not all(isinstance(r, tuple) for r in value):
+        return None
+    return value
+
+
+def _no_null_counts(attempt: Attempt) -> str | None:
+    rows = _rows(attempt.value)
+    if not rows:
+        return None
+    nulls = [r for r in rows if r and r[-1] is None]
+    if nulls:
+        return (
+            f"{len(nulls)} row(s) have None (NULL) instead of a count, e.g. {nulls[0]!r}: the outer "
+            "join finds no row in the derived table for them; wrap the column in "
+            "func.coalesce(..., 0)"
+        )
+    return None
+
+
+def _zero_rows_kept(what: str, fix: str) -> Any:
+    """The rows whose expected count is 0 are all there (an inner join drops them)."""
+
+    def test(attempt: Attempt) -> str | None:
+        got, want = _rows(attempt.value), _rows(attempt.expected)
+        if got is None or want is None:
+            return None
+        have = {r[0] for r in got}
+        dropped = [r for r in want if r[0] not in have]
+        if dropped and all(r[-1] == 0 for r in dropped):
+            return (
+                f"{len(dropped)} {what} with a count of 0 are missing (e.g. id {dropped[0][0]}): an inner "
+                f"join, or a WHERE on the joined table, keeps only rows that found a match; {fix}"
+            )
+        return None
+
+    return test
+
+
+def _ones_for_zeros(attempt: Attempt) -> str | None:
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if got is None or want is None:
+        return None
+    zero_ids = {r[0] for r in want if r[-1] == 0}
+    ones = [r for r in got if r[0] in zero_ids and r[-1] == 1]
+    if zero_ids and ones:
+        return (
+            f"post {ones[0][0]} has no comments but your count says 1: count(*) counts the row an "
+            "outer join makes up for a post without comments; count a column of the comments "
+            "table (func.count(Comment.id)), which is NULL there"
+        )
+    return None
+
+
+# ----------------------------------------------------------------------------- q1 derived table
+
+
+def _q1_solution():
+    published = (
+        select(Post.author_id, func.count(Post.id).label("published_posts"))
+        .where(Post.status == "published")
+        .group_by(Post.author_id)
+        .subquery()
+    )
+    return (
+        select(User.id, func.coalesce(published.c.published_posts, 0).label("published_posts"))
+        .outerjoin(published, User.id == published.c.author_id)
+        .where(User.country == "NL")
+        .order_by(User.id)
+    )
+
+
+def _q1_published():
+    return (
+        select(Post.author_id, func.count(Post.id).label("published_posts"))
+        .where(Post.status == "published")
+        .group_by(Post.author_id)
+        .subquery()
+    )
+
+
+def _q1_no_coalesce():
+    published = _q1_published()
+    return (
+        select(User.id, published.c.published_posts)
+        .outerjoin(published, User.id == published.c.author_id)
+        .where(User.country == "NL")
+        .order_by(User.id)
+    )
+
+
+def _q1_inner_join():
+    published = _q1_published()
+    return (
+        select(User.id, published.c.published_posts)
+        .join(published, User.id == published.c.author_id)
+        .where(User.country == "NL")
+        .order_by(User.id)
+    )
+
+
+def _q1_where_on_outer_join():
+    return (
+        select(User.id, func.count(Post.id).label("published_posts"))
+        .outerjoin(Post, Post.author_id == User.id)
+        .where(User.country == "NL", Post.status == "published")
+        .group_by(User.id)
+        .order_by(User.id)
+    )
+
+
+def _q1_every_status():
+    every = select(Post.author_id, func.count(Post.id).label("n")).group_by(Post.author_id).subquery()
+    return (
+        select(User.id, func.coalesce(every.c.n, 0).label("published_posts"))
+        .outerjoin(every, User.id == every.c.author_id)
+        .where(User.country == "NL")
+        .order_by(User.id)
+    )
+
+
+def _q1_counts_too_high(attempt: Attempt) -> str | None:
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if got is None or want is None or [r[0] for r in got] != [r[0] for r in want]:
+        return None
+    pairs = [(g, w) for g, w in zip(got, want, strict=True) if isinstance(g[-1], int) and g[-1] != w[-1]]
+    if pairs and all(g[-1] > w[-1] for g, w in pairs):
+        g, w = pairs[0]
+        return (
+            f"some counts are too high (user {g[0]}: {g[-1]}, expected {w[-1]}): count only the posts "
+            "with status 'published', with a WHERE inside the derived table"
+        )
+    return None
+
+
+q1 = Exercise(
+    id="05.q1",
+    title="Published posts per Dutch user, zeros included",
+    kind=STATEMENT,
+    solution_answer=_q1_solution,
+    expected=sql_reference(
+        "SELECT u.id, (SELECT count(*) FROM posts p WHERE p.author_id = u.id AND p.status = 'published') "
+        "FROM users u WHERE u.country = 'NL' ORDER BY u.id"
+    ),
+    rules=[
+        Probe(_no_null_counts, name="counts, not NULLs"),
+        Probe(
+            _zero_rows_kept("users", "join the derived table with outerjoin() and filter inside it"),
+            name="users without published posts kept",
+        ),
+        Probe(_q1_counts_too_high, name="published posts only"),
+        Columns(["id", "published_posts"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters(["NL", "published"]),
+    ],
+    hints=[
+        "Count first, join second: a subquery of (author_id, published_posts) over published posts, "
+        "grouped by author_id, then .subquery().",
+        "Join users to it with .outerjoin(published, User.id == published.c.author_id), so users "
+        "without published posts stay; filter User.country in the outer query.",
+        "Users the subquery has no row for get NULL: select "
+        "func.coalesce(published.c.published_posts, 0).label(\"published_posts\").",
+    ],
+    why="Aggregating in a derived table first, then outer-joining it, keeps every user and never "
+    "multiplies rows; coalesce turns 'no row' into the 0 you mean.",
+    counterexamples=[
+        Counterexample("no coalesce", _q1_no_coalesce, "coalesce"),
+        Counterexample("inner join to the derived table", _q1_inner_join, "inner join"),
+        Counterexample("WHERE on the outer-joined table", _q1_where_on_outer_join, "a where on the joined table"),
+        Counterexample("every status counted", _q1_every_status, "too high"),
+    ],
+)
+
+
+# ----------------------------------------------------------------------------- q2 correlated scalar subquery
+
+Q2_AUTHOR = 346
+
+
+def _q2_solution():
+    comment_count = (
+        select(func.count(Comment.id))
+        .where(Comment.post_id == Post.id)
+        .correlate(Post)
+        .scalar_subquery()
+        .label("comment_count")
+    )
+    return (
+        select(Post.id, comment_count)
+        .where(Post.author_id == 346)
+        .order_by(comment_count.desc(), Post.id)
+    )
+
+
+def _q2_join_group():
+    n = func.count(Comment.id).label("comment_count")
+    return (
+        select(Post.id, n)
+        .join(Comment, Comment.post_id == Post.id)
+        .where(Post.author_id == 346)
+        .group_by(Post.id)
+        .order_by(n.desc(), Post.id)
+    )
+
+
+def _q2_count_star():
+    n = func.count().label("comment_count")
+    return (
+        select(Post.id, n)
+        .outerjoin(Comment, Comment.post_id == Post.id)
+        .where(Post.author_id == 346)
+        .group_by(Post.id)
+        .order_by(n.desc(), Post.id)
+    )
+
+
+def _q2_ties_reversed():
+    comment_count = (
+        select(func.count(Comment.id)).where(Comment.post_id == Post.id).scalar_subquery().label("comment_count")
+    )
+    return (
+        select(Post.id, comment_count)
+        .where(Post.author_id == 346)
+        .order_by(comment_count.desc(), Post.id.desc())
+    )
+
+
+def _q2_by_id():
+    comment_count = (
+        select(func.count(Comment.id)).where(Comment.post_id == Post.id).scalar_subquery().label("comment_count")
+    )
+    return select(Post.id, comment_count).where(Post.author_id == 346).order_by(Post.id)
+
+
+q2 = Exercise(
+    id="05.q2",
+    title="An author's posts by comment count",
+    kind=STATEMENT,
+    solution_answer=_q2_solution,
+    expected=sql_reference(
+        "SELECT p.id, count(c.id) FROM posts p LEFT OUTER JOIN comments c ON c.post_id = p.id "
+        "WHERE p.author_id = 346 GROUP BY p.id ORDER BY count(c.id) DESC, p.id"
+    ),
+    rules=[
+        Probe(_ones_for_zeros, name="posts without comments count 0"),
+        Probe(
+            _zero_rows_kept("posts", "a correlated count subquery in the SELECT list keeps every post"),
+            name="posts without comments kept",
+        ),
+        Columns(["id", "comment_count"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters([Q2_AUTHOR]),
+    ],
+    hints=[
+        "Build the count as its own select: select(func.count(Comment.id)).where(Comment.post_id == Post.id).",
+        "Turn it into a column with .scalar_subquery().label(\"comment_count\") (add .correlate(Post) to "
+        "say which table comes from outside), then select(Post.id, comment_count).",
+        "Filter Post.author_id == 346 and sort with .order_by(comment_count.desc(), Post.id): the id breaks ties.",
+    ],
+    why="A correlated scalar subquery is a per-row calculation that can never drop or multiply the "
+    "outer rows, which makes it the safest way to add one aggregate to a list.",
+    counterexamples=[
+        Counterexample("join and group by", _q2_join_group, "posts with a count of 0 are missing"),
+        Counterexample("outer join with count(*)", _q2_count_star, "count(*)"),
+        Counterexample("ties broken the wrong way", _q2_ties_reversed, "wrong order"),
+        Counterexample("ordered by id only", _q2_by_id, "wrong order"),
+    ],
+)
+
+
+# ----------------------------------------------------------------------------- q3 NOT EXISTS
+
+
+def _q3_solution():
+    cancelled = exists().where(Order.user_id == User.id, Order.status == "cancelled")
+    return select(User.id).where(~cancelled).order_by(User.id)
+
+
+async def _q3_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
+    rows = await conn.execute(text("SELECT DISTINCT user_id FROM orders WHERE status = 'cancelled'"))
+    attempt.extra["cancelled_users"] = {r[0] for r in rows}
+
+
+def _q3_no_cancelled_user(attempt: Attempt) -> str | None:
+    got = attempt.value
+    if not isinstance(got, list):
+        return None
+    if not got and attempt.expected:
+        return (
+            "your query returned no users. Every user has placed orders, so a test for 'no orders at "
+            "all' (or an inner join looking for a row that is not there) finds nobody; test for the "
+            "absence of a *cancelled* order with ~exists().where(...)"
+        )
+    cancelled = attempt.extra.get("cancelled_users", set())
+    bad = [u for u in got if u in cancelled]
+    if bad:
+        return (
+            f"{len(set(bad))} of your users do have a cancelled order (e.g. user {bad[0]}): a join on "
+            "status != 'cancelled' finds users with *some* other order. Ask for the absence of a "
+            "cancelled order instead: ~exists().where(...)"
+        )
+    return None
+
+
+def _q3_not_equal_join():
+    return (
+        select(User.id)
+        .join(Order, Order.user_id == User.id)
+        .where(Order.status != "cancelled")
+        .distinct()
+        .order_by(User.id)
+    )
+
+
+def _q3_no_orders_at_all():
+    return select(User.id).where(~User.orders.any()).order_by(User.id)
+
+
+def _q3_inner_anti_join():
+    return (
+        select(User.id)
+        .join(Order, and_(Order.user_id == User.id, Order.status == "cancelled"))
+        .where(Order.id.is_(None))
+        .order_by(User.id)
+    )
+
+
+q3 = Exercise(
+    id="05.q3",
+    title="Users who never cancelled an order",
+    kind=STATEMENT,
+    solution_answer=_q3_solution,
+    expected=sql_reference(
+        "SELECT id FROM users WHERE id NOT IN (SELECT user_id FROM orders WHERE status = 'cancelled') "
+        "ORDER BY id",
+        flat=True,
+    ),
+    probe=_q3_probe,
+    rules=[
+        Probe(_q3_no_cancelled_user, name="nobody with a cancelled order"),
+        Columns(["id"]),
+        SameResult(ordered=True, what="users"),
+        StatementBudget(1),
+        BoundParameters(["cancelled"]),
+    ],
+    hints=[
+        "A join can only find rows that are there. You are asking about an order that is *not* there.",
+        "exists().where(Order.user_id == User.id, Order.status == \"cancelled\") is true for users "
+        "with a cancelled order; ~ negates it (NOT EXISTS).",
+        "select(User.id).where(~exists().where(...)).order_by(User.id), or the relationship shortcut "
+        "~User.orders.any(Order.status == \"cancelled\").",
+    ],
+    why="NOT EXISTS states 'no such row' directly, cannot multiply rows, and (unlike NOT IN) is not "
+    "fooled by a NULL in the subquery.",
+    counterexamples=[
+        Counterexample("join on status != 'cancelled'", _q3_not_equal_join, "do have a cancelled order"),
+        Counterexample("users with no orders at all", _q3_no_orders_at_all, "no users"),
+        Counterexample("inner join looking for NULL", _q3_inner_anti_join, "no users"),
+    ],
+)
+
+
+# ----------------------------------------------------------------------------- q4 recursive CTE
+
+
+async def _q4_solution(session, user_id):
+    invited = (
+        select(User.id, literal(1).label("depth"))
+        .where(User.invited_by_id == user_id)
+        .cte("invited", recursive=True)
+    )
+    invited = invited.union_all(
+        select(User.id, invited.c.depth + 1).join(invited, User.invited_by_id == invited.c.id)
+    )
+    result = await session.execute(select(invited.c.id, invited.c.depth).order_by(invited.c.id))
+    return result.all()
+
+
+_Q4_REFERENCE = sql_reference(
+    """
+    WITH RECURSIVE tree(id, depth) AS (
+        SELECT id, 1 FROM users WHERE invited_by_id = :user_id
+        UNION ALL
+        SELECT u.id, tree.depth + 1 FROM users u JOIN tree ON u.invited_by_id = tree.id
+    )
+    SELECT id, depth FROM tree ORDER BY id
+    """
+)
+
+
+def _q4_shape(attempt: Attempt) -> str | None:
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if got is None or want is None or not want:
+        return None
+    want_depth = dict(want)
+    got_ids = [r[0] for r in got]
+    if set(got_ids) - set(want_depth) and len(set(got_ids) - set(want_depth)) == 1 and len(got) == len(want) + 1:
+        extra = (set(got_ids) - set(want_depth)).pop()
+        return (
+            f"your result includes user {extra}, the one whose invitees you were asked for: start the "
+            "CTE from the users they invited (invited_by_id == user_id), at depth 1"
+        )
+    if set(got_ids) == set(want_depth) and len(got) == len(want):
+        shifts = {r[1] - want_depth[r[0]] for r in got if isinstance(r[1], int)}
+        if len(shifts) == 1 and shifts != {0}:
+            return (
+                f"the right users, but every depth is off by {shifts.pop():+d}: the users invited directly "
+                "have depth 1, their invitees 2, ..."
+            )
+    if got and set(got_ids) < set(want_depth) and all(want_depth.get(i) == 1 for i in got_ids):
+        return (
+            "only the direct invitees: the recursive part must join users to the CTE itself "
+            "(User.invited_by_id == invited.c.id), so each round finds the next generation"
+        )
+    return None
+
+
+async def _q4_direct_only(session, user_id):
+    result = await session.execute(
+        select(User.id, literal(1).label("depth")).where(User.invited_by_id == user_id).order_by(User.id)
+    )
+    return result.all()
+
+
+async def _q4_includes_self(session, user_id):
+    tree = select(User.id, literal(0).label("depth")).where(User.id == user_id).cte("tree", recursive=True)
+    tree = tree.union_all(select(User.id, tree.c.depth + 1).join(tree, User.invited_by_id == tree.c.id))
+    result = await session.execute(select(tree.c.id, tree.c.depth).order_by(tree.c.id))
+    return result.all()
+
+
+async def _q4_depth_from_zero(session, user_id):
+    tree = select(User.id, literal(0).label("depth")).where(User.invited_by_id == user_id).cte("tree", recursive=True)
+    tree = tree.union_all(select(User.id, tree.c.depth + 1).join(tree, User.invited_by_id == tree.c.id))
+    result = await session.execute(select(tree.c.id, tree.c.depth).order_by(tree.c.id))
+    return result.all()
+
+
+async def _q4_python_loop(session, user_id):
+    found, level, depth = [], [user_id], 1
+    while level:
+        rows = await session.execute(select(User.id).where(User.invited_by_id.in_(level)))
+        level = rows.scalars().all()
+        found += [(i, depth) for i in level]
+        depth += 1
+    return sorted(found)
+
+
+def _q4_one_statement(attempt: Attempt) -> str | None:
+    n = len(attempt.log.queries)
+    if n > 1:
+        return (
+            f"your answer took {n} statements, one per generation of invitees: a recursive CTE lets "
+            "the database do that loop, in one statement however deep the tree"
+        )
+    return None
+
+
+q4 = Exercise(
+    id="05.q4",
+    title="Everyone a user invited, directly or not",
+    kind=SESSION_FN,
+    solution_answer=_q4_solution,
+    expected=_Q4_REFERENCE,
+    calls=({"user_id": 1}, {"user_id": 17}, {"user_id": 500}),
+    rules=[
+        Probe(_q4_shape, name="the whole invitation tree, depth from 1"),
+        SameResult(ordered=True),
+        Probe(_q4_one_statement, name="one statement"),
+        StatementBudget(1),
+        BoundParameters([17]),
+    ],
+    hints=[
+        "A recursive CTE has two parts: a starting SELECT (the users invited directly by user_id, depth 1) "
+        "and a SELECT that joins users to the CTE itself, depth + 1, glued with union_all().",
+        "invited = select(User.id, literal(1).label(\"depth\")).where(User.invited_by_id == user_id)"
+        ".cte(\"invited\", recursive=True); then invited = invited.union_all(select(...).join(invited, ...)).",
+        "The recursive part: select(User.id, invited.c.depth + 1).join(invited, User.invited_by_id == "
+        "invited.c.id). Finish with select(invited.c.id, invited.c.depth).order_by(invited.c.id) and "
+        "return result.all().",
+    ],
+    why="A recursive CTE walks a tree of any depth in one statement: the database loops, not your "
+    "code, so there is one round trip however deep the tree goes.",
+    counterexamples=[
+        Counterexample("direct invitees only", _q4_direct_only, "only the direct invitees"),
+        Counterexample("the user is included", _q4_includes_self, "includes user"),
+        Counterexample("depth counted from 0", _q4_depth_from_zero, "off by -1"),
+        Counterexample("one query per generation", _q4_python_loop, "one per generation"),
+    ],
+)
+
+
+# ----------------------------------------------------------------------------- q5 window function
+
+
+def _q5_solution():
+    ranked = (
+        select(
+            Post.author_id,
+            Post.id.label("post_id"),
+            func.row_number()
+            .over(partition_by=Post.author_id, order_by=(Post.published_at.desc(), Post.id.desc()))
+            .label("rn"),
+            func.count().over(partition_by=Post.author_id).label("published_posts"),
+        )
+        .where(Post.status == "published")
+        .subquery()
+    )
+    return (
+        select(ranked.c.author_id, ranked.c.post_id, ranked.c.published_posts)
+        .where(ranked.c.rn == 1)
+        .order_by(ranked.c.author_id)
+    )
+
+
+_Q5_REFERENCE = sql_reference(
+    """
+    SELECT p.author_id, p.id,
+           (SELECT count(*) FROM posts x WHERE x.author_id = p.author_id AND x.status = 'published')
+    FROM posts p
+    WHERE p.status = 'published' AND NOT EXISTS (
+        SELECT 1 FROM posts q
+        WHERE q.author_id = p.author_id AND q.status = 'published'
+          AND (q.published_at > p.published_at OR (q.published_at = p.published_at AND q.id > p.id))
+    )
+    ORDER BY p.author_id
+    """
+)
+
+
+async def _q5_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
+    highest = await conn.execute(
+        text("SELECT author_id, max(id) FROM posts WHERE status = 'published' GROUP BY author_id")
+    )
+    attempt.extra["highest_id"] = dict(highest.all())
+    oldest = await conn.execute(text(
+        "SELECT author_id, id FROM posts p WHERE status = 'published' AND NOT EXISTS (SELECT 1 FROM posts q "
+        "WHERE q.author_id = p.author_id AND q.status = 'published' AND (q.published_at < p.published_at "
+        "OR (q.published_at = p.published_at AND q.id < p.id)))"
+    ))
+    attempt.extra["oldest_id"] = dict(oldest.all())
+
+
+def _q5_which_post(attempt: Attempt) -> str | None:
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if got is None or want is None or any(len(r) < 2 for r in got):
+        return None
+    if len(got) == 1 and len(want) > 1:
+        return (
+            "one row for the whole table: without partition_by the window numbers all posts as one "
+            "group; partition it by Post.author_id"
+        )
+    seen: dict[Any, int] = {}
+    for r in got:
+        seen[r[0]] = seen.get(r[0], 0) + 1
+    twice = sorted(a for a, n in seen.items() if n > 1)
+    if twice:
+        return (
+            f"{len(twice)} authors appear more than once (e.g. author {twice[0]}, {seen[twice[0]]} times): "
+            "several of their posts share the latest published_at, and both rank() and 'equals the "
+            "max' keep every tied row. Use row_number() with a tie-breaker: order_by=(Post.published_at"
+            ".desc(), Post.id.desc())"
+        )
+    got_authors, want_authors = {r[0] for r in got}, {r[0] for r in want}
+    if got and got_authors < want_authors:
+        missing = sorted(want_authors - got_authors)
+        return (
+            f"{len(missing)} authors are missing (e.g. author {missing[0]}): you ranked every post and kept "
+            "status == 'published' afterwards, so an author whose row 1 is an archived post, or a draft "
+            "(PostgreSQL sorts its NULL published_at first in a DESC order), has no row left. Filter "
+            "status inside the subquery, before row_number() numbers the rows"
+        )
+    if len(got) != len(want):
+        return None
+    picked = {r[0]: r[1] for r in got}
+    if picked == {r[0]: r[1] for r in want}:
+        return None
+    if picked == attempt.extra.get("highest_id"):
+        return (
+            "you picked each author's highest post id, but ids do not follow publication order here "
+            "(a draft can be published long after it was written): rank by published_at instead"
+        )
+    if picked == attempt.extra.get("oldest_id"):
+        return "you picked each author's first published post: order the window by Post.published_at.desc()"
+    return None
+
+
+def _q5_ranked(
+    order_by: Any, *, partition: bool = True, published_first: bool = True, ranking: Any = func.row_number
+) -> Any:
+    ranked = select(
+        Post.author_id,
+        Post.id.label("post_id"),
+        Post.status,
+        (
+            ranking().over(partition_by=Post.author_id, order_by=order_by)
+            if partition
+            else ranking().over(order_by=order_by)
+        ).label("rn"),
+        func.count().over(partition_by=Post.author_id).label("published_posts"),
+    )
+    if published_first:
+        ranked = ranked.where(Post.status == "published")
+    ranked = ranked.subquery()
+    stmt = select(ranked.c.author_id, ranked.c.post_id, ranked.c.published_posts).where(ranked.c.rn == 1)
+    if not published_first:
+        stmt = stmt.where(ranked.c.status == "published")
+    return stmt.order_by(ranked.c.author_id)
+
+
+def _q5_filter_after_ranking():
+    return _q5_ranked((Post.published_at.desc(), Post.id.desc()), published_first=False)
+
+
+def _q5_highest_id():
+    return (
+        select(
+            Post.author_id,
+            func.max(Post.id).label("post_id"),
+            func.count().label("published_posts"),
+        )
+        .where(Post.status == "published")
+        .group_by(Post.author_id)
+        .order_by(Post.author_id)
+    )
+
+
+def _q5_rank_ties():
+    return _q5_ranked(Post.published_at.desc(), ranking=func.rank)
+
+
+def _q5_max_joined_back():
+    newest = (
+        select(Post.author_id, func.max(Post.published_at).label("newest"), func.count().label("n"))
+        .where(Post.status == "published")
+        .group_by(Post.author_id)
+        .subquery()
+    )
+    return (
+        select(Post.author_id, Post.id.label("post_id"), newest.c.n.label("published_posts"))
+        .join(newest, and_(newest.c.author_id == Post.author_id, newest.c.newest == Post.published_at))
+        .where(Post.status == "published")
+        .order_by(Post.author_id)
+    )
+
+
+def _q5_oldest():
+    return _q5_ranked((Post.published_at, Post.id))
+
+
+def _q5_no_partition():
+    return _q5_ranked((Post.published_at.desc(), Post.id.desc()), partition=False)
+
+
+q5 = Exercise(
+    id="05.q5",
+    title="Each author's latest published post, with a window function",
+    kind=STATEMENT,
+    solution_answer=_q5_solution,
+    expected=_Q5_REFERENCE,
+    probe=_q5_probe,
+    rules=[
+        Probe(_q5_which_post, name="the latest published post of each author"),
+        Columns(["author_id", "post_id", "published_posts"]),
+        SameResult(ordered=True),
+        StatementBudget(1),
+        BoundParameters(["published"]),
+    ],
+    hints=[
+        "Keep only published posts first (a WHERE inside the subquery), then number each author's posts "
+        "newest first: func.row_number().over(partition_by=Post.author_id, order_by=(Post.published_at.desc(), "
+        "Post.id.desc())). func.count().over(partition_by=Post.author_id) counts them on every row.",
+        "WHERE cannot see a window function's result: build select(...).where(Post.status == \"published\")"
+        ".subquery() with labels (\"rn\", \"published_posts\"), then keep rn == 1 in an outer select.",
+        "select(ranked.c.author_id, ranked.c.post_id, ranked.c.published_posts).where(ranked.c.rn == 1)"
+        ".order_by(ranked.c.author_id), with Post.id.label(\"post_id\") inside the subquery.",
+    ],
+    why="row_number() with a tie-breaker keeps exactly one row per group even when timestamps tie "
+    "(seven authors here have two or more posts published in the same second); the WHERE inside the "
+    "subquery decides which rows take part in the ranking.",
+    counterexamples=[
+        Counterexample("status filtered after ranking", _q5_filter_after_ranking, "filter status inside"),
+        Counterexample("max(published_at) joined back", _q5_max_joined_back, "appear more than once"),
+        Counterexample("rank() instead of row_number()", _q5_rank_ties, "appear more than once"),
+        Counterexample("highest id per author", _q5_highest_id, "highest post id"),
+        Counterexample("window ordered oldest first", _q5_oldest, "first published post"),
+        Counterexample("window without partition_by", _q5_no_partition, "partition_by"),
+    ],
+)
