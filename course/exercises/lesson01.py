@@ -1,0 +1,489 @@
+"""Lesson 01 · Async ORM essentials: statements, add + flush, get + change, delete-orphan.
+
+References are raw SQL on the checker's connection, independent of the solutions.
+The answers that write are judged by what reached the database: ``observe`` reads
+the tables through the session's own connection (``session.connection()`` never
+autoflushes, on 2.0 or 2.1), so a change left pending in the session is seen as
+not sent. Those reads are marked hidden, so they do not count against a budget.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import selectinload
+
+from ..engines import HIDDEN
+from ..schema import Comment, Post, Tag, User
+from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, normalize, sql_reference
+from .rules import Attempt, BoundParameters, Columns, NoLazyLoads, Probe, SameResult, StatementBudget
+from .verdict import RuleResult
+
+_QUIET = {HIDDEN: True}
+
+
+async def _read(session: AsyncSession, query: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows as the database has them now, without flushing the session first."""
+    conn = await session.connection()
+    result = await conn.execute(text(query), params, execution_options=_QUIET)
+    return [tuple(r) for r in result.all()]
+
+
+# ---------------------------------------------------------------- q1
+def _q1_solution():
+    return select(User).filter_by(country="DE", is_active=False).order_by(User.id)
+
+
+q1 = Exercise(
+    id="01.q1",
+    title="A 1.x query, spelled the 2.x way",
+    kind=STATEMENT,
+    solution_answer=_q1_solution,
+    expected=sql_reference(
+        "SELECT id FROM users WHERE country = 'DE' AND NOT is_active ORDER BY id", flat=True
+    ),
+    rules=[
+        Columns(["User"]),
+        SameResult(ordered=True, what="users"),
+        StatementBudget(1),
+        BoundParameters(["DE"]),
+    ],
+    hints=[
+        "session.query(User) becomes select(User); the session is not part of a 2.x statement.",
+        "filter_by(...) and order_by(...) keep their names: "
+        'select(User).filter_by(country="DE", is_active=False).order_by(User.id)',
+    ],
+    why="In 2.x a query is a plain select() you can build, pass around and run with any session.",
+    counterexamples=[
+        Counterexample(
+            "active flag dropped",
+            lambda: select(User).filter_by(country="DE").order_by(User.id),
+            "extra users",
+        ),
+        Counterexample(
+            "active instead of inactive",
+            lambda: select(User).filter_by(country="DE", is_active=True).order_by(User.id),
+            "missing users",
+        ),
+        Counterexample(
+            "raw SQL with the value pasted in",
+            lambda: text("SELECT * FROM users WHERE country = 'DE' AND NOT is_active ORDER BY id"),
+            "pasted into the SQL text",
+        ),
+        Counterexample(
+            "ids instead of User objects",
+            lambda: select(User.id).filter_by(country="DE", is_active=False).order_by(User.id),
+            "expected columns ['User']",
+        ),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q2
+Q2_CALL = {
+    "username": "new_reader",
+    "email": "new.reader@example.com",
+    "display_name": "New Reader",
+    "country": "NL",
+    "created_at": datetime(2026, 1, 1, 9, 30),
+}
+
+
+async def _q2_solution(session, username, email, display_name, country, created_at):
+    user = User(
+        username=username, email=email, display_name=display_name, country=country, created_at=created_at
+    )
+    session.add(user)
+    await session.flush()  # sends the INSERT; the database hands back the new id
+    return user.id
+
+
+async def _q2_expected(conn: AsyncConnection, **call: Any) -> dict[str, Any]:
+    users = (await conn.execute(text("SELECT count(*) FROM users"))).scalar_one()
+    row = (call["username"], call["email"], call["display_name"], call["country"], "member")
+    return {"id": "an integer", "row": row, "users": users + 1}
+
+
+async def _q2_observe(session: AsyncSession, returned: Any, **call: Any) -> dict[str, Any]:
+    new_id = normalize(returned)
+    rows = []
+    if isinstance(new_id, int) and not isinstance(new_id, bool):
+        rows = await _read(
+            session, "SELECT username, email, display_name, country, role FROM users WHERE id = :id", id=new_id
+        )
+    (users,) = (await _read(session, "SELECT count(*) FROM users"))[0]
+    return {"id": new_id, "row": rows[0] if rows else None, "users": users}
+
+
+def _q2_id_set(attempt: Attempt) -> str | None:
+    new_id = attempt.value["id"]
+    if isinstance(new_id, int) and not isinstance(new_id, bool):
+        return None
+    if new_id is None or new_id == ("pending", "User"):
+        return (
+            "your function returned None, not the new id: the id is assigned when the INSERT reaches "
+            "the database. Call await session.flush() before you read user.id"
+        )
+    return f"your function returned {new_id!r}; return the new user's id (an int)"
+
+
+def _q2_row(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if got["row"] is None:
+        if got["users"] == want["users"] - 1:
+            return "no users row was inserted"
+        return None  # the id is wrong: _q2_id_set says so
+    if got["row"] != want["row"]:
+        return f"the new row holds {got['row']!r}; expected {want['row']!r}"
+    return None
+
+
+def _q2_one_user(attempt: Attempt) -> str | None:
+    grew = attempt.value["users"] - (attempt.expected["users"] - 1)
+    if grew == 1:
+        return None
+    return f"the users table grew by {grew} row(s); creating one user should add exactly one"
+
+
+async def _q2_no_flush(session, username, email, display_name, country, created_at):
+    user = User(
+        username=username, email=email, display_name=display_name, country=country, created_at=created_at
+    )
+    session.add(user)
+    return user.id  # nothing was sent yet: still None
+
+
+async def _q2_refresh_instead_of_flush(session, username, email, display_name, country, created_at):
+    user = User(
+        username=username, email=email, display_name=display_name, country=country, created_at=created_at
+    )
+    session.add(user)
+    await session.refresh(user)  # refresh reads a row that is not there yet
+    return user.id
+
+
+async def _q2_ask_for_max_id(session, username, email, display_name, country, created_at):
+    session.add(
+        User(username=username, email=email, display_name=display_name, country=country, created_at=created_at)
+    )
+    await session.flush()
+    return await session.scalar(select(func.max(User.id)))  # a second round trip, and racy
+
+
+q2 = Exercise(
+    id="01.q2",
+    title="Create a user, return its new id",
+    kind=SESSION_FN,
+    solution_answer=_q2_solution,
+    expected=_q2_expected,
+    observe=_q2_observe,
+    calls=(Q2_CALL,),
+    rules=[
+        Probe(test=_q2_id_set, name="the new id is set"),
+        Probe(test=_q2_row, name="the row holds the values given"),
+        Probe(test=_q2_one_user, name="exactly one new user"),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Build a User(...) from the arguments and session.add() it. What is user.id right after add()?",
+        "add() only puts the object in the session. await session.flush() sends the INSERT (still inside "
+        "the transaction) and fills in user.id from the database.",
+        "session.add(user); await session.flush(); return user.id",
+    ],
+    why="flush() sends pending changes inside the transaction: the id exists, nothing is committed yet.",
+    counterexamples=[
+        Counterexample("no flush", _q2_no_flush, "await session.flush()"),
+        Counterexample("refresh instead of flush", _q2_refresh_instead_of_flush, "not persistent"),
+        Counterexample("asks for max(id) afterwards", _q2_ask_for_max_id, "took 2 statements"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q3
+Q3_CALLS = ({"tag_id": 3, "new_name": "asyncio"}, {"tag_id": 999, "new_name": "ghost"})
+
+
+async def _q3_solution(session, tag_id, new_name):
+    tag = await session.get(Tag, tag_id)
+    if tag is None:
+        return None
+    tag.name = new_name  # the session notices the change...
+    await session.flush()  # ...and sends UPDATE tags SET name=... for it
+    return tag
+
+
+async def _q3_expected(conn: AsyncConnection, tag_id: int, new_name: str) -> dict[str, Any]:
+    found = (await conn.execute(text("SELECT id FROM tags WHERE id = :tag_id"), {"tag_id": tag_id})).all()
+    rows = await conn.execute(
+        text(
+            "SELECT id, CASE WHEN id = :tag_id THEN CAST(:new_name AS VARCHAR(40)) ELSE name END "
+            "FROM tags ORDER BY id"
+        ),
+        {"tag_id": tag_id, "new_name": new_name},
+    )
+    return {"returned": found[0][0] if found else None, "tags": [tuple(r) for r in rows.all()]}
+
+
+async def _q3_observe(session: AsyncSession, returned: Any, tag_id: int, new_name: str) -> dict[str, Any]:
+    return {"returned": normalize(returned), "tags": await _read(session, "SELECT id, name FROM tags ORDER BY id")}
+
+
+def _q3_sent(attempt: Attempt) -> str | None:
+    got, want = attempt.value["tags"], attempt.expected["tags"]
+    if got == want:
+        return None
+    changed = [(g, w) for g, w in zip(got, want, strict=False) if g != w]
+    if len(got) == len(want) and len(changed) == 1:
+        (tag_id, old), (_, new) = changed[0]
+        return (
+            f"tag {tag_id} is still {old!r} in the database, not {new!r}: the change stayed in the session. "
+            "await session.flush() sends the UPDATE"
+        )
+    return f"the tags table is not as expected ({len(changed)} row(s) differ, {len(got)} rows vs {len(want)})"
+
+
+def _q3_returned(attempt: Attempt) -> str | None:
+    got, want = attempt.value["returned"], attempt.expected["returned"]
+    if got == want:
+        return None
+    if want is None:
+        return f"there is no such tag, so return None (you returned {got!r})"
+    return f"return the renamed Tag object (you returned {got!r})"
+
+
+async def _q3_no_flush(session, tag_id, new_name):
+    tag = await session.get(Tag, tag_id)
+    if tag is None:
+        return None
+    tag.name = new_name
+    return tag
+
+
+async def _q3_scalar_one(session, tag_id, new_name):
+    tag = (await session.execute(select(Tag).where(Tag.id == tag_id))).scalar_one()
+    tag.name = new_name
+    await session.flush()
+    return tag
+
+
+async def _q3_no_none_check(session, tag_id, new_name):
+    tag = await session.get(Tag, tag_id)
+    tag.name = new_name
+    await session.flush()
+    return tag
+
+
+async def _q3_refresh_to_be_sure(session, tag_id, new_name):
+    tag = await session.get(Tag, tag_id)
+    if tag is None:
+        return None
+    tag.name = new_name
+    await session.flush()
+    await session.refresh(tag)  # reads back what we just wrote: one more round trip
+    return tag
+
+
+q3 = Exercise(
+    id="01.q3",
+    title="Rename a tag through the unit of work",
+    kind=SESSION_FN,
+    solution_answer=_q3_solution,
+    expected=_q3_expected,
+    observe=_q3_observe,
+    calls=Q3_CALLS,
+    rules=[
+        Probe(test=_q3_sent, name="the new name reached the database"),
+        Probe(test=_q3_returned, name="returns the tag, or None"),
+        StatementBudget(2),
+    ],
+    hints=[
+        "session.get(Tag, tag_id) returns the tag, or None when there is no such id.",
+        "Assign the attribute (tag.name = new_name): the session tracks the change. Nothing is sent "
+        "until a flush.",
+        "tag = await session.get(Tag, tag_id); if tag is None: return None; tag.name = new_name; "
+        "await session.flush(); return tag",
+    ],
+    why="Change attributes, flush: the unit of work writes an UPDATE of exactly the columns you changed.",
+    counterexamples=[
+        Counterexample("no flush", _q3_no_flush, "the change stayed in the session"),
+        Counterexample("scalar_one on a missing id", _q3_scalar_one, "NoResultFound"),
+        Counterexample("no check for a missing tag", _q3_no_none_check, "NoneType"),
+        Counterexample("refresh after flush", _q3_refresh_to_be_sure, "took 3 statements"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q4
+Q4_CALLS = ({"post_id": 7, "comment_id": 20}, {"post_id": 12, "comment_id": 49})
+
+
+async def _q4_solution(session, post_id, comment_id):
+    post = await session.get(
+        Post,
+        post_id,
+        # the flush must detach the comment's replies: load them too, or it fetches them itself
+        options=[selectinload(Post.comments).selectinload(Comment.replies)],
+    )
+    comment = next(c for c in post.comments if c.id == comment_id)
+    post.comments.remove(comment)  # delete-orphan: out of the collection means deleted
+    await session.flush()
+    return [c.id for c in post.comments]
+
+
+async def _q4_expected(conn: AsyncConnection, post_id: int, comment_id: int) -> dict[str, Any]:
+    params = {"post_id": post_id, "comment_id": comment_id}
+    remaining = await conn.execute(
+        text("SELECT id FROM comments WHERE post_id = :post_id AND id <> :comment_id ORDER BY id"), params
+    )
+    rows = await conn.execute(
+        text(
+            "SELECT id, CASE WHEN parent_id = :comment_id THEN NULL ELSE parent_id END FROM comments "
+            "WHERE post_id = :post_id AND id <> :comment_id ORDER BY id"
+        ),
+        params,
+    )
+    total = (await conn.execute(text("SELECT count(*) FROM comments"))).scalar_one()
+    return {
+        "returned": [r[0] for r in remaining.all()],
+        "rows": [tuple(r) for r in rows.all()],
+        "posts": 1,
+        "comments": total - 1,
+    }
+
+
+async def _q4_observe(session: AsyncSession, returned: Any, post_id: int, comment_id: int) -> dict[str, Any]:
+    rows = await _read(session, "SELECT id, parent_id FROM comments WHERE post_id = :p ORDER BY id", p=post_id)
+    ((posts,),) = await _read(session, "SELECT count(*) FROM posts WHERE id = :p", p=post_id)
+    ((comments,),) = await _read(session, "SELECT count(*) FROM comments")
+    return {"returned": normalize(returned), "rows": rows, "posts": posts, "comments": comments,
+            "comment_id": comment_id}
+
+
+def _q4_post_kept(attempt: Attempt) -> str | None:
+    if attempt.value["posts"] == 1:
+        return None
+    return (
+        "the post itself is gone, and with it every one of its comments: remove just the one comment "
+        "from post.comments"
+    )
+
+
+def _q4_rows(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if got["rows"] == want["rows"] and got["comments"] == want["comments"]:
+        return None
+    if got["posts"] != 1:
+        return "the post's comments were deleted with it"
+    ids = [r[0] for r in got["rows"]]
+    if got["comment_id"] in ids:
+        return (
+            f"comment {got['comment_id']} is still in the database: the DELETE was never sent. "
+            "await session.flush() after removing it"
+        )
+    lost = want["comments"] - got["comments"]
+    if lost != 1:
+        return f"{lost} comments were deleted; only the one asked for should go"
+    return f"the post's comments in the database are {got['rows']!r}; expected {want['rows']!r}"
+
+
+def _q4_collection(attempt: Attempt) -> str | None:
+    got, want = attempt.value["returned"], attempt.expected["returned"]
+    if got == want:
+        return None
+    comment_id = attempt.value["comment_id"]
+    if isinstance(got, list) and comment_id in got:
+        return (
+            f"post.comments still lists comment {comment_id}: session.delete() removes the row but not "
+            "the object from a collection you already loaded. Remove it from post.comments instead"
+        )
+    return f"return the ids of the comments left in post.comments: expected {want!r}, got {got!r}"
+
+
+async def _q4_delete_post(session, post_id, comment_id):
+    post = await session.get(
+        Post, post_id, options=[selectinload(Post.comments).selectinload(Comment.replies), selectinload(Post.tags)]
+    )
+    await session.delete(post)
+    await session.flush()
+    return []
+
+
+async def _q4_core_delete(session, post_id, comment_id):
+    await session.execute(delete(Comment).where(Comment.id == comment_id))
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments)])
+    return [c.id for c in post.comments]
+
+
+async def _q4_session_delete(session, post_id, comment_id):
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments).selectinload(Comment.replies)])
+    comment = next(c for c in post.comments if c.id == comment_id)
+    await session.delete(comment)
+    await session.flush()
+    return [c.id for c in post.comments]
+
+
+async def _q4_replies_not_loaded(session, post_id, comment_id):
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments)])
+    comment = next(c for c in post.comments if c.id == comment_id)
+    post.comments.remove(comment)
+    await session.flush()  # the flush loads comment.replies itself: a lazy load
+    return [c.id for c in post.comments]
+
+
+async def _q4_no_flush(session, post_id, comment_id):
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments).selectinload(Comment.replies)])
+    comment = next(c for c in post.comments if c.id == comment_id)
+    post.comments.remove(comment)
+    return [c.id for c in post.comments]
+
+
+class _NoLazyLoadsInFlush(NoLazyLoads):
+    """No lazy loads, explained for a flush that deletes: it needs the collections pointing at the row."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        if not result.passed:
+            result.message = (
+                f"{attempt.lazy_loads} relationship(s) were loaded lazily, one query each. Even if you touched "
+                "none: before it deletes a comment, the flush sets its replies' parent_id to NULL, so it "
+                "loads comment.replies itself. Load them up front: "
+                "selectinload(Post.comments).selectinload(Comment.replies)"
+            )
+        return result
+
+
+q4 = Exercise(
+    id="01.q4",
+    title="Remove one comment: delete-orphan",
+    kind=SESSION_FN,
+    solution_answer=_q4_solution,
+    expected=_q4_expected,
+    observe=_q4_observe,
+    calls=Q4_CALLS,
+    rules=[
+        _NoLazyLoadsInFlush(),
+        Probe(test=_q4_post_kept, name="the post is kept"),
+        Probe(test=_q4_rows, name="only that comment deleted, its replies kept"),
+        Probe(test=_q4_collection, name="post.comments is up to date"),
+    ],
+    hints=[
+        "Post.comments has cascade='all, delete-orphan': a comment taken out of post.comments is deleted "
+        "at the next flush. Load the post with its comments (selectinload), then remove one.",
+        "Deleting a comment that has replies means their parent_id must be set to NULL first, and the "
+        "flush needs comment.replies for that. Load it up front: "
+        "selectinload(Post.comments).selectinload(Comment.replies).",
+        "post = await session.get(Post, post_id, options=[...]); comment = next(c for c in post.comments "
+        "if c.id == comment_id); post.comments.remove(comment); await session.flush()",
+    ],
+    why="With delete-orphan the collection is the truth: take an object out and the flush deletes its row.",
+    counterexamples=[
+        Counterexample("deletes the whole post", _q4_delete_post, "the post itself is gone"),
+        Counterexample("Core delete of the row", _q4_core_delete, "IntegrityError"),
+        Counterexample("session.delete(comment)", _q4_session_delete, "post.comments still lists"),
+        Counterexample("replies not loaded", _q4_replies_not_loaded, "loaded lazily"),
+        Counterexample("no flush", _q4_no_flush, "the DELETE was never sent"),
+    ],
+)
