@@ -120,7 +120,7 @@ def course_user() -> str:
     return _identifier(name)[:20]
 
 
-def namespace_for(lesson: str, *, cwd: str | os.PathLike[str] | None = None) -> str:
+def namespace_for(lesson: str, *, cwd: str | os.PathLike[str] | None = None, variant: str = "") -> str:
     """The schema (PostgreSQL) or file stem (SQLite) one notebook owns.
 
     Built from the user, the lesson and a discriminator, so ``notebooks/06`` and
@@ -135,7 +135,8 @@ def namespace_for(lesson: str, *, cwd: str | os.PathLike[str] | None = None) -> 
     else:
         where = str(Path(cwd if cwd is not None else os.getcwd()).resolve())
         disc = hashlib.sha1(where.encode()).hexdigest()[:6]
-    return f"course_{course_user()}_{_identifier(lesson)[:12]}_{disc}"[:63]
+    # ``variant`` (e.g. a checker's scratch copy) is added after truncation: never the same name
+    return f"course_{course_user()}_{_identifier(lesson)[:12]}{_identifier(variant) if variant else ''}_{disc}"[:63]
 
 
 def data_dir() -> Path:

@@ -141,7 +141,7 @@ async def start(lesson: str = "00", *, scale: float = 1.0, seed: bool = True) ->
 async def open_scratch(lesson: str, *, scale: float = 1.0) -> CourseDB:
     """A throwaway seeded database beside the notebook's (for checking answers that
     open their own sessions); it does not replace the notebook's handle."""
-    return await _build(lesson, cfg.namespace_for(f"{lesson}scratch"), scale=scale, seed=True)
+    return await _build(lesson, cfg.namespace_for(lesson, variant="scratch"), scale=scale, seed=True)
 
 
 async def _build(lesson: str, namespace: str, *, scale: float, seed: bool) -> CourseDB:

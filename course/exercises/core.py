@@ -248,10 +248,14 @@ class Exercise:
                 try:
                     await self._run(answer, session, call, attempt)
                 finally:
-                    attempt.lazy_loads = counter.count
-                    attempt.session_usable = await _usable(session)
+                    # the counter sees relationship lazy loads; _run also counts an implicit
+                    # IO it caught (e.g. a deferred column read outside the greenlet)
+                    attempt.lazy_loads = max(attempt.lazy_loads, counter.count)
+                    # probe before the usability check: its SELECT 1 would autoflush (2.1),
+                    # hiding an answer that forgot to flush
                     if self.probe is not None and attempt.error is None:
                         await self.probe(conn, attempt, **call)
+                    attempt.session_usable = await _usable(session)
                     await session.close()
             finally:
                 await outer.rollback()
@@ -271,18 +275,17 @@ class Exercise:
                 raise
             except Exception as exc:  # judged below, never shown as a traceback
                 if _is_lazy_load(exc):
-                    attempt.lazy_loads += 1
-                    attempt.error = exc
+                    _note_lazy_load(attempt, exc)
                     return
                 raise _AnswerRaised(exc) from exc
-            try:
-                attempt.value = await self._observe(session, returned, call)
-            except Exception as exc:
-                if not _is_lazy_load(exc):
-                    raise
-                # reading the answer's objects needed a relationship it had not loaded
-                attempt.lazy_loads += 1
-                attempt.error = exc
+        # outside the answer's log (its reads are not the answer's statements), but still
+        # watched by the lazy-load counter: touching an unloaded relationship here is the answer's
+        try:
+            attempt.value = await self._observe(session, returned, call)
+        except Exception as exc:
+            if not _is_lazy_load(exc):
+                raise
+            _note_lazy_load(attempt, exc)
 
     async def _observe(self, session: AsyncSession, returned: Any, call: dict[str, Any]) -> Any:
         if self.observe is not None:
@@ -308,8 +311,7 @@ class Exercise:
                     raise
                 except Exception as exc:
                     if _is_lazy_load(exc):
-                        attempt.lazy_loads += 1
-                        attempt.error = exc
+                        _note_lazy_load(attempt, exc)
                         return attempt
                     raise _AnswerRaised(exc) from exc
             if self.observe is not None:
@@ -351,6 +353,14 @@ class _LazyLoadCounter:
     def _on_execute(self, state: Any) -> None:
         if state.is_select and state.lazy_loaded_from is not None:
             self.count += 1
+
+
+def _note_lazy_load(attempt: Attempt, exc: BaseException) -> None:
+    from ..expect import _chain, _release_frames
+
+    attempt.lazy_loads += 1
+    attempt.error = exc
+    _release_frames(_chain(exc))  # no "coroutine was never awaited" echo in a later cell
 
 
 def _is_lazy_load(exc: BaseException) -> bool:
@@ -398,11 +408,11 @@ def solution_source(answer: Callable[..., Any]) -> str:
     if inspect.iscoroutinefunction(answer):
         return source.strip()
     lines = source.splitlines()
-    body = textwrap.dedent("\n".join(lines[1:]))
-    body = body.strip()
-    if body.startswith("return "):
-        body = body[len("return "):]
-    return body
+    body = textwrap.dedent("\n".join(lines[1:])).strip().splitlines()
+    if len(body) == 1 and body[0].startswith("return "):
+        return body[0][len("return "):]
+    # a builder with helper names: show it as the cell the learner writes
+    return "\n".join("answer = " + line[len("return "):] if line.startswith("return ") else line for line in body)
 
 
 def statement_sql(stmt: Any, dialect: Any) -> str:
