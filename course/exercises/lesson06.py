@@ -1,0 +1,674 @@
+"""Lesson 06 exercises: relationship loader strategies.
+
+Every answer is ``async def answer(session, **call)`` returning ORM objects. The
+checker's ``observe`` then reads the relationships (and columns) the task asks
+for, inside the lazy-load detector: a relationship the answer did not load counts
+as a lazy load, and the statement budget catches an N+1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import contains_eager, defer, joinedload, load_only, selectinload
+
+from ..schema import Comment, Post, User
+from .core import SESSION_FN, Counterexample, Exercise
+from .rules import Attempt, NoLazyLoads, Probe, SameResult, StatementBudget
+
+# ---------------------------------------------------------------- helpers
+
+
+async def _rows(conn: AsyncConnection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
+
+
+def _objects_of(returned: Any, cls: type) -> list[Any] | None:
+    """The answer's objects as a list, or None when they are not ``cls`` instances."""
+    if isinstance(returned, cls):
+        items = [returned]
+    elif isinstance(returned, (list, tuple)):
+        items = list(returned)
+    else:
+        return None
+    return items if all(isinstance(i, cls) for i in items) else None
+
+
+def _kind_of(returned: Any) -> str:
+    if isinstance(returned, (list, tuple)):
+        return f"yours holds {type(returned[0]).__name__} items" if returned else "yours is empty"
+    return f"you returned a {type(returned).__name__}; end with list((await session.scalars(stmt)).all())"
+
+
+def _objects_probe(cls: type, how: str) -> Probe:
+    def test(attempt: Attempt) -> str | None:
+        value = attempt.value
+        if isinstance(value, dict) and "kind" in value:
+            return f"return a list of {cls.__name__} objects ({value['kind']}): {how}"
+        return None
+
+    return Probe(test=test, name=f"{cls.__name__} objects")
+
+
+# ---------------------------------------------------------------- q1
+
+
+async def _q1_solution(session: AsyncSession) -> list[User]:
+    stmt = select(User).where(User.id <= 10).options(selectinload(User.posts)).order_by(User.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_expected(conn: AsyncConnection) -> list[tuple[int, tuple[int, ...]]]:
+    rows = await _rows(
+        conn,
+        "SELECT u.id, p.id FROM users u LEFT JOIN posts p ON p.author_id = u.id "
+        "WHERE u.id BETWEEN 1 AND 10 ORDER BY u.id, p.id",
+    )
+    posts: dict[int, list[int]] = {}
+    for user_id, post_id in rows:
+        posts.setdefault(user_id, [])
+        if post_id is not None:
+            posts[user_id].append(post_id)
+    return [(u, tuple(p)) for u, p in posts.items()]
+
+
+async def _q1_observe(session: AsyncSession, returned: Any) -> Any:
+    users = _objects_of(returned, User)
+    if users is None:
+        return {"kind": _kind_of(returned)}
+    return [(u.id, tuple(p.id for p in u.posts)) for u in users]
+
+
+async def _q1_n_plus_1(session: AsyncSession) -> list[User]:
+    users = list((await session.scalars(select(User).where(User.id <= 10).order_by(User.id))).all())
+    for user in users:
+        await user.awaitable_attrs.posts  # one SELECT per user
+    return users
+
+
+async def _q1_no_loader(session: AsyncSession) -> list[User]:
+    return list((await session.scalars(select(User).where(User.id <= 10).order_by(User.id))).all())
+
+
+async def _q1_joined_no_unique(session: AsyncSession) -> list[User]:
+    stmt = select(User).where(User.id <= 10).options(joinedload(User.posts)).order_by(User.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_off_by_one(session: AsyncSession) -> list[User]:
+    stmt = select(User).where(User.id < 10).options(selectinload(User.posts)).order_by(User.id)
+    return list((await session.scalars(stmt)).all())
+
+
+q1 = Exercise(
+    id="06.q1",
+    title="Users 1 to 10 with their posts",
+    kind=SESSION_FN,
+    solution_answer=_q1_solution,
+    expected=_q1_expected,
+    observe=_q1_observe,
+    rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), SameResult(ordered=True, what="users"),
+           StatementBudget(2)],
+    hints=[
+        "Select the User objects with ids 1 to 10, ordered by id, and load their posts in the same "
+        "call: a loader option on the statement, .options(...).",
+        "A collection with many rows per parent: selectinload(User.posts) costs one extra SELECT ... "
+        "WHERE posts.author_id IN (...), whatever the number of users.",
+        "select(User).where(User.id <= 10).options(selectinload(User.posts)).order_by(User.id), then "
+        "return list((await session.scalars(stmt)).all()).",
+    ],
+    why="One loader option turns 1 + N round trips (or a MissingGreenlet) into two statements.",
+    counterexamples=[
+        Counterexample("N+1 with awaitable_attrs", _q1_n_plus_1, "N+1"),
+        Counterexample("no loader option", _q1_no_loader, "loaded lazily"),
+        Counterexample("joinedload without unique()", _q1_joined_no_unique, "unique()"),
+        Counterexample("users 1 to 9", _q1_off_by_one, "missing"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q2
+
+
+async def _q2_solution(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .where(Post.status == "published")
+        .options(joinedload(Post.author, innerjoin=True), selectinload(Post.tags))
+        .order_by(Post.published_at.desc(), Post.id.desc())
+        .limit(20)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q2_expected(conn: AsyncConnection) -> list[tuple[int, str, tuple[str, ...]]]:
+    posts = await _rows(
+        conn,
+        "SELECT p.id, u.username FROM posts p JOIN users u ON u.id = p.author_id "
+        "WHERE p.status = 'published' ORDER BY p.published_at DESC, p.id DESC LIMIT 20",
+    )
+    tags: dict[int, list[str]] = defaultdict(list)
+    ids = ", ".join(str(p[0]) for p in posts)
+    for post_id, name in await _rows(
+        conn,
+        f"SELECT pt.post_id, t.name FROM post_tags pt JOIN tags t ON t.id = pt.tag_id "
+        f"WHERE pt.post_id IN ({ids}) ORDER BY t.id",
+    ):
+        tags[post_id].append(name)
+    return [(post_id, username, tuple(tags[post_id])) for post_id, username in posts]
+
+
+async def _q2_observe(session: AsyncSession, returned: Any) -> Any:
+    posts = _objects_of(returned, Post)
+    if posts is None:
+        return {"kind": _kind_of(returned)}
+    return [(p.id, p.author.username, tuple(t.name for t in p.tags)) for p in posts]
+
+
+def _q2_newest() -> Any:
+    return select(Post).where(Post.status == "published").order_by(Post.published_at.desc(), Post.id.desc()).limit(20)
+
+
+async def _q2_joined_tags(session: AsyncSession) -> list[Post]:
+    stmt = _q2_newest().options(joinedload(Post.author), joinedload(Post.tags))
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q2_no_tags_loader(session: AsyncSession) -> list[Post]:
+    stmt = _q2_newest().options(joinedload(Post.author))
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q2_tags_in_a_loop(session: AsyncSession) -> list[Post]:
+    posts = list((await session.scalars(_q2_newest().options(joinedload(Post.author)))).all())
+    for post in posts:
+        await post.awaitable_attrs.tags
+    return posts
+
+
+async def _q2_drafts_too(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .options(joinedload(Post.author), selectinload(Post.tags))
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(20)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+q2 = Exercise(
+    id="06.q2",
+    title="The 20 newest published posts with author and tags",
+    kind=SESSION_FN,
+    solution_answer=_q2_solution,
+    expected=_q2_expected,
+    observe=_q2_observe,
+    rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), SameResult(ordered=True, what="posts"),
+           StatementBudget(3)],
+    hints=[
+        "Two relationships to load: Post.author (one user per post) and Post.tags (a collection, "
+        "many-to-many). Each can have its own loader option inside one .options(...).",
+        "joinedload suits the many-to-one author (one JOIN, no extra rows); selectinload suits the "
+        "tags collection (no row multiplication, no unique() needed). Many posts share the same "
+        "published_at: order by Post.published_at.desc(), then Post.id.desc().",
+        "select(Post).where(Post.status == 'published').options(joinedload(Post.author), "
+        "selectinload(Post.tags)).order_by(Post.published_at.desc(), Post.id.desc()).limit(20)",
+    ],
+    why="Mixing strategies per relationship (JOIN for to-one, IN for collections) keeps it to 2 statements.",
+    counterexamples=[
+        Counterexample("joinedload on the tags, no unique()", _q2_joined_tags, "unique()"),
+        Counterexample("no loader for the tags", _q2_no_tags_loader, "loaded lazily"),
+        Counterexample("tags awaited in a loop", _q2_tags_in_a_loop, "N+1"),
+        Counterexample("drafts included, newest by created_at", _q2_drafts_too, "missing"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q3
+
+Q3_POSTS = ({"post_id": 144}, {"post_id": 55})
+
+
+async def _q3_solution(session: AsyncSession, post_id: int) -> Post:
+    stmt = (
+        select(Post)
+        .where(Post.id == post_id)
+        .options(selectinload(Post.comments).joinedload(Comment.author))
+    )
+    return (await session.scalars(stmt)).one()
+
+
+async def _q3_expected(conn: AsyncConnection, post_id: int) -> Any:
+    rows = await _rows(
+        conn,
+        "SELECT c.id, u.username FROM comments c JOIN users u ON u.id = c.author_id "
+        "WHERE c.post_id = :post_id ORDER BY c.id",
+        post_id=post_id,
+    )
+    return (post_id, tuple(rows))
+
+
+async def _q3_observe(session: AsyncSession, returned: Any, post_id: int) -> Any:
+    if not isinstance(returned, Post):
+        kind = "a list" if isinstance(returned, (list, tuple)) else f"a {type(returned).__name__}"
+        return {"kind": f"{kind}, not one Post"}
+    return (returned.id, tuple((c.id, c.author.username) for c in returned.comments))
+
+
+def _q3_probe_test(attempt: Attempt) -> str | None:
+    value = attempt.value
+    if isinstance(value, dict) and "kind" in value:
+        return f"return the one Post object ({value['kind']}), e.g. (await session.scalars(stmt)).one()"
+    return None
+
+
+async def _q3_comments_only(session: AsyncSession, post_id: int) -> Post:
+    stmt = select(Post).where(Post.id == post_id).options(selectinload(Post.comments))
+    return (await session.scalars(stmt)).one()
+
+
+async def _q3_two_options(session: AsyncSession, post_id: int) -> Post:
+    stmt = select(Post).where(Post.id == post_id).options(selectinload(Post.comments), selectinload(Comment.author))
+    return (await session.scalars(stmt)).one()
+
+
+async def _q3_authors_in_a_loop(session: AsyncSession, post_id: int) -> Post:
+    stmt = select(Post).where(Post.id == post_id).options(selectinload(Post.comments))
+    post = (await session.scalars(stmt)).one()
+    for comment in post.comments:
+        await comment.awaitable_attrs.author
+    return post
+
+
+async def _q3_get(session: AsyncSession, post_id: int) -> Post:
+    post = await session.get(Post, post_id)
+    assert post is not None
+    await post.awaitable_attrs.comments
+    return post
+
+
+q3 = Exercise(
+    id="06.q3",
+    title="A post, its comments and each comment's author",
+    kind=SESSION_FN,
+    solution_answer=_q3_solution,
+    expected=_q3_expected,
+    observe=_q3_observe,
+    calls=Q3_POSTS,
+    rules=[Probe(test=_q3_probe_test, name="one Post object"), NoLazyLoads(), SameResult(what="comments"),
+           StatementBudget(3)],
+    hints=[
+        "Load the post by id, its comments, and for every comment its author: a path of two "
+        "relationships, Post.comments then Comment.author.",
+        "Loader options chain along a path: selectinload(Post.comments).<loader>(Comment.author). "
+        "A separate selectinload(Comment.author) does not start from Post, the query's entity.",
+        "select(Post).where(Post.id == post_id).options(selectinload(Post.comments)"
+        ".joinedload(Comment.author)), then (await session.scalars(stmt)).one().",
+    ],
+    why="A chained option follows the path: the comments' authors arrive with the comments, not one by one.",
+    counterexamples=[
+        Counterexample("comments loaded, authors not", _q3_comments_only, "loaded lazily"),
+        Counterexample("two separate options", _q3_two_options, "does not apply"),
+        Counterexample("authors awaited in a loop", _q3_authors_in_a_loop, "N+1"),
+        Counterexample("session.get, comments awaited", _q3_get, "loaded lazily"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q4
+
+_BODY = re.compile(r"\bbody\b")
+
+
+def _q4_probe_test(attempt: Attempt) -> str | None:
+    fetched = [s for s in attempt.log.queries if _BODY.search(s.sql)]
+    if fetched:
+        return (
+            f"{len(fetched)} statement(s) fetched the body column: keep it out with "
+            "load_only(Post.title, Post.published_at) or defer(Post.body)"
+        )
+    return None
+
+
+async def _q4_solution(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .where(Post.status == "published")
+        .options(load_only(Post.title, Post.published_at))
+        .order_by(Post.published_at.desc(), Post.id.desc())
+        .limit(100)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q4_expected(conn: AsyncConnection) -> list[tuple[Any, ...]]:
+    return await _rows(
+        conn,
+        "SELECT id, title FROM posts WHERE status = 'published' "
+        "ORDER BY published_at DESC, id DESC LIMIT 100",
+    )
+
+
+async def _q4_observe(session: AsyncSession, returned: Any) -> Any:
+    posts = _objects_of(returned, Post)
+    if posts is None:
+        return {"kind": _kind_of(returned)}
+    # the page shows title and date: one not loaded would be one more query per post
+    unloaded = sorted({key for p in posts for key in sa_inspect(p).unloaded} & {"title", "published_at"})
+    if unloaded:
+        return {"unloaded": unloaded}
+    return [(p.id, p.title) for p in posts]
+
+
+def _q4_loaded_test(attempt: Attempt) -> str | None:
+    value = attempt.value
+    if isinstance(value, dict) and "unloaded" in value:
+        names = " and ".join(f"post.{name}" for name in value["unloaded"])
+        return (
+            f"{names} not loaded: the page reads it, so each post would take one more query "
+            "(defer only the body, or name what you need in load_only)"
+        )
+    return None
+
+
+def _q4_newest() -> Any:
+    return select(Post).where(Post.status == "published").order_by(Post.published_at.desc(), Post.id.desc()).limit(100)
+
+
+async def _q4_whole_posts(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q4_newest())).all())
+
+
+async def _q4_columns(session: AsyncSession) -> Any:
+    stmt = (
+        select(Post.id, Post.title, Post.published_at)
+        .where(Post.status == "published")
+        .order_by(Post.published_at.desc(), Post.id.desc())
+        .limit(100)
+    )
+    return (await session.execute(stmt)).all()
+
+
+async def _q4_wrong_column(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q4_newest().options(defer(Post.title)))).all())
+
+
+q4 = Exercise(
+    id="06.q4",
+    title="Post titles without their bodies",
+    kind=SESSION_FN,
+    solution_answer=_q4_solution,
+    expected=_q4_expected,
+    observe=_q4_observe,
+    rules=[
+        _objects_probe(Post, "select(Post) with a column loader option"),
+        NoLazyLoads(),
+        Probe(test=_q4_probe_test, name="body not fetched"),
+        Probe(test=_q4_loaded_test, name="title and date loaded"),
+        SameResult(ordered=True, what="posts"),
+        StatementBudget(1),
+    ],
+    hints=[
+        "You need Post objects (a page template wants post.title, post.published_at), but not the "
+        "1-2 KB body of each. Column loader options decide which columns a select(Post) fetches.",
+        "load_only(Post.title, Post.published_at) fetches those (plus the primary key); "
+        "defer(Post.body) fetches everything but the body. Order by published_at, newest first, "
+        "then id, highest first.",
+        "select(Post).where(Post.status == 'published').options(load_only(Post.title, "
+        "Post.published_at)).order_by(Post.published_at.desc(), Post.id.desc()).limit(100)",
+    ],
+    why="A list page needs titles, not bodies: load_only/defer keep kilobytes per row off the wire.",
+    counterexamples=[
+        Counterexample("whole Post objects", _q4_whole_posts, "fetched the body"),
+        Counterexample("columns instead of objects", _q4_columns, "Post objects"),
+        Counterexample("deferred the title instead", _q4_wrong_column, "post.title not loaded"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q5
+
+_USERS_IN_FROM = re.compile(r"\b(?:FROM|JOIN)\s+users\b", re.I)
+
+
+def _q5_probe_test(attempt: Attempt) -> str | None:
+    queries = attempt.log.queries
+    if queries and len(_USERS_IN_FROM.findall(queries[0].sql)) > 1:
+        return (
+            "the users table appears twice in your statement: joinedload() adds its own join "
+            "(users_1) next to the one you wrote; contains_eager(Post.author) fills .author from "
+            "your join instead"
+        )
+    return None
+
+
+async def _q5_solution(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .join(Post.author)
+        .where(User.country == "JP")
+        .options(contains_eager(Post.author))
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(30)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q5_expected(conn: AsyncConnection) -> list[tuple[Any, ...]]:
+    return await _rows(
+        conn,
+        "SELECT p.id, u.username, u.country FROM posts p JOIN users u ON u.id = p.author_id "
+        "WHERE u.country = 'JP' ORDER BY p.created_at DESC, p.id DESC LIMIT 30",
+    )
+
+
+async def _q5_observe(session: AsyncSession, returned: Any) -> Any:
+    posts = _objects_of(returned, Post)
+    if posts is None:
+        return {"kind": _kind_of(returned)}
+    return [(p.id, p.author.username, p.author.country) for p in posts]
+
+
+def _q5_japan() -> Any:
+    return select(Post).join(Post.author).where(User.country == "JP").order_by(Post.created_at.desc(), Post.id.desc()).limit(30)
+
+
+async def _q5_join_and_joinedload(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q5_japan().options(joinedload(Post.author)))).all())
+
+
+async def _q5_join_no_loader(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q5_japan())).all())
+
+
+async def _q5_has_and_selectin(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .where(Post.author.has(User.country == "JP"))
+        .options(selectinload(Post.author))
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(30)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+q5 = Exercise(
+    id="06.q5",
+    title="Posts by authors from Japan, author from the same join",
+    kind=SESSION_FN,
+    solution_answer=_q5_solution,
+    expected=_q5_expected,
+    observe=_q5_observe,
+    rules=[
+        _objects_probe(Post, "select(Post).join(Post.author)..."),
+        NoLazyLoads(),
+        SameResult(ordered=True, what="posts"),
+        StatementBudget(1),
+        Probe(test=_q5_probe_test, name="users joined once"),
+    ],
+    hints=[
+        "You must join users anyway, to filter on User.country. The question is who fills post.author: "
+        "a loader that adds its own join, or the join you already wrote.",
+        "contains_eager(Post.author) tells the ORM: the author's columns are already in this "
+        "statement's join, read them from there.",
+        "select(Post).join(Post.author).where(User.country == 'JP').options(contains_eager(Post.author))"
+        ".order_by(Post.created_at.desc(), Post.id.desc()).limit(30)",
+    ],
+    why="contains_eager reuses the join you filter on: one join, one statement, author filled.",
+    counterexamples=[
+        Counterexample("join plus joinedload", _q5_join_and_joinedload, "appears twice"),
+        Counterexample("join, no loader", _q5_join_no_loader, "loaded lazily"),
+        Counterexample("has() plus selectinload", _q5_has_and_selectin, "1 should be enough"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q6
+
+
+async def _q6_solution(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(User.posts.and_(Post.status == "published"))
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_expected(conn: AsyncConnection) -> list[tuple[int, tuple[int, ...]]]:
+    rows = await _rows(
+        conn,
+        "SELECT u.id, p.id FROM users u "
+        "LEFT JOIN posts p ON p.author_id = u.id AND p.status = 'published' "
+        "WHERE u.country = 'NL' ORDER BY u.id, p.id",
+    )
+    posts: dict[int, list[int]] = {}
+    for user_id, post_id in rows:
+        posts.setdefault(user_id, [])
+        if post_id is not None:
+            posts[user_id].append(post_id)
+    return [(u, tuple(p)) for u, p in posts.items()]
+
+
+async def _q6_observe(session: AsyncSession, returned: Any) -> Any:
+    users = _objects_of(returned, User)
+    if users is None:
+        return {"kind": _kind_of(returned)}
+    return [(u.id, tuple(p.id for p in u.posts)) for u in users]
+
+
+async def _q6_inner_join(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .join(User.posts)
+        .where(User.country == "NL", Post.status == "published")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_filter_in_where(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(User.posts)
+        .where(User.country == "NL", Post.status == "published")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_every_post(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(User.posts)
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_no_unique(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(User.posts.and_(Post.status == "published"))
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q6_selectin_criteria(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .where(User.country == "NL")
+        .options(selectinload(User.posts.and_(Post.status == "published")))
+        .order_by(User.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+def _q6_collections_test(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not isinstance(got, list) or not isinstance(want, list):
+        return None
+    wanted = dict(want)
+    returned = {user_id for user_id, _ in got}
+    dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
+    if dropped:
+        return (
+            f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}): an "
+            "inner join, or a WHERE condition on Post, drops them; outer join with the condition in ON"
+        )
+    extra = [user_id for user_id, posts in got if user_id in wanted and set(posts) - set(wanted[user_id])]
+    if extra:
+        return (
+            f"{len(extra)} user(s) have posts in .posts that are not published (e.g. user {extra[0]}): "
+            "contains_eager fills the collection with whatever rows the join brought, so the join "
+            "itself must keep only published posts"
+        )
+    return None
+
+
+q6 = Exercise(
+    id="06.q6",
+    title="Users from the Netherlands with only their published posts",
+    kind=SESSION_FN,
+    solution_answer=_q6_solution,
+    expected=_q6_expected,
+    observe=_q6_observe,
+    rules=[
+        _objects_probe(User, "select(User)..."),
+        NoLazyLoads(),
+        Probe(test=_q6_collections_test, name="every user, only published posts"),
+        SameResult(ordered=True, what="users"),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Every NL user must come back, also those with no published post (their .posts is empty), and "
+        ".posts must hold only published posts. In one statement: a join that contains_eager() reads.",
+        "An inner join, or a filter on Post in WHERE, drops the users without a published post. Put the "
+        "condition in the ON clause of an outer join: .outerjoin(User.posts.and_(Post.status == 'published')).",
+        "select(User).outerjoin(User.posts.and_(Post.status == 'published')).where(User.country == 'NL')"
+        ".options(contains_eager(User.posts)).order_by(User.id, Post.id); the rows repeat each user, so "
+        "call .unique() on the result.",
+    ],
+    why="contains_eager fills a collection with exactly the rows your join kept: a filtered collection, on purpose.",
+    counterexamples=[
+        Counterexample("inner join", _q6_inner_join, "without a published post are missing"),
+        Counterexample("outer join, filter in WHERE", _q6_filter_in_where, "without a published post are missing"),
+        Counterexample("drafts and archived posts too", _q6_every_post, "not published"),
+        Counterexample("contains_eager without unique()", _q6_no_unique, "unique()"),
+        Counterexample("selectinload with criteria", _q6_selectin_criteria, "1 should be enough"),
+    ],
+)
