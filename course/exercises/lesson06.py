@@ -28,6 +28,16 @@ async def _rows(conn: AsyncConnection, sql: str, **params: Any) -> list[tuple[An
     return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
 
 
+def _grouped(rows: list[tuple[Any, ...]]) -> list[tuple[int, tuple[int, ...]]]:
+    """(parent id, child id or NULL) rows of an outer join, ordered: [(parent, (children...)), ...]."""
+    children: dict[int, list[int]] = {}
+    for parent_id, child_id in rows:
+        children.setdefault(parent_id, [])
+        if child_id is not None:
+            children[parent_id].append(child_id)
+    return [(parent, tuple(ids)) for parent, ids in children.items()]
+
+
 def _objects_of(returned: Any, cls: type) -> list[Any] | None:
     """The answer's objects as a list, or None when they are not ``cls`` instances."""
     if isinstance(returned, cls):
@@ -69,12 +79,7 @@ async def _q1_expected(conn: AsyncConnection) -> list[tuple[int, tuple[int, ...]
         "SELECT u.id, p.id FROM users u LEFT JOIN posts p ON p.author_id = u.id "
         "WHERE u.id BETWEEN 1 AND 10 ORDER BY u.id, p.id",
     )
-    posts: dict[int, list[int]] = {}
-    for user_id, post_id in rows:
-        posts.setdefault(user_id, [])
-        if post_id is not None:
-            posts[user_id].append(post_id)
-    return [(u, tuple(p)) for u, p in posts.items()]
+    return _grouped(rows)
 
 
 async def _q1_observe(session: AsyncSession, returned: Any) -> Any:
@@ -549,12 +554,7 @@ async def _q6_expected(conn: AsyncConnection) -> list[tuple[int, tuple[int, ...]
         "LEFT JOIN posts p ON p.author_id = u.id AND p.status = 'published' "
         "WHERE u.country = 'NL' ORDER BY u.id, p.id",
     )
-    posts: dict[int, list[int]] = {}
-    for user_id, post_id in rows:
-        posts.setdefault(user_id, [])
-        if post_id is not None:
-            posts[user_id].append(post_id)
-    return [(u, tuple(p)) for u, p in posts.items()]
+    return _grouped(rows)
 
 
 async def _q6_observe(session: AsyncSession, returned: Any) -> Any:
