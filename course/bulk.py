@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .display import in_notebook
 from .engines import HIDDEN
+from .loaders import Chart  # a Figure that displays as a PNG without pyplot
 from .recorder import record
 from .schema import User
 from .seed import COUNTRIES, REFERENCE_DATE
@@ -179,26 +180,6 @@ class Timing:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
-
-
-@dataclass
-class Chart:
-    """A matplotlib Figure that shows itself as a PNG in any notebook (no pyplot needed).
-
-    ``.figure`` is the Figure itself, to adjust or ``savefig()``.
-    """
-
-    figure: Any
-
-    def _repr_png_(self) -> bytes:
-        import io
-
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
-
-    def __repr__(self) -> str:
-        return "<Chart: rows per second>"
 
 
 @dataclass

@@ -8,7 +8,6 @@ happened inside the function (not in a flush the checker triggered later).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
@@ -16,27 +15,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..schema import Tag, User
-from .core import SESSION_FN, Counterexample, Exercise
-from .rules import Attempt, BulkPath, Probe, Rule, SameResult, SessionUsable, StatementBudget
-from .verdict import RuleResult
-
-
-@dataclass
-class SameState(Rule):
-    """What the exercise's probe read back after the answer (``attempt.extra["state"]``)
-    matches the expected value, judged like :class:`SameResult`.
-
-    A probe reads on the checker's connection, outside the SQL recorder: an
-    observe() query would count against the answer's statement budget.
-    """
-
-    ordered: bool = False
-    what: str = "rows"
-    name: str = "the right result"
-
-    def judge(self, attempt: Attempt) -> RuleResult:
-        shadow = Attempt(value=attempt.extra.get("state"), expected=attempt.expected)
-        return SameResult(ordered=self.ordered, what=self.what, name=self.name).judge(shadow)
+from .core import SESSION_FN, Counterexample, Exercise, normalize
+from .rules import Attempt, BulkPath, Probe, SameResult, SessionUsable, StatementBudget
 
 
 def _guarded(probe):
@@ -94,10 +74,9 @@ async def _q1_expected(conn, rows):
     return sorted(r["name"] for r in rows)
 
 
-async def _q1_probe(conn, attempt, rows):
+async def _q1_observe(session, returned, rows):
     names = [r["name"] for r in rows]
-    found = await conn.scalars(select(Tag.name).where(Tag.name.in_(names)))
-    attempt.extra["state"] = sorted(found)
+    return sorted(await session.scalars(select(Tag.name).where(Tag.name.in_(names))))
 
 
 async def _q1_add_in_loop(session, rows):
@@ -125,11 +104,11 @@ q1 = Exercise(
     kind=SESSION_FN,
     solution_answer=_q1_solution,
     expected=_q1_expected,
-    probe=_guarded(_q1_probe),
+    observe=_q1_observe,
     calls=({"rows": [{"name": f"bulk-tag-{i:03d}"} for i in range(200)]},),
     rules=[
         _sent("INSERT", "an object you add()"),
-        SameState(what="tag names"),
+        SameResult(what="tag names"),
         BulkPath(1),
         Probe(test=_no_returning, name="no ids fetched that nobody reads"),
     ],
@@ -166,9 +145,8 @@ async def _q2_expected(conn, changes):
     return sorted(roles.items())
 
 
-async def _q2_probe(conn, attempt, changes):
-    rows = await conn.execute(select(User.id, User.role).order_by(User.id))
-    attempt.extra["state"] = [tuple(r) for r in rows]
+async def _q2_observe(session, returned, changes):
+    return [tuple(r) for r in await session.execute(select(User.id, User.role).order_by(User.id))]
 
 
 async def _q2_update_per_row(session, changes):
@@ -201,11 +179,11 @@ q2 = Exercise(
     kind=SESSION_FN,
     solution_answer=_q2_solution,
     expected=_q2_expected,
-    probe=_guarded(_q2_probe),
+    observe=_q2_observe,
     calls=({"changes": _Q2_CHANGES},),
     rules=[
         _sent("UPDATE", "a change to a loaded object"),
-        SameState(ordered=True, what="(id, role) rows"),
+        SameResult(ordered=True, what="(id, role) rows"),
         StatementBudget(1),
     ],
     hints=[
@@ -347,20 +325,19 @@ async def _q4_expected(conn, names):
     return sorted(n for n in names if n not in existing)
 
 
-async def _names_of(conn, returned):
-    """The tag names of the ids an answer returned (or why they are not ids)."""
-    ids = returned
+async def _q4_observe(session, returned, names):
+    """The tag names of the ids the answer returned (or why they are not ids)."""
+    ids = normalize(returned)
     if not isinstance(ids, list):
         return ids
-    ids = [i[0] if isinstance(i, tuple) and len(i) == 1 else i for i in ids]
+    ids = [i[0] if isinstance(i, tuple) and len(i) == 1 else i for i in ids]  # rows of one column
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         return f"not a list of tag ids: {ids[:3]!r}"
-    found = dict((await conn.execute(select(Tag.id, Tag.name).where(Tag.id.in_(ids)))).all())
+    found = dict((await session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(ids)))).all())
     return sorted(found.get(i, f"(no tag with id {i})") for i in ids)
 
 
 async def _q4_probe(conn, attempt, names):
-    attempt.extra["state"] = await _names_of(conn, attempt.value)
     present = set((await conn.execute(text("SELECT name FROM tags"))).scalars())
     attempt.extra["absent"] = sorted(set(names) - present)
 
@@ -420,10 +397,11 @@ q4 = Exercise(
     kind=SESSION_FN,
     solution_answer=_q4_solution,
     expected=_q4_expected,
+    observe=_q4_observe,
     probe=_guarded(_q4_probe),
     calls=({"names": _Q4_NAMES}, {"names": ["python", "sql"]}),
     rules=[
-        SameState(what="new tag names (read from the ids you returned)"),
+        SameResult(what="new tag names (read from the ids you returned)"),
         Probe(test=_q4_all_present, name="every name is a tag afterwards"),
         StatementBudget(1),
         SessionUsable(),
