@@ -52,6 +52,7 @@ def make_engine(
 def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
     connect_args = dict(engine_kw.pop("connect_args", {}))
     connect_args.setdefault("timeout", CONNECT_TIMEOUT)
+    busy_ms = int(float(connect_args["timeout"]) * 1000)
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{path}", connect_args=connect_args, **engine_kw
     )
@@ -64,7 +65,9 @@ def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
         for pragma in (
             "PRAGMA foreign_keys = ON",
             "PRAGMA journal_mode = WAL",
-            "PRAGMA busy_timeout = 5000",
+            # the same wait as the driver's own timeout (connect_args={"timeout": seconds}),
+            # so an engine made with a short timeout really gives up that soon
+            f"PRAGMA busy_timeout = {busy_ms}",
             "PRAGMA synchronous = NORMAL",
         ):
             cursor.execute(pragma)
