@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .display import in_notebook
 from .engines import HIDDEN
-from .loaders import Chart  # a Figure that displays as a PNG without pyplot
+from .plots import Chart
 from .recorder import record
 from .schema import User
 from .seed import COUNTRIES, REFERENCE_DATE

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import immediateload, joinedload, raiseload, selectinload, subqueryload
 
 from .display import esc, sql_log_html
+from .plots import Chart  # re-exported: lessons build charts from here
 from .recorder import SqlLog
 from .recorder import record as _record
 from .schema import Comment, Post, Tag, User
@@ -207,23 +208,6 @@ class Measurement:
     seconds: float  # best of the runs
     result: Any = None
     log: SqlLog = field(default_factory=SqlLog)
-
-
-@dataclass
-class Chart:
-    """A matplotlib Figure that shows itself as a PNG in any notebook (no pyplot, no backend setup)."""
-
-    figure: Any
-
-    def _repr_png_(self) -> bytes:
-        import io
-
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
-
-    def __repr__(self) -> str:
-        return f"<Chart: {len(self.figure.axes)} panels>"
 
 
 @dataclass

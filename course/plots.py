@@ -1,0 +1,28 @@
+"""Charts for lessons: matplotlib figures that show themselves as PNG images.
+
+No pyplot and no backend set-up: a ``Figure`` is drawn with the Agg canvas and
+returned as PNG bytes, so a chart renders the same in JupyterLab, under nbval
+and in a headless browser. matplotlib is imported only by the functions that draw.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Chart:
+    """A matplotlib Figure that shows itself as a PNG in any notebook."""
+
+    figure: Any
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        return f"<Chart: {len(self.figure.axes)} panels>"
+
