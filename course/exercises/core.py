@@ -340,7 +340,14 @@ class _AnswerRaised(Exception):
         err = self.error
         first = (str(err).strip().splitlines() or [""])[0][:300]
         name = type(getattr(err, "orig", None) or err).__name__
-        return f"Your answer raised {type(err).__name__}" + (f" ({name})" if name != type(err).__name__ else "") + f": {first}"
+        text_ = f"Your answer raised {type(err).__name__}" + (f" ({name})" if name != type(err).__name__ else "") + f": {first}"
+        # an error raised while handling another (a cleanup that failed: a session closed in
+        # `async with` while tasks still used it) hides the cause: name the first one too
+        context = err.__context__
+        if context is not None and not err.__suppress_context__ and type(context) is not type(err):
+            cause = (str(context).strip().splitlines() or [""])[0][:300]
+            text_ += f" (raised while handling {type(context).__name__}: {cause})"
+        return text_
 
 
 class _LazyLoadCounter:

@@ -86,8 +86,9 @@ class SameResult(Rule):
             if self.ordered:
                 return RuleResult(self.name, False, f"the right {self.what}, in the wrong order")
             return RuleResult(self.name, True)
-        missing = [x for x in want if (w - g)[repr(x)]]
-        extra = [x for x in got if (g - w)[repr(x)]]
+        lacking, surplus = w - g, g - w  # once: per item it was quadratic (30 s for 5,000 rows)
+        missing = [x for x in want if lacking[repr(x)]]
+        extra = [x for x in got if surplus[repr(x)]]
         shape_want = {len(x) for x in want if isinstance(x, tuple)}
         shape_got = {len(x) for x in got if isinstance(x, tuple)}
         if shape_want and shape_got and shape_want != shape_got:
@@ -97,9 +98,9 @@ class SameResult(Rule):
             )
         parts = []
         if missing:
-            parts.append(f"{len(w - g)} missing {self.what} (e.g. {_examples(missing)})")
+            parts.append(f"{len(lacking)} missing {self.what} (e.g. {_examples(missing)})")
         if extra:
-            parts.append(f"{len(g - w)} extra {self.what} (e.g. {_examples(extra)})")
+            parts.append(f"{len(surplus)} extra {self.what} (e.g. {_examples(extra)})")
         dupes = [k for k, n in g.items() if n > 1 and w.get(k, 0) < n]
         if dupes and not missing:
             parts.append("some rows appear more than once: a join that multiplies rows?")

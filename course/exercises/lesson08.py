@@ -1,0 +1,756 @@
+"""Lesson 08 · Sessions, transactions and testing: all or nothing, savepoints, units of work, tasks.
+
+Every exercise is judged by what reached the database, read after the answer ran:
+
+- q1 and q2 take a session (``SESSION_FN``) that stands for the caller's unit of work (a
+  request's session, a test's session). ``probe`` reads the tables on the checker's own
+  connection, so a change still pending in the session does not count, and a failed
+  session cannot break the reading. The checker's session joins its transaction with a
+  SAVEPOINT: the first ``SAVEPOINT`` in the answer's SQL log is the caller's, and a
+  ``RELEASE`` or ``ROLLBACK TO`` of that one means the answer committed or rolled back
+  the caller's whole transaction.
+- q3 and q4 take the database handle (``DB_FN``) and run on a scratch copy: the probe opens
+  a new connection afterwards, so it sees exactly what was committed.
+- q4 watches the scratch engine while the answer runs (listeners installed by the
+  reference, removed by the probe): which asyncio task ran each statement on which
+  connection, and how many connections were checked out at once.
+
+References are raw SQL or plain Python over the call's arguments, independent of the
+solutions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..schema import Post, Tag, User, post_tags
+from .core import DB_FN, SESSION_FN, Counterexample, Exercise
+from .rules import Attempt, Probe, SessionUsable
+
+WHEN = datetime(2026, 1, 1)
+
+
+async def _rows(conn: AsyncConnection, query: str, **params: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in (await conn.execute(text(query), params)).all()]
+
+
+# --------------------------------------------------------------------------- shared: the caller's transaction
+def _caller_transaction(attempt: Attempt) -> str | None:
+    """None when the answer left the caller's transaction alone; else what it did to it."""
+    statements = list(attempt.log)
+    first = next((s for s in statements if s.verb == "SAVEPOINT"), None)
+    if first is None:
+        return None
+    name = first.sql.split()[1]
+    for s in statements:
+        words = s.sql.split()
+        if s.verb == "RELEASE" and words[-1] == name:
+            return (
+                "your function committed the session: it runs inside the caller's unit of work (a request, "
+                "a test), and the caller decides when to commit. Flush instead (await session.flush())"
+            )
+        if s.verb == "ROLLBACK" and words[-1] == name:
+            return (
+                "the caller's whole transaction was rolled back (by session.rollback(), or by a failed flush "
+                "outside a savepoint): everything the caller did before your function ran is lost too. "
+                "Check first, or undo only your own part with a savepoint: async with session.begin_nested()"
+            )
+    return None
+
+
+CALLER = Probe(test=_caller_transaction, name="the caller's transaction left to the caller")
+
+
+# --------------------------------------------------------------------------- q1
+Q1_CALLS = (
+    {"author_id": 7, "title": "Savepoints, explained", "tag_names": ["sql", "transactions", "testing"]},
+    {"author_id": 7, "title": "A post with a typo in its tags", "tag_names": ["sql", "transactoins"]},
+)
+
+
+async def _q1_solution(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    if len(tags) != len(set(tag_names)):
+        return None  # an unknown tag: nothing has been written, nothing to undo
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+    session.add(post)
+    await session.flush()  # the INSERTs go out; the caller's transaction decides the rest
+    return post.id
+
+
+async def _q1_expected(conn: AsyncConnection, author_id: int, title: str, tag_names: list[str]) -> dict[str, Any]:
+    known = sorted(r[0] for r in await _rows(conn, "SELECT name FROM tags"))
+    unknown = sorted(set(tag_names) - set(known))
+    ((posts,),) = await _rows(conn, "SELECT count(*) FROM posts")
+    ((links,),) = await _rows(conn, "SELECT count(*) FROM post_tags")
+    written = not unknown
+    return {
+        "written": written,
+        "unknown": unknown,
+        "tags": sorted(set(tag_names)) if written else [],
+        "posts": posts + (1 if written else 0),
+        "links": links + (len(set(tag_names)) if written else 0),
+    }
+
+
+async def _q1_probe(conn: AsyncConnection, attempt: Attempt, author_id: int, title: str, tag_names: list[str]) -> None:
+    found = await _rows(conn, "SELECT id FROM posts WHERE author_id = :a AND title = :t ORDER BY id", a=author_id, t=title)
+    ids = [r[0] for r in found]
+    tags: list[str] = []
+    if ids:
+        tags = sorted(
+            r[0]
+            for r in await _rows(
+                conn,
+                "SELECT t.name FROM post_tags pt JOIN tags t ON t.id = pt.tag_id WHERE pt.post_id = :p",
+                p=ids[0],
+            )
+        )
+    ((posts,),) = await _rows(conn, "SELECT count(*) FROM posts")
+    ((links,),) = await _rows(conn, "SELECT count(*) FROM post_tags")
+    attempt.extra.update(ids=ids, tags=tags, posts=posts, links=links)
+
+
+def _q1_all_or_nothing(attempt: Attempt) -> str | None:
+    got, want = attempt.extra, attempt.expected
+    if not got:
+        return None
+    if want["written"]:
+        if len(got["ids"]) != 1 or got["posts"] != want["posts"]:
+            return f"expected exactly one new post; the database has {len(got['ids'])} with that title"
+        if got["tags"] != want["tags"]:
+            return f"the new post carries the tags {got['tags']!r}; expected {want['tags']!r}"
+        return None
+    if got["ids"]:
+        missing = ", ".join(repr(n) for n in want["unknown"])
+        if got["tags"]:
+            return (
+                f"tag {missing} does not exist, yet you wrote the post with the tags that do ({got['tags']!r}): "
+                "with one unknown tag, nothing may be written"
+            )
+        return (
+            f"tag {missing} does not exist, yet a post without its tags was left behind: a partial write. "
+            "Look the tags up before you write anything, or write inside begin_nested() and leave it by raising"
+        )
+    if got["links"] != want["links"] or got["posts"] != want["posts"]:
+        return "rows were written or removed elsewhere in posts or post_tags"
+    return None
+
+
+def _q1_returned(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    ids = attempt.extra.get("ids") or []
+    if not want["written"]:
+        if got is None:
+            return None
+        return f"an unknown tag means nothing was created: return None (you returned {got!r})"
+    if isinstance(got, int) and not isinstance(got, bool) and ids and got == ids[0]:
+        return None
+    if got is None:
+        return "return the new post's id (after a flush, post.id is set); you returned None"
+    return f"return the new post's id ({ids[0] if ids else '?'}); you returned {got!r}"
+
+
+async def _q1_partial(session, author_id, title, tag_names):
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1))
+    session.add(post)
+    await session.flush()  # the post is in the database from here on
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    if len(tags) != len(set(tag_names)):
+        return None  # ...and stays there
+    await session.execute(insert(post_tags), [{"post_id": post.id, "tag_id": t.id} for t in tags])
+    return post.id
+
+
+async def _q1_skip_unknown(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+    session.add(post)
+    await session.flush()
+    return post.id
+
+
+async def _q1_rollback(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+    session.add(post)
+    await session.flush()
+    if len(tags) != len(set(tag_names)):
+        await session.rollback()  # undoes the post... and everything else the caller had done
+        return None
+    return post.id
+
+
+async def _q1_commit(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    if len(tags) != len(set(tag_names)):
+        return None
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+    session.add(post)
+    await session.commit()
+    return post.id
+
+
+q1 = Exercise(
+    id="08.q1",
+    title="A post and its tags, all or nothing",
+    kind=SESSION_FN,
+    solution_answer=_q1_solution,
+    expected=_q1_expected,
+    probe=_q1_probe,
+    calls=Q1_CALLS,
+    rules=[
+        Probe(test=_q1_all_or_nothing, name="all or nothing"),
+        Probe(test=_q1_returned, name="returns the new id, or None"),
+        CALLER,
+        SessionUsable(),
+    ],
+    hints=[
+        "Find out whether every tag exists before you write anything: one SELECT of the tags whose name "
+        "is in tag_names, then compare how many came back with how many distinct names you asked for.",
+        "If one is missing, return None: nothing was written, so there is nothing to undo (and the caller's "
+        "session is untouched). Otherwise build the Post with tags=list(tags), add it and flush.",
+        "Never commit or roll back the session you were given: the caller owns it. If you prefer to write "
+        "first, do it inside `async with session.begin_nested():` and raise to leave it: only your part is undone.",
+    ],
+    why="A helper that shares the caller's session writes all of its part or none of it, and leaves "
+    "commit and rollback to the caller.",
+    counterexamples=[
+        Counterexample("writes the post, then finds the unknown tag", _q1_partial, "partial write"),
+        Counterexample("skips the unknown tag", _q1_skip_unknown, "nothing may be written"),
+        Counterexample("rolls back the whole session", _q1_rollback, "caller's whole transaction was rolled back"),
+        Counterexample("commits the caller's session", _q1_commit, "your function committed the session"),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q2
+Q2_CALLS = (
+    {"names": ["pytest", "python", "alembic", "pytest", "sql", "savepoints"]},
+    {"names": ["python", "sql"]},
+)
+
+
+async def _q2_solution(session, names):
+    inserted = []
+    for name in names:
+        try:
+            async with session.begin_nested():  # SAVEPOINT ... RELEASE, or ROLLBACK TO on error
+                session.add(Tag(name=name))
+        except IntegrityError:
+            continue  # only this insert was undone; the session is still usable
+        inserted.append(name)
+    return inserted
+
+
+async def _q2_expected(conn: AsyncConnection, names: list[str]) -> dict[str, Any]:
+    existing = await _rows(conn, "SELECT id, name FROM tags ORDER BY id")
+    known = {name for _, name in existing}
+    new: list[str] = []
+    for name in names:
+        if name not in known and name not in new:
+            new.append(name)
+    return {"returned": new, "existing": existing, "total": len(existing) + len(new)}
+
+
+async def _q2_probe(conn: AsyncConnection, attempt: Attempt, names: list[str]) -> None:
+    old_ids = [i for i, _ in attempt.expected["existing"]]
+    rows = await _rows(conn, "SELECT id, name FROM tags ORDER BY id")
+    attempt.extra.update(
+        existing=[r for r in rows if r[0] in set(old_ids)],
+        names=[name for _, name in rows],
+        total=len(rows),
+    )
+
+
+def _q2_new_present(attempt: Attempt) -> str | None:
+    if not attempt.extra:
+        return None
+    want = attempt.expected["returned"]
+    missing = [n for n in want if n not in attempt.extra["names"]]
+    if missing:
+        return (
+            f"{', '.join(repr(n) for n in missing)} {'is' if len(missing) == 1 else 'are'} missing from the "
+            "tags table. If a duplicate made you "
+            "call session.rollback(), that threw away the tags you had already inserted: a savepoint "
+            "(begin_nested) undoes only the insert that failed"
+        )
+    if attempt.extra["total"] != attempt.expected["total"]:
+        return f"the tags table has {attempt.extra['total']} rows; expected {attempt.expected['total']}"
+    return None
+
+
+def _q2_existing_untouched(attempt: Attempt) -> str | None:
+    if not attempt.extra:
+        return None
+    if attempt.extra["existing"] != attempt.expected["existing"]:
+        return "tags that already existed were changed or removed: leave them as they are"
+    return None
+
+
+def _q2_returned(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected["returned"]
+    if got == want:
+        return None
+    return f"return the names you inserted, in the order given, each once: expected {want!r}, got {got!r}"
+
+
+async def _q2_no_savepoint(session, names):
+    inserted = []
+    for name in names:
+        session.add(Tag(name=name))
+        try:
+            await session.flush()
+        except IntegrityError:
+            continue  # the session's transaction is gone now: the next flush raises
+        inserted.append(name)
+    return inserted
+
+
+async def _q2_rollback(session, names):
+    inserted = []
+    for name in names:
+        session.add(Tag(name=name))
+        try:
+            await session.flush()
+        except IntegrityError:
+            await session.rollback()  # undoes this insert and every earlier one
+            continue
+        inserted.append(name)
+    return inserted
+
+
+async def _q2_precheck_once(session, names):
+    existing = set((await session.scalars(select(Tag.name).where(Tag.name.in_(names)))).all())
+    fresh = [n for n in names if n not in existing]  # a name given twice stays twice
+    session.add_all([Tag(name=n) for n in fresh])
+    await session.flush()
+    return fresh
+
+
+async def _q2_commit_each(session, names):
+    inserted = []
+    for name in names:
+        try:
+            async with session.begin_nested():
+                session.add(Tag(name=name))
+        except IntegrityError:
+            continue
+        inserted.append(name)
+        await session.commit()  # "make it stick": but this is the caller's transaction
+    return inserted
+
+
+q2 = Exercise(
+    id="08.q2",
+    title="Insert tags, skipping the ones that exist",
+    kind=SESSION_FN,
+    solution_answer=_q2_solution,
+    expected=_q2_expected,
+    probe=_q2_probe,
+    calls=Q2_CALLS,
+    rules=[
+        Probe(test=_q2_new_present, name="new tags inserted"),
+        Probe(test=_q2_existing_untouched, name="existing tags untouched"),
+        Probe(test=_q2_returned, name="returns the names inserted"),
+        CALLER,
+        SessionUsable(),
+    ],
+    hints=[
+        "Let the database's UNIQUE constraint decide: try each insert, and catch IntegrityError for the "
+        "duplicates. The catch alone is not enough: after a failed flush the session's transaction is dead.",
+        "Wrap each insert in its own savepoint: `async with session.begin_nested(): session.add(Tag(name=name))`. "
+        "Leaving the block flushes; an IntegrityError there rolls back to the savepoint only.",
+        "try: async with session.begin_nested(): session.add(Tag(name=name))  except IntegrityError: continue "
+        "(then append the name to the list you return).",
+    ],
+    why="A savepoint turns one failed statement into a local undo: the transaction, the session and the "
+    "work before it all survive.",
+    counterexamples=[
+        Counterexample("catches IntegrityError without a savepoint", _q2_no_savepoint, "PendingRollbackError"),
+        Counterexample("rolls back the session on a duplicate", _q2_rollback, "missing from the tags table"),
+        Counterexample("checks the existing names once", _q2_precheck_once, "IntegrityError"),
+        Counterexample("commits after each tag", _q2_commit_each, "your function committed the session"),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q3
+Q3_CALLS = (
+    {"username": "ada_new", "titles": ["Hello", "Second thoughts"]},
+    {"username": "grace_new", "titles": ["Hello", None, "Third"]},
+)
+
+
+async def _q3_solution(db, username, titles):
+    # unit 1: the sign-up, in its own session and transaction (begin(): commit at the end)
+    async with db.session() as session, session.begin():
+        user = User(
+            username=username, email=f"{username}@example.com", display_name=username,
+            country="NL", created_at=datetime(2026, 1, 1),
+        )
+        session.add(user)
+    user_id = user.id  # committed: it stays, whatever happens next
+    # unit 2: the import, all or nothing
+    try:
+        async with db.session() as session, session.begin():
+            session.add_all(
+                [Post(author_id=user_id, title=t, body="", created_at=datetime(2026, 1, 1)) for t in titles]
+            )
+    except IntegrityError:
+        return {"user_id": user_id, "imported": 0}
+    return {"user_id": user_id, "imported": len(titles)}
+
+
+async def _q3_expected(conn: AsyncConnection, username: str, titles: list[str | None]) -> dict[str, Any]:
+    ((users,),) = await _rows(conn, "SELECT count(*) FROM users")
+    ((posts,),) = await _rows(conn, "SELECT count(*) FROM posts")
+    valid = all(t is not None for t in titles)
+    return {
+        "users": users + 1,
+        "posts": posts + (len(titles) if valid else 0),
+        "titles": sorted(titles) if valid else [],
+        "imported": len(titles) if valid else 0,
+    }
+
+
+async def _q3_probe(conn: AsyncConnection, attempt: Attempt, username: str, titles: list[str | None]) -> None:
+    user = await _rows(conn, "SELECT id FROM users WHERE username = :u", u=username)
+    user_id = user[0][0] if user else None
+    mine = (
+        sorted(r[0] for r in await _rows(conn, "SELECT title FROM posts WHERE author_id = :a", a=user_id))
+        if user_id is not None
+        else []
+    )
+    ((users,),) = await _rows(conn, "SELECT count(*) FROM users")
+    ((posts,),) = await _rows(conn, "SELECT count(*) FROM posts")
+    attempt.extra.update(user_id=user_id, titles=mine, users=users, posts=posts, valid=None not in titles)
+
+
+def _q3_signup_stands(attempt: Attempt) -> str | None:
+    got = attempt.extra
+    if not got:
+        return None
+    if got["user_id"] is None:
+        if not got["valid"]:
+            return (
+                "the user is not in the database: the failed import took the sign-up down with it. Commit "
+                "the sign-up in its own unit of work (its own session and transaction) before the import starts"
+            )
+        return (
+            "the user is not in the database: was the sign-up ever committed? A session closed without "
+            "commit() (or a begin() block) rolls back"
+        )
+    if got["users"] != attempt.expected["users"]:
+        return f"the users table should grow by exactly one row; it has {got['users']} rows"
+    return None
+
+
+def _q3_import(attempt: Attempt) -> str | None:
+    got, want = attempt.extra, attempt.expected
+    if not got or got["user_id"] is None:
+        return None
+    if got["titles"] == want["titles"] and got["posts"] == want["posts"]:
+        return None
+    if not got["valid"] and got["titles"]:
+        return (
+            f"partial import: {len(got['titles'])} post(s) of the failed import were committed "
+            f"({got['titles']!r}). Run the whole import in one transaction, so its failure undoes all of it"
+        )
+    return f"the user's posts are {got['titles']!r}; expected {want['titles']!r}"
+
+
+def _q3_returned(attempt: Attempt) -> str | None:
+    if attempt.extra.get("user_id") is None:
+        return None  # no sign-up committed: the first rule says so
+    got = attempt.value
+    want = {"user_id": attempt.extra.get("user_id"), "imported": attempt.expected["imported"]}
+    if got == want:
+        return None
+    return f"return {{'user_id': ..., 'imported': ...}} describing what was committed: expected {want!r}, got {got!r}"
+
+
+async def _q3_one_transaction(db, username, titles):
+    try:
+        async with db.session() as session, session.begin():
+            user = User(
+                username=username, email=f"{username}@example.com", display_name=username,
+                country="NL", created_at=datetime(2026, 1, 1),
+            )
+            session.add(user)
+            await session.flush()
+            session.add_all(
+                [Post(author_id=user.id, title=t, body="", created_at=datetime(2026, 1, 1)) for t in titles]
+            )
+    except IntegrityError:
+        return {"user_id": None, "imported": 0}
+    return {"user_id": user.id, "imported": len(titles)}
+
+
+async def _q3_commit_each_post(db, username, titles):
+    async with db.session() as session:
+        user = User(
+            username=username, email=f"{username}@example.com", display_name=username,
+            country="NL", created_at=datetime(2026, 1, 1),
+        )
+        session.add(user)
+        await session.commit()
+        user_id = user.id
+        imported = 0
+        try:
+            for t in titles:
+                session.add(Post(author_id=user_id, title=t, body="", created_at=datetime(2026, 1, 1)))
+                await session.commit()  # each post on its own: the first ones stay when a later one fails
+                imported += 1
+        except IntegrityError:
+            await session.rollback()
+            return {"user_id": user_id, "imported": 0}
+    return {"user_id": user_id, "imported": imported}
+
+
+async def _q3_flush_only(db, username, titles):
+    async with db.session() as session:
+        user = User(
+            username=username, email=f"{username}@example.com", display_name=username,
+            country="NL", created_at=datetime(2026, 1, 1),
+        )
+        session.add(user)
+        await session.flush()  # an id, but no commit: closing the session rolls it back
+        user_id = user.id
+    try:
+        async with db.session() as session, session.begin():
+            session.add_all([Post(author_id=user_id, title=t, body="", created_at=datetime(2026, 1, 1)) for t in titles])
+    except IntegrityError:
+        return {"user_id": user_id, "imported": 0}
+    return {"user_id": user_id, "imported": len(titles)}
+
+
+async def _q3_no_catch(db, username, titles):
+    async with db.session() as session, session.begin():
+        user = User(
+            username=username, email=f"{username}@example.com", display_name=username,
+            country="NL", created_at=datetime(2026, 1, 1),
+        )
+        session.add(user)
+    async with db.session() as session, session.begin():
+        session.add_all([Post(author_id=user.id, title=t, body="", created_at=datetime(2026, 1, 1)) for t in titles])
+    return {"user_id": user.id, "imported": len(titles)}
+
+
+q3 = Exercise(
+    id="08.q3",
+    title="Two units of work: the sign-up stands, the import is all or nothing",
+    kind=DB_FN,
+    scratch_scale=0.1,  # a small copy is enough, and quick to seed
+    solution_answer=_q3_solution,
+    expected=_q3_expected,
+    probe=_q3_probe,
+    calls=Q3_CALLS,
+    rules=[
+        Probe(test=_q3_signup_stands, name="the sign-up is committed"),
+        Probe(test=_q3_import, name="the import is all or nothing"),
+        Probe(test=_q3_returned, name="returns what was committed"),
+    ],
+    hints=[
+        "Two units of work means two transactions: commit the user first (its own session, "
+        "`async with session.begin():`), then start the import in a second one.",
+        "Put every post of the import in one transaction (`async with db.session() as s, s.begin():` then "
+        "add_all). A post with title None makes the database refuse the INSERT: the whole block rolls back.",
+        "Catch IntegrityError around the second unit only, and return {'user_id': user_id, 'imported': 0} "
+        "then; otherwise imported is len(titles).",
+    ],
+    why="Draw transaction boundaries around what must succeed or fail together, and no wider.",
+    counterexamples=[
+        Counterexample("one transaction for both", _q3_one_transaction, "took the sign-up down with it"),
+        Counterexample("commits each post", _q3_commit_each_post, "partial import"),
+        Counterexample("flushes the user, never commits", _q3_flush_only, "was the sign-up ever committed"),
+        Counterexample("lets the import's error escape", _q3_no_catch, "IntegrityError"),
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q4
+Q4_CALLS = ({"user_ids": [1, 2, 3, 5]},)  # on the scratch copy (scale 0.1), user 5 has no posts
+
+
+class _Watch:
+    """Which task ran each statement on which connection, and the most connections out at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = weakref.ref(engine)  # the engine's listeners hold this object, not the reverse
+        self.tasks_per_connection: dict[int, set[int]] = {}
+        self._connections: list[Any] = []  # keep them alive: their id() stays theirs
+        self._out: set[int] = set()
+        self.peak = 0
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "checkout", self._checkout)
+        event.listen(engine, "checkin", self._checkin)
+
+    def _statement(self, conn: Any, *args: Any) -> None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:
+            task = None
+        self._connections.append(conn)
+        self.tasks_per_connection.setdefault(id(conn), set()).add(id(task))
+
+    def _checkout(self, dbapi_connection: Any, *args: Any) -> None:
+        self._out.add(id(dbapi_connection))
+        self.peak = max(self.peak, len(self._out))
+
+    def _checkin(self, dbapi_connection: Any, *args: Any) -> None:
+        self._out.discard(id(dbapi_connection))
+
+    def stop(self) -> dict[str, Any]:
+        engine = self.engine()
+        if engine is not None:
+            event.remove(engine, "before_cursor_execute", self._statement)
+            event.remove(engine, "checkout", self._checkout)
+            event.remove(engine, "checkin", self._checkin)
+        shared = max((len(t) for t in self.tasks_per_connection.values()), default=0)
+        self._connections.clear()
+        return {"peak": self.peak, "most_tasks_on_one_connection": shared}
+
+
+_watches: weakref.WeakKeyDictionary[Engine, _Watch] = weakref.WeakKeyDictionary()
+
+
+async def _q4_solution(db, user_ids):
+    async def count_posts(user_id):
+        async with db.session() as session:  # one session, one connection, per task
+            return await session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+    counts = await asyncio.gather(*(count_posts(u) for u in user_ids))
+    return dict(zip(user_ids, counts, strict=True))
+
+
+async def _q4_expected(conn: AsyncConnection, user_ids: list[int]) -> dict[int, int]:
+    out = {}
+    for user_id in user_ids:
+        ((n,),) = await _rows(conn, "SELECT count(*) FROM posts WHERE author_id = :u", u=user_id)
+        out[user_id] = n
+    # from here on, watch what the answer does on this engine (the probe stops watching)
+    _watches[conn.sync_engine] = _Watch(conn.sync_engine)
+    return out
+
+
+async def _q4_probe(conn: AsyncConnection, attempt: Attempt, user_ids: list[int]) -> None:
+    watch = _watches.pop(conn.sync_engine, None)
+    if watch is not None:
+        attempt.extra.update(watch.stop())
+
+
+def _q4_right_counts(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if got == want:
+        return None
+    if not isinstance(got, dict):
+        return f"return a dict {{user_id: number of posts}}; you returned {type(got).__name__} {got!r}"[:300]
+    missing = [u for u in want if u not in got]
+    if missing:
+        return (
+            f"expected {want!r}, got {got!r}: no count for user(s) {missing}. A user without posts has "
+            "no group in a GROUP BY; count per user and let 0 be 0"
+        )
+    return f"expected {want!r}, got {got!r}"
+
+
+def _q4_own_sessions(attempt: Attempt) -> str | None:
+    shared = attempt.extra.get("most_tasks_on_one_connection", 0)
+    if shared <= 1:
+        return None
+    return (
+        f"{shared} tasks ran statements through one session (one connection): concurrent operations are not "
+        "permitted on a session, and one connection runs one statement at a time anyway. Give each task its "
+        "own `async with db.session() as session:`"
+    )
+
+
+def _q4_concurrent(attempt: Attempt) -> str | None:
+    if attempt.extra.get("most_tasks_on_one_connection", 0) > 1:
+        return None  # the shared session is the problem to fix first
+    if attempt.extra.get("peak", 0) >= 2:
+        return None
+    return (
+        "your counts ran one after another (never more than one connection in use at a time): start them "
+        "together with asyncio.gather(), each task with its own session"
+    )
+
+
+async def _q4_shared_session(db, user_ids):
+    async with db.session() as session:
+        async def count_posts(user_id):
+            return await session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+        counts = await asyncio.gather(*(count_posts(u) for u in user_ids))
+    return dict(zip(user_ids, counts, strict=True))
+
+
+async def _q4_shared_warm_session(db, user_ids):
+    async with db.session() as session:
+        await session.execute(select(1))  # the connection is already there: no error this time...
+
+        async def count_posts(user_id):
+            return await session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+        counts = await asyncio.gather(*(count_posts(u) for u in user_ids))
+    return dict(zip(user_ids, counts, strict=True))
+
+
+async def _q4_sequential(db, user_ids):
+    counts = {}
+    for user_id in user_ids:
+        async with db.session() as session:
+            counts[user_id] = await session.scalar(
+                select(func.count()).select_from(Post).where(Post.author_id == user_id)
+            )
+    return counts
+
+
+async def _q4_group_by(db, user_ids):
+    async with db.session() as session:
+        rows = await session.execute(
+            select(Post.author_id, func.count()).where(Post.author_id.in_(user_ids)).group_by(Post.author_id)
+        )
+        return dict(rows.all())  # a user without posts has no group: missing from the dict
+
+
+q4 = Exercise(
+    id="08.q4",
+    title="Count posts for several users at once",
+    kind=DB_FN,
+    scratch_scale=0.1,
+    solution_answer=_q4_solution,
+    expected=_q4_expected,
+    probe=_q4_probe,
+    calls=Q4_CALLS,
+    rules=[
+        Probe(test=_q4_right_counts, name="the right counts"),
+        Probe(test=_q4_own_sessions, name="one session per task"),
+        Probe(test=_q4_concurrent, name="the tasks ran at the same time"),
+    ],
+    hints=[
+        "Write an inner `async def count_posts(user_id)` that does one count, then run them all with "
+        "`await asyncio.gather(*(count_posts(u) for u in user_ids))`.",
+        "Each task needs a session of its own: open it inside count_posts with "
+        "`async with db.session() as session:`. A session shared by tasks fails, or silently serialises.",
+        "counts = await asyncio.gather(...); return dict(zip(user_ids, counts, strict=True))",
+    ],
+    why="Concurrency in async SQLAlchemy means one session (and one connection) per task: a session is "
+    "a unit of work, not a connection pool.",
+    counterexamples=[
+        Counterexample("one session shared by the tasks", _q4_shared_session, "concurrent operations are not permitted"),
+        Counterexample("a shared session, already connected", _q4_shared_warm_session, "tasks ran statements through one session"),
+        Counterexample("a loop, one task", _q4_sequential, "one after another"),
+        Counterexample("one GROUP BY query", _q4_group_by, "expected {1:"),
+    ],
+)
+
