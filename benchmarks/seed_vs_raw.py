@@ -60,6 +60,9 @@ async def run_seed(config: cfg.BackendConfig, *, cold: bool) -> float:
     engine = await fresh_engine(config, ns)
     if cold:
         seed.generate.cache_clear()
+        seed.sqlite_rows.cache_clear()
+    elif config.backend == "sqlite":
+        seed.sqlite_rows(SCALE)
     else:
         seed.generate(SCALE)
     try:

@@ -185,10 +185,22 @@ def generate(scale: float = 1.0) -> dict[str, list[tuple[Any, ...]]]:
 def _sqlite_value(value: Any) -> Any:
     """Store values exactly as SQLAlchemy's SQLite types would (text datetimes, 0/1)."""
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        # same text as SQLAlchemy's "%Y-%m-%d %H:%M:%S.%f" storage format, about twice as fast
+        return value.isoformat(" ", "microseconds")
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+@lru_cache(maxsize=4)
+def sqlite_rows(scale: float = 1.0) -> dict[str, list[tuple[Any, ...]]]:
+    """:func:`generate`'s rows with values as SQLite stores them; cached like the rows
+    themselves, so a reset in the same kernel goes straight to the driver."""
+    converted = {"users", "posts", "comments", "orders"}
+    return {
+        table: [tuple(_sqlite_value(v) for v in row) for row in rows] if table in converted else rows
+        for table, rows in generate(scale).items()
+    }
 
 
 async def load(conn: AsyncConnection, backend: str, namespace: str, scale: float = 1.0) -> dict[str, int]:
@@ -198,7 +210,7 @@ async def load(conn: AsyncConnection, backend: str, namespace: str, scale: float
     (asyncpg's ``copy_records_to_table``) in one transaction, then each sequence
     moved past the explicit ids so the learner's first ``add()`` does not collide.
     """
-    data = generate(scale)
+    data = sqlite_rows(scale) if backend == "sqlite" else generate(scale)
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     if backend == "sqlite":
@@ -207,10 +219,7 @@ async def load(conn: AsyncConnection, backend: str, namespace: str, scale: float
             for table in TABLES_IN_LOAD_ORDER:
                 cols = COLUMNS[table]
                 sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-                rows = data[table]
-                if table in ("users", "posts", "comments", "orders"):
-                    rows = [tuple(_sqlite_value(v) for v in row) for row in rows]
-                await driver.executemany(sql, rows)
+                await driver.executemany(sql, data[table])
             await driver.commit()
         except BaseException:
             await driver.rollback()
