@@ -1,0 +1,782 @@
+"""Lesson 10 exercises: error handling and security, judged by behaviour.
+
+The checkers run the answer and look at what it did: the rows it returned, whether
+user input reached the SQL text, whether the session still works, what was left in
+the database (earlier work kept, nothing partial committed, nothing overwritten),
+how many times a unit of work was tried and how long the answer waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from ..errorkinds import constraint_kind, is_transient
+from ..schema import Order, Post, Tag
+from .core import DB_FN, SESSION_FN, Counterexample, Exercise
+from .rules import Attempt, Probe, SameResult, SessionUsable, StatementBudget
+
+WHEN = datetime(2025, 6, 1)
+
+
+@dataclass
+class _Adapted(Exercise):
+    """An exercise whose answer the checker drives through an adapter.
+
+    ``adapt(answer)`` returns the function the checker really calls: it can call the
+    learner's function several times in one session (q2), or hand it a scripted
+    ``work`` and record what it raised instead of turning that into an error
+    verdict (q4). The kind of the learner's own answer is checked first.
+    """
+
+    adapt: Callable[[Any], Any] | None = None
+
+    async def evaluate(self, answer: Any = ..., *, db: Any = None):
+        problem, not_attempted = self._kind_problem(answer)
+        if problem or not_attempted or self.adapt is None:
+            return await super().evaluate(answer, db=db)
+        return await super().evaluate(self.adapt(answer), db=db)
+
+
+def _guarded(probe):
+    """Run a probe only on a transaction that still works (PostgreSQL refuses every
+    statement after a failed one; the answer's own failure is what the learner must see)."""
+
+    async def guarded(conn, attempt, **call):
+        try:
+            await probe(conn, attempt, **call)
+        except DBAPIError:
+            attempt.extra["probe_failed"] = True
+
+    guarded.__name__ = probe.__name__
+    return guarded
+
+
+def _dialect_insert(session):
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+# ---------------------------------------------------------------------------- q1
+
+_Q1_CALLS = ({"term": "Upsert"}, {"term": "' OR '1'='1"}, {"term": "%"})
+
+
+async def _q1_solution(session, term):
+    stmt = select(Post.id).where(Post.title.icontains(term, autoescape=True)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_expected(conn, term):
+    """Independent of SQL pattern matching: Python's `in` over every title."""
+    rows = (await conn.execute(text("SELECT id, title FROM posts ORDER BY id"))).all()
+    return [post_id for post_id, title in rows if term.lower() in title.lower()]
+
+
+async def _q1_probe(conn, attempt, term):
+    attempt.extra["term"] = term
+
+
+def _q1_not_pasted(attempt: Attempt) -> str | None:
+    term = attempt.extra.get("term", "")
+    if len(term) < 3:  # "%" also appears in safe SQL ('%' || ? || '%')
+        return None
+    if not any(term.lower() in s.sql.lower() for s in attempt.log.queries):
+        return None
+    return (
+        f"the search term {term!r} was pasted into the SQL text: whoever types the term writes your "
+        "SQL. Bind it: Post.title.icontains(term, ...) in a select(), or :term in text() with a dict"
+    )
+
+
+def _q1_wildcards(attempt: Attempt) -> str | None:
+    term = attempt.extra.get("term", "")
+    got, want = attempt.value, attempt.expected
+    if not ("%" in term or "_" in term) or not isinstance(got, list) or not isinstance(want, list):
+        return None
+    extra = [i for i in got if i not in set(want)]
+    if not extra:
+        return None
+    return (
+        f"searching for {term!r} returned {len(got)} posts, though no title contains a literal "
+        f"{term!r}: in LIKE, % and _ are wildcards. Escape them: .icontains(term, autoescape=True)"
+    )
+
+
+async def _q1_fstring(session, term):
+    sql = f"SELECT id FROM posts WHERE title LIKE '%{term}%' ORDER BY id"
+    return (await session.execute(text(sql))).scalars().all()
+
+
+async def _q1_ilike_pattern(session, term):
+    stmt = select(Post.id).where(Post.title.ilike(f"%{term}%")).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_icontains_no_escape(session, term):
+    stmt = select(Post.id).where(Post.title.icontains(term)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_bound_text(session, term):
+    stmt = text("SELECT id FROM posts WHERE title LIKE :pattern ORDER BY id")
+    return (await session.execute(stmt, {"pattern": f"%{term}%"})).scalars().all()
+
+
+q1 = Exercise(
+    id="10.q1",
+    title="A search box that cannot be hijacked",
+    kind=SESSION_FN,
+    solution_answer=_q1_solution,
+    expected=_q1_expected,
+    probe=_q1_probe,
+    calls=_Q1_CALLS,
+    rules=[
+        Probe(test=_q1_not_pasted, name="the term travels as a bound parameter"),
+        Probe(test=_q1_wildcards, name="% and _ in the term are literal"),
+        SameResult(ordered=True, what="post ids"),
+        StatementBudget(1),
+    ],
+    hints=[
+        "Build a select(Post.id) and let a column operator make the LIKE: the term then travels as "
+        "a bound parameter. Which operator matches 'contains, ignoring case'?",
+        "Post.title.icontains(term) binds the term, but % and _ inside it are still wildcards: "
+        "icontains() takes autoescape=True.",
+        "select(Post.id).where(Post.title.icontains(term, autoescape=True)).order_by(Post.id)",
+    ],
+    why=(
+        "A bound parameter is never parsed as SQL, so quotes in the input stay text; autoescape=True "
+        "also keeps % and _ literal. The f-string version returned every post for ' OR '1'='1."
+    ),
+    counterexamples=[
+        Counterexample("f-string in text()", _q1_fstring, "pasted into the SQL text"),
+        Counterexample("ilike with the term in a pattern", _q1_ilike_pattern, "wildcards"),
+        Counterexample("icontains without autoescape", _q1_icontains_no_escape, "wildcards"),
+        Counterexample("bound :pattern in text(), LIKE", _q1_bound_text, "wildcards"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------- q2
+
+_Q2_NAMES = ["errors-and-retries", "python", "savepoints", "sql", "errors-and-retries"]
+
+
+def _in_one_session(create_tag):
+    """The checker calls the learner's create_tag once per name, all in one session."""
+
+    async def sequence(session, names):
+        return [await create_tag(session, name) for name in names]
+
+    return sequence
+
+
+async def _q2_solution(session, name):
+    new_id = await session.scalar(
+        _dialect_insert(session)(Tag)
+        .values(name=name)
+        .on_conflict_do_nothing(index_elements=[Tag.name])
+        .returning(Tag.id)
+    )
+    if new_id is not None:
+        return new_id, True
+    return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
+async def _q2_expected(conn, names):
+    existing = set((await conn.execute(text("SELECT name FROM tags"))).scalars())
+    out = []
+    for name in names:
+        out.append((name, name not in existing))
+        existing.add(name)
+    return out
+
+
+async def _q2_probe(conn, attempt, names):
+    tags = dict((await conn.execute(text("SELECT id, name FROM tags"))).all())
+    attempt.extra["absent"] = sorted({n for n in names if n not in tags.values()})
+    returned = attempt.value
+    if not isinstance(returned, list) or not all(isinstance(r, (tuple, list)) and len(r) == 2 for r in returned):
+        attempt.extra["state"] = f"not a list of (tag_id, created) pairs: {returned!r}"[:120]
+        return
+    attempt.extra["state"] = [
+        (None if tag_id is None else tags.get(tag_id, f"(no tag with id {tag_id})"), created)
+        for tag_id, created in returned
+    ]
+
+
+def _q2_kept(attempt: Attempt) -> str | None:
+    absent = attempt.extra.get("absent")
+    if not absent or attempt.extra.get("probe_failed"):
+        return None
+    return (
+        f"after the calls, these tags your function created are gone: {', '.join(absent)}. A rollback "
+        "of the whole session threw away everything done before the duplicate; roll back only the "
+        "failed INSERT (async with session.begin_nested()) or avoid the error (ON CONFLICT DO NOTHING)"
+    )
+
+
+def _q2_same(attempt: Attempt) -> str | None:
+    got, want = attempt.extra.get("state"), attempt.expected
+    if got is None or got == want:
+        return None
+    if not isinstance(got, list):
+        return f"your function returned {got}"
+    for i, (g, (name, created)) in enumerate(zip(got, want, strict=False)):
+        if g != (name, created):
+            if g[0] is None:
+                return (
+                    f"call {i + 1}, create_tag(session, {name!r}) returned (None, {g[1]!r}): when the "
+                    "insert was skipped, look the existing tag's id up"
+                )
+            what = "a new tag" if created else "the existing tag"
+            return (
+                f"call {i + 1}, create_tag(session, {name!r}): expected (id of {what} {name!r}, {created}); "
+                f"got (id of {g[0]!r}, {g[1]!r})"
+            )
+    return f"expected {len(want)} results, one per call; got {len(got)}"
+
+
+async def _q2_plain(session, name):
+    tag = Tag(name=name)
+    session.add(tag)
+    await session.flush()
+    return tag.id, True
+
+
+async def _q2_rollback_all(session, name):
+    tag = Tag(name=name)
+    session.add(tag)
+    try:
+        await session.flush()
+        return tag.id, True
+    except IntegrityError:
+        await session.rollback()
+        return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
+async def _q2_no_rollback_then_select(session, name):
+    tag = Tag(name=name)
+    session.add(tag)
+    try:
+        await session.flush()
+        return tag.id, True
+    except IntegrityError:
+        return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
+async def _q2_upsert_no_lookup(session, name):
+    new_id = await session.scalar(
+        _dialect_insert(session)(Tag)
+        .values(name=name)
+        .on_conflict_do_nothing(index_elements=[Tag.name])
+        .returning(Tag.id)
+    )
+    return new_id, new_id is not None
+
+
+q2 = _Adapted(
+    id="10.q2",
+    title="Get or create a tag, in a session that keeps working",
+    kind=SESSION_FN,
+    solution_answer=_q2_solution,
+    adapt=_in_one_session,
+    expected=_q2_expected,
+    probe=_guarded(_q2_probe),
+    calls=({"names": _Q2_NAMES},),
+    rules=[
+        SessionUsable(),
+        Probe(test=_q2_kept, name="earlier work survives a duplicate"),
+        Probe(test=_q2_same, name="(id, created) for every name"),
+    ],
+    hints=[
+        "A failed flush ruins the whole session's transaction, and session.rollback() throws away "
+        "everything before it too. Either let only the INSERT fail, or make it not fail.",
+        "Let only the INSERT fail: try: async with session.begin_nested(): session.add(Tag(name=name)) "
+        "/ except IntegrityError: then look the existing id up. Or make it not fail: an upsert.",
+        "Upsert: insert(Tag).values(name=name).on_conflict_do_nothing(index_elements=[Tag.name])"
+        ".returning(Tag.id) from sqlalchemy.dialects.postgresql or .sqlite; None back means it existed.",
+    ],
+    why=(
+        "A savepoint or ON CONFLICT contains the duplicate; rolling back the session would have lost "
+        "the caller's earlier work. (A SELECT first, then INSERT, also passes here but races: two "
+        "requests can both see 'missing'.)"
+    ),
+    counterexamples=[
+        Counterexample("add and flush", _q2_plain, "IntegrityError"),
+        Counterexample("session.rollback() on the duplicate", _q2_rollback_all, "threw away"),
+        Counterexample("catch, no rollback, then select", _q2_no_rollback_then_select, "PendingRollbackError"),
+        Counterexample("upsert, no lookup of the existing id", _q2_upsert_no_lookup, "look the existing tag's id up"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------- q3
+
+_Q3_ROWS = [
+    {"id": 3101, "user_id": 5, "status": "paid", "total_cents": 1_250, "created_at": WHEN},
+    {"id": 3102, "user_id": 8, "status": "paid", "total_cents": -300, "created_at": WHEN},
+    {"id": 3103, "user_id": 99_999, "status": "pending", "total_cents": 800, "created_at": WHEN},
+    {"id": 3104, "user_id": 12, "status": "shipped", "total_cents": 4_000, "created_at": WHEN},
+    {"id": 3105, "user_id": 12, "status": None, "total_cents": 990, "created_at": WHEN},
+    {"id": 17, "user_id": 3, "status": "paid", "total_cents": 5_000, "created_at": WHEN},
+    {"id": 3107, "user_id": 20, "status": "pending", "total_cents": 0, "created_at": WHEN},
+]
+
+
+async def _q3_solution(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                session.add(Order(**row))
+        except IntegrityError as exc:
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q3_expected(conn, rows):
+    """What the database will refuse, read from the data (each bad row breaks one rule)."""
+    orders = set((await conn.execute(text("SELECT id FROM orders"))).scalars())
+    users = set((await conn.execute(text("SELECT id FROM users"))).scalars())
+    out = []
+    for row in rows:
+        if row["id"] in orders:
+            out.append("unique")
+        elif row["user_id"] not in users:
+            out.append("foreign_key")
+        elif row["status"] is None:
+            out.append("not_null")
+        elif row["total_cents"] < 0:
+            out.append("check")
+        else:
+            out.append(None)
+    return out
+
+
+async def _q3_probe(conn, attempt, rows):
+    ids = [row["id"] for row in rows]
+    stored = {
+        r[0]: tuple(r[1:])
+        for r in (
+            await conn.execute(
+                select(Order.id, Order.user_id, Order.status, Order.total_cents).where(Order.id.in_(ids))
+            )
+        ).all()
+    }
+    expected = attempt.expected or []
+    attempt.extra["lost"] = [i for i, (row, kind) in enumerate(zip(rows, expected, strict=False)) if kind is None and row["id"] not in stored]
+    attempt.extra["overwritten"] = [
+        row["id"] for row, kind in zip(rows, expected, strict=False)
+        if kind == "unique" and stored.get(row["id"]) == (row["user_id"], row["status"], row["total_cents"])
+    ]
+
+
+def _q3_kept(attempt: Attempt) -> str | None:
+    lost = attempt.extra.get("lost")
+    if not lost:
+        return None
+    return (
+        f"row(s) {', '.join(map(str, lost))} were accepted, but are not in orders after your function: "
+        "a rollback of the whole session threw them away with the bad row. Give each row its own "
+        "savepoint (async with session.begin_nested())"
+    )
+
+
+def _q3_not_overwritten(attempt: Attempt) -> str | None:
+    hit = attempt.extra.get("overwritten")
+    if not hit:
+        return None
+    return (
+        f"existing order {hit[0]} was overwritten with the imported values (merge() updates a row "
+        "that exists); an import must insert, and report the duplicate"
+    )
+
+
+def _q3_kinds(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if got == want:
+        return None
+    if not isinstance(got, list) or len(got) != len(want):
+        return f"expected a list with one entry per row ({len(want)}), got {got!r}"[:200]
+    i = next(i for i, (g, w) in enumerate(zip(got, want, strict=False)) if g != w)
+    row = {k: v for k, v in _Q3_ROWS[i].items() if k != "created_at"}
+    if want[i] is None:
+        return f"row {i} {row} is fine and should give None; you reported {got[i]!r}"
+    return (
+        f"row {i} {row}: you reported {got[i]!r}; the database refused it as {want[i]!r}. Read the "
+        "code (e.orig.sqlstate / e.orig.sqlite_errorname), as constraint_kind() does"
+    )
+
+
+async def _q3_class_names(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                session.add(Order(**row))
+        except IntegrityError as exc:
+            outcome.append(type(exc).__name__)
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q3_rollback_all(session, rows):
+    outcome = []
+    for row in rows:
+        session.add(Order(**row))
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            await session.rollback()
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q3_one_flush(session, rows):
+    session.add_all([Order(**row) for row in rows])
+    await session.flush()
+    return [None] * len(rows)
+
+
+async def _q3_merge(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                await session.merge(Order(**row))
+        except IntegrityError as exc:
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q3_catch_and_continue(session, rows):
+    outcome = []
+    for row in rows:
+        session.add(Order(**row))
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)
+    return outcome
+
+
+q3 = Exercise(
+    id="10.q3",
+    title="Import orders, report the rejects",
+    kind=SESSION_FN,
+    solution_answer=_q3_solution,
+    expected=_q3_expected,
+    probe=_guarded(_q3_probe),
+    calls=({"rows": _Q3_ROWS},),
+    rules=[
+        SessionUsable(),
+        Probe(test=_q3_kept, name="accepted rows stay"),
+        Probe(test=_q3_not_overwritten, name="existing orders unchanged"),
+        Probe(test=_q3_kinds, name="the right kind for every row"),
+    ],
+    hints=[
+        "One bad row must cost only itself: each row needs its own little transaction inside the "
+        "big one. And the kind comes from the error's code, not its class (always IntegrityError).",
+        "for row in rows: try: async with session.begin_nested(): session.add(Order(**row)) "
+        "/ except IntegrityError as exc: record constraint_kind(exc) / else: record None.",
+    ],
+    why=(
+        "A savepoint per row keeps the good rows and contains each failure; the SQLSTATE or SQLite "
+        "error name says which rule failed on either backend, where the class and the message do not."
+    ),
+    counterexamples=[
+        Counterexample("the exception's class name", _q3_class_names, "you reported 'IntegrityError'"),
+        Counterexample("session.rollback() per bad row", _q3_rollback_all, "threw them away"),
+        Counterexample("add all, flush once", _q3_one_flush, "IntegrityError"),
+        Counterexample("merge() instead of add()", _q3_merge, "overwritten"),
+        Counterexample("catch and continue, no savepoint", _q3_catch_and_continue, "PendingRollbackError"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------- q4
+
+_ATTEMPTS = 4
+_BASE_DELAY = 0.02
+_MARK = "retry-check"  # the status of the orders the checker's work writes
+
+
+def _lost_connection() -> OperationalError:
+    """What SQLAlchemy raises when the connection drops mid-statement (simulated)."""
+    return OperationalError(
+        "INSERT INTO orders ...", None,
+        ConnectionResetError("connection reset by peer (simulated by the checker)"),
+        connection_invalidated=True,
+    )
+
+
+@dataclass
+class _Work:
+    """A unit of work that writes an order, then fails as its script says."""
+
+    script: str
+    calls: list[float] = field(default_factory=list)  # loop time at each start
+    failed: list[float] = field(default_factory=list)  # loop time at each failure
+
+    async def __call__(self, session):
+        now = asyncio.get_running_loop().time
+        self.calls.append(now())
+        order = Order(user_id=1, status=_MARK, total_cents=4_242, created_at=WHEN)
+        session.add(order)
+        await session.flush()  # written: a failed attempt must not leave it committed
+        try:
+            if self.script == "always fails (lost connection)" or (
+                self.script == "fails twice (lost connection), then works" and len(self.calls) <= 2
+            ):
+                raise _lost_connection()
+            if self.script == "hits a duplicate tag":
+                session.add(Tag(name="python"))
+                await session.flush()
+        except Exception:
+            self.failed.append(now())
+            raise
+        return order.id
+
+
+@dataclass
+class _Outcome:
+    work: _Work
+    value: Any = None
+    error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"returned {self.value!r}" if self.error is None else f"raised {type(self.error).__name__}"
+
+
+def _scripted(run_with_retry):
+    """Hand the learner's function a fresh scripted work; record what it returned or raised."""
+
+    async def answer(db, script):
+        work = _Work(script)
+        try:
+            value = await run_with_retry(db, work, _ATTEMPTS, _BASE_DELAY)
+        except NotImplementedError:
+            raise
+        except Exception as exc:
+            return _Outcome(work, error=exc)
+        return _Outcome(work, value=value)
+
+    return answer
+
+
+async def _q4_solution(db, work, attempts, base_delay):
+    for attempt in range(attempts):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if attempt + 1 == attempts or not is_transient(exc):
+                raise
+            await asyncio.sleep(base_delay * 2**attempt * random.uniform(1.0, 1.5))
+
+
+async def _q4_probe(conn, attempt, script):
+    ids = (await conn.execute(select(Order.id).where(Order.status == _MARK))).scalars().all()
+    attempt.extra["committed"] = list(ids)
+
+
+def _outcome(attempt: Attempt) -> _Outcome | None:
+    return attempt.value if isinstance(attempt.value, _Outcome) else None
+
+
+def _q4_right_errors(attempt: Attempt) -> str | None:
+    out = _outcome(attempt)
+    if out is None:
+        return None
+    n, script, error = len(out.work.calls), out.work.script, out.error
+    if script == "hits a duplicate tag":
+        if n > 1:
+            return (
+                f"you retried an IntegrityError: {n} attempts for a duplicate that will never go away. "
+                "Retry only transient errors (and note that IntegrityError is a DBAPIError: "
+                "`except DBAPIError` catches it too)"
+            )
+        if not isinstance(error, IntegrityError):
+            return f"the IntegrityError must reach the caller; your function {out!r}"
+        return None
+    if script == "always fails (lost connection)":
+        if n != _ATTEMPTS:
+            return f"with attempts={_ATTEMPTS} and a connection that keeps failing, work ran {n} time(s), not {_ATTEMPTS}"
+        if error is None:
+            return (
+                f"after {n} failed attempts your function returned {out.value!r}: raise the last error, "
+                "so the caller knows nothing was done"
+            )
+        return None
+    if error is not None:  # fails twice, then works
+        return (
+            f"a lost connection is transient, but your function gave up after {n} attempt(s) "
+            f"({type(error).__name__}): try again, in a new transaction"
+        )
+    if n != 3:
+        return f"work should have run 3 times (2 failures, then success); it ran {n} time(s)"
+    return None
+
+
+def _q4_new_transaction(attempt: Attempt) -> str | None:
+    out = _outcome(attempt)
+    committed = attempt.extra.get("committed")
+    if out is None or committed is None:
+        return None
+    works = out.work.script == "fails twice (lost connection), then works" and out.error is None
+    want = 1 if works else 0
+    if len(committed) == want:
+        return None
+    if len(committed) > want:
+        return (
+            f"{len(committed)} order(s) were committed where {want} should be: the writes of failed "
+            "attempts were kept. Run each attempt in a new transaction (async with db.session() as "
+            "session, session.begin():) so that a failure rolls back its own work"
+        )
+    return "work succeeded, but its order was not committed: session.begin() commits when its block ends"
+
+
+def _q4_result(attempt: Attempt) -> str | None:
+    out = _outcome(attempt)
+    committed = attempt.extra.get("committed") or []
+    if out is None:
+        return None
+    if out.work.script != "fails twice (lost connection), then works" or out.error is not None:
+        return None
+    if len(committed) == 1 and out.value != committed[0]:
+        return f"return what work returned (the new order's id, {committed[0]}); your function returned {out.value!r}"
+    return None
+
+
+def _q4_backoff(attempt: Attempt) -> str | None:
+    out = _outcome(attempt)
+    if out is None:
+        return None
+    calls, failed = out.work.calls, out.work.failed
+    for n in range(len(calls) - 1):
+        waited = calls[n + 1] - failed[n]
+        floor = _BASE_DELAY * 2**n
+        if waited < floor * 0.5:  # generous: sleeps never end early, but clocks are coarse
+            return (
+                f"retry {n + 1} started {waited * 1000:.1f} ms after the failure; wait at least "
+                f"base_delay * 2**{n} = {floor * 1000:.0f} ms (plus jitter), or every client hammers "
+                "the database at the moment it is struggling"
+            )
+    return None
+
+
+async def _q4_retry_everything(db, work, attempts, base_delay):
+    for attempt in range(attempts):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except Exception:
+            if attempt + 1 == attempts:
+                raise
+            await asyncio.sleep(base_delay * 2**attempt)
+
+
+async def _q4_retry_dbapi_errors(db, work, attempts, base_delay):
+    for attempt in range(attempts):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except DBAPIError:
+            if attempt + 1 == attempts:
+                raise
+            await asyncio.sleep(base_delay * 2**attempt)
+
+
+async def _q4_one_session(db, work, attempts, base_delay):
+    async with db.session() as session:
+        for attempt in range(attempts):
+            try:
+                result = await work(session)
+                await session.commit()
+                return result
+            except Exception as exc:
+                if attempt + 1 == attempts or not is_transient(exc):
+                    raise
+                await asyncio.sleep(base_delay * 2**attempt)
+
+
+async def _q4_no_wait(db, work, attempts, base_delay):
+    for attempt in range(attempts):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if attempt + 1 == attempts or not is_transient(exc):
+                raise
+
+
+async def _q4_swallow_last(db, work, attempts, base_delay):
+    for attempt in range(attempts):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await asyncio.sleep(base_delay * 2**attempt)
+    return None
+
+
+q4 = _Adapted(
+    id="10.q4",
+    title="Retry transient errors, and only those",
+    kind=DB_FN,
+    solution_answer=_q4_solution,
+    adapt=_scripted,
+    probe=_q4_probe,
+    scratch_scale=0.05,
+    calls=(
+        {"script": "fails twice (lost connection), then works"},
+        {"script": "hits a duplicate tag"},
+        {"script": "always fails (lost connection)"},
+    ),
+    rules=[
+        Probe(test=_q4_right_errors, name="transient errors retried, permanent ones raised"),
+        Probe(test=_q4_new_transaction, name="each attempt in a new transaction"),
+        Probe(test=_q4_result, name="work's result returned"),
+        Probe(test=_q4_backoff, name="waits longer before each retry"),
+    ],
+    hints=[
+        "A loop over range(attempts). Inside: a new session and transaction per attempt, and return "
+        "work's result from inside it. On an exception decide: retry, or raise?",
+        "Raise when the error is not transient (is_transient() from the lesson, or "
+        "course.errorkinds.is_transient) or when this was the last attempt; otherwise "
+        "await asyncio.sleep(base_delay * 2**attempt * random.uniform(1, 1.5)).",
+        "for attempt in range(attempts): try: async with db.session() as session, session.begin(): "
+        "return await work(session) / except Exception as exc: if attempt + 1 == attempts or not "
+        "is_transient(exc): raise / then sleep and loop.",
+    ],
+    why=(
+        "Retrying the whole unit of work in a fresh transaction is safe for transient errors; a "
+        "duplicate or a bug fails the same way every time, and a caller must hear about the final failure."
+    ),
+    counterexamples=[
+        Counterexample("retry every exception", _q4_retry_everything, "you retried an IntegrityError"),
+        Counterexample("retry every DBAPIError", _q4_retry_dbapi_errors, "you retried an IntegrityError"),
+        Counterexample("one session for all attempts", _q4_one_session, "new transaction"),
+        Counterexample("retry at once, no wait", _q4_no_wait, "wait at least"),
+        Counterexample("return None when out of attempts", _q4_swallow_last, "raise the last error"),
+    ],
+)
