@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util.concurrency import in_greenlet
 
 from .config import BackendConfig, hide_secret
@@ -92,8 +93,11 @@ def _postgresql_engine(url: URL, namespace: str, **engine_kw: Any) -> AsyncEngin
     settings.setdefault("application_name", f"course:{namespace}"[:63])
     connect_args["server_settings"] = settings
     connect_args.setdefault("timeout", CONNECT_TIMEOUT)
-    engine_kw.setdefault("pool_size", 2)
-    engine_kw.setdefault("max_overflow", 3)
+    poolclass = engine_kw.get("poolclass")
+    if engine_kw.get("pool") is None and (poolclass is None or issubclass(poolclass, QueuePool)):
+        # the course's own small pool; NullPool and StaticPool take no size (a TypeError)
+        engine_kw.setdefault("pool_size", 2)
+        engine_kw.setdefault("max_overflow", 3)
     return create_async_engine(url, connect_args=connect_args, **engine_kw)
 
 

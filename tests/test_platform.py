@@ -171,3 +171,20 @@ def test_solution_shows_the_reference_code(capsys):
 
 async def test_posts_relationship_imported_for_lint():
     assert Post.__tablename__ == "posts"
+
+
+async def test_create_engine_takes_any_pool_class(db):
+    """db.create_engine(poolclass=NullPool) works on both backends: the course's own pool
+    size (PostgreSQL) applies only to queue pools, which are the only ones that take a size."""
+    from sqlalchemy.pool import NullPool
+
+    engine = db.create_engine(poolclass=NullPool)
+    try:
+        assert isinstance(engine.pool, NullPool)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
+    sized = db.create_engine(pool_size=3, max_overflow=0)
+    assert (sized.pool.size(), sized.pool._max_overflow) == (3, 0)
+    await sized.dispose()
