@@ -24,6 +24,9 @@ ENV_URL = "COURSE_DATABASE_URL"
 ENV_USER = "COURSE_USER"
 ENV_NAMESPACE = "COURSE_NAMESPACE"
 ENV_DATA_DIR = "COURSE_DATA_DIR"
+#: Set by ``binder/start``: the URL of the PostgreSQL server it runs beside Jupyter.
+ENV_BINDER_URL = "COURSE_BINDER_POSTGRES_URL"
+SETTINGS_FILE = "settings.json"
 
 EXAMPLE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 EXAMPLE_SOCKET_URL = "postgresql+asyncpg://postgres@/test?host=/var/run/postgresql"
@@ -58,8 +61,11 @@ def hide_secret(text: str) -> str:
 
 
 def resolve_backend(raw: str | None = None) -> BackendConfig:
-    """Read ``COURSE_DATABASE_URL`` (or ``raw``) and check it names a backend we run on."""
+    """Read ``COURSE_DATABASE_URL`` (or ``raw``, or the choice saved by ``python -m course use``)
+    and check it names a backend we run on."""
     raw = os.environ.get(ENV_URL) if raw is None else raw
+    if raw is None:
+        raw = saved_url()
     if raw is None or not raw.strip():
         return BackendConfig("sqlite", None)
     raw = raw.strip()
@@ -139,9 +145,89 @@ def namespace_for(lesson: str, *, cwd: str | os.PathLike[str] | None = None, var
     return f"course_{course_user()}_{_identifier(lesson)[:12]}{_identifier(variant) if variant else ''}_{disc}"[:63]
 
 
+OWNER_COMMENT = re.compile(r"^course user=([a-z0-9_]+)$")
+
+
+def owner_comment() -> str:
+    """The comment a PostgreSQL schema gets, naming its learner (``python -m course admin`` reads it)."""
+    return f"course user={course_user()}"
+
+
 def data_dir() -> Path:
     """Where SQLite files live: ``COURSE_DATA_DIR`` or a cache folder in the home."""
     base = os.environ.get(ENV_DATA_DIR)
     path = Path(base) if base else Path.home() / ".cache" / "async-sqlalchemy-course"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --- the backend chosen with ``python -m course use`` (no environment variable needed) ---
+
+
+def settings_path() -> Path:
+    """The small settings file ``python -m course use`` writes (in the data folder)."""
+    return data_dir() / SETTINGS_FILE
+
+
+def saved_url() -> str | None:
+    """The database URL saved by ``python -m course use``, or None (SQLite)."""
+    import json
+
+    try:
+        url = json.loads(settings_path().read_text(encoding="utf-8")).get("database_url")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return url if isinstance(url, str) and url.strip() else None
+
+
+def backend_source() -> str:
+    """Where the active backend comes from, for ``doctor`` and ``use``."""
+    if os.environ.get(ENV_URL) is not None:
+        return f"the environment variable {ENV_URL}"
+    if saved_url() is not None:
+        return f"{settings_path()} (python -m course use)"
+    return "the default (SQLite)"
+
+
+def backend_choice(choice: str) -> BackendConfig:
+    """What ``python -m course use CHOICE`` means: ``sqlite``, ``postgresql`` (the server
+    ``binder/start`` runs, named by ``COURSE_BINDER_POSTGRES_URL``) or a ``postgresql+asyncpg://``
+    URL. A malformed URL raises :class:`ConfigurationError` before anything is saved."""
+    choice = choice.strip()
+    if choice.lower() == "sqlite":
+        return BackendConfig("sqlite", None)
+    if choice.lower() in ("postgresql", "postgres"):
+        url = os.environ.get(ENV_BINDER_URL, "").strip()
+        if not url:
+            raise ConfigurationError(
+                f"No course PostgreSQL server is known here ({ENV_BINDER_URL} is not set: "
+                "binder/start sets it on Binder).",
+                hint="Name your server instead, for example\n"
+                f"  python -m course use {EXAMPLE_URL}",
+            )
+        choice = url
+    return resolve_backend(choice)
+
+
+def save_backend(config: BackendConfig) -> None:
+    """Every later ``course.start()`` (in any kernel) uses ``config``; ``COURSE_DATABASE_URL``,
+    when set, still wins."""
+    import json
+
+    path = settings_path()
+    if config.url is None:
+        path.unlink(missing_ok=True)
+        return
+    path.touch(mode=0o600)  # it may hold a password: readable by you only
+    path.chmod(0o600)
+    path.write_text(
+        json.dumps({"database_url": config.url.render_as_string(hide_password=False)}) + "\n",
+        encoding="utf-8",
+    )
+
+
+def use_backend(choice: str) -> BackendConfig:
+    """``backend_choice`` then ``save_backend``."""
+    config = backend_choice(choice)
+    save_backend(config)
+    return config

@@ -117,6 +117,9 @@ async def _prepare_schema(engine: AsyncEngine, backend: str, namespace: str) -> 
         if backend == "postgresql":
             await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{namespace}" CASCADE')
             await conn.exec_driver_sql(f'CREATE SCHEMA "{namespace}"')
+            # whose it is, for `python -m course admin` (the name alone is ambiguous: course_ann_b_...
+            # may be ann's or ann_b's); the comment holds only [a-z0-9_=] and a space
+            await conn.exec_driver_sql(f"""COMMENT ON SCHEMA "{namespace}" IS '{cfg.owner_comment()}'""")
         await conn.run_sync(Base.metadata.create_all)
 
 
