@@ -1,0 +1,591 @@
+"""Lesson 11 exercises: indexes, plans and the statement cache.
+
+The checkers read query plans with :mod:`course.plans`, on the checker's own
+connection, inside the transaction that is rolled back afterwards:
+
+- q1 (defer the body): the SQL sent must not name ``posts.body``.
+- q2 (the partial index): the statement is EXPLAINed exactly as it was sent; the
+  plan must search ``ix_orders_active`` with the date range, and the index's
+  condition must be written into the SQL (a bound parameter cannot be used by a
+  generic plan).
+- q3 (a composite index): the answer runs DDL in the checker's transaction (both
+  backends roll DDL back); the checker lists the new indexes, runs ANALYZE, and
+  EXPLAINs the target query.
+- q4 (ids in chunks): 40,000 ids; no statement may carry more parameters than
+  PostgreSQL's protocol allows, and a runaway answer (one query per id) is
+  stopped after a few dozen statements instead of running 40,000 of them.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import weakref
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, event, inspect, literal_column, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import defer
+
+from .. import plans
+from ..schema import Order, Post, Tag, User
+from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
+from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+
+# ---------------------------------------------------------------- helpers
+
+
+def _queries(attempt: Attempt) -> list[Any]:
+    return list(attempt.log.queries)
+
+
+def _careful(probe: Any) -> Any:
+    """A probe that never turns a failed answer into a checker error: after an answer that
+    raised (a PostgreSQL transaction may then be aborted), reading the database fails too."""
+
+    async def run(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
+        try:
+            await probe(conn, attempt, **call)
+        except Exception as exc:  # reported by the rules that needed the probe's findings
+            attempt.extra["probe_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+
+    return run
+
+
+def _plan_line(plan: plans.Plan | None) -> str:
+    """The plan's reads in one line: each scan or search, with its index condition."""
+    if plan is None:
+        return "(no plan)"
+    reads = [n for n in plan.nodes if n.table or n.index] or plan.nodes
+    return " | ".join(
+        n.label + (f" [{n.condition}]" if plan.backend == "postgresql" and n.condition else "") for n in reads
+    )
+
+
+# ---------------------------------------------------------------- q1: defer the body
+
+
+def _q1_statement(*options: Any) -> Any:
+    return select(Post).join(Post.tags).where(Tag.name == "indexes").options(*options).order_by(Post.id)
+
+
+async def _q1_solution(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .join(Post.tags)
+        .where(Tag.name == "indexes")
+        .options(defer(Post.body))
+        .order_by(Post.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+_q1_expected = sql_reference(
+    "SELECT p.id, p.title FROM posts p JOIN post_tags pt ON pt.post_id = p.id "
+    "JOIN tags t ON t.id = pt.tag_id WHERE t.name = 'indexes' ORDER BY p.id"
+)
+
+
+async def _q1_observe(session: AsyncSession, returned: Any) -> Any:
+    if not isinstance(returned, (list, tuple)) or not all(isinstance(p, Post) for p in returned):
+        kind = type(returned[0]).__name__ if isinstance(returned, (list, tuple)) and returned else type(returned).__name__
+        return {"kind": kind}
+    # read what was loaded, without loading anything: a deferred title shows up as None
+    return [(p.id, inspect(p).dict.get("title")) for p in returned]
+
+
+def _q1_objects(attempt: Attempt) -> str | None:
+    if isinstance(attempt.value, dict):
+        return (
+            f"return a list of Post objects (yours holds {attempt.value['kind']}): the page will "
+            "update them, so select(Post) with a loader option, not a list of columns"
+        )
+    return None
+
+
+def _q1_no_body(attempt: Attempt) -> str | None:
+    heavy = [s for s in _queries(attempt) if "posts.body" in s.sql]
+    if heavy:
+        return (
+            "the SELECT still names posts.body: every body (1 to 2.5 KB each) travelled for nothing. "
+            "Leave it out with .options(defer(Post.body)) or load_only(...)"
+        )
+    return None
+
+
+async def _q1_whole_posts(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q1_statement())).all())
+
+
+async def _q1_defers_the_title(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q1_statement(defer(Post.title)))).all())
+
+
+async def _q1_columns(session: AsyncSession) -> list[Any]:
+    stmt = select(Post.id, Post.title).join(Post.tags).where(Tag.name == "indexes").order_by(Post.id)
+    return list((await session.execute(stmt)).all())
+
+
+q1 = Exercise(
+    id="11.q1",
+    title="Posts of a tag, without their bodies",
+    kind=SESSION_FN,
+    solution_answer=_q1_solution,
+    expected=_q1_expected,
+    observe=_q1_observe,
+    rules=[
+        Probe(_q1_objects, name="Post objects"),
+        Probe(_q1_no_body, name="posts.body left out"),
+        StatementBudget(1),
+        SameResult(ordered=True, what="posts"),
+    ],
+    hints=[
+        "Start from the full query: select(Post), joined to its tags, where the tag's name is "
+        "'indexes', ordered by Post.id. Then keep the body out of the SELECT.",
+        "A loader option on the statement decides which columns the SELECT names: "
+        ".options(defer(Post.body)) leaves one column out; load_only(...) keeps only the ones you list.",
+        "select(Post).join(Post.tags).where(Tag.name == \"indexes\").options(defer(Post.body))"
+        ".order_by(Post.id); return the scalars as a list.",
+    ],
+    why="A list page needs titles, not kilobytes of body per row: defer() keeps the heavy column "
+    "off the wire while you still get objects you can change.",
+    counterexamples=[
+        Counterexample("whole posts", _q1_whole_posts, "posts.body"),
+        Counterexample("defers the wrong column", _q1_defers_the_title, "posts.body"),
+        Counterexample("rows, not objects", _q1_columns, "Post objects"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q2: the partial index
+
+Q2_USER = 108
+Q2_FROM, Q2_TO = datetime(2025, 1, 1), datetime(2025, 7, 1)
+_PREDICATE = re.compile(r"status\s*(!=|<>)\s*'cancelled'")
+
+
+def _q2_solution():
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(
+            Order.user_id == 108,
+            Order.status != literal_column("'cancelled'"),
+            Order.created_at >= datetime(2025, 1, 1),
+            Order.created_at < datetime(2025, 7, 1),
+        )
+        .order_by(Order.created_at)
+    )
+
+
+async def _q2_expected(conn: AsyncConnection) -> list[tuple[Any, ...]]:
+    rows = await conn.execute(
+        text(
+            "SELECT id, status, created_at FROM orders WHERE user_id = :user AND status <> 'cancelled' "
+            "AND created_at >= :start AND created_at < :stop ORDER BY created_at"
+        ).columns(created_at=Order.__table__.c.created_at.type),
+        {"user": Q2_USER, "start": Q2_FROM, "stop": Q2_TO},
+    )
+    return [tuple(r) for r in rows.all()]
+
+
+async def _q2_probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
+    queries = _queries(attempt)
+    if len(queries) != 1:
+        return
+    await conn.exec_driver_sql("ANALYZE orders")
+    attempt.extra["plan"] = await plans.explain(conn, queries[0])
+
+
+def _q2_literal(attempt: Attempt) -> str | None:
+    queries = _queries(attempt)
+    if queries and not any(_PREDICATE.search(s.sql) for s in queries):
+        if any(re.search(r"status\s*(!=|<>)\s*(\?|\$\d)", s.sql) for s in queries):
+            return (
+                "status != 'cancelled' is sent as a bound parameter: a plan made for any value "
+                "(PostgreSQL's generic plan of a prepared statement) cannot prove the index's "
+                "condition. Write the index's condition into the SQL: "
+                "Order.status != literal_column(\"'cancelled'\")"
+            )
+        return (
+            "the SQL does not contain the index's own condition, status != 'cancelled': the "
+            "planner uses a partial index only when it can prove the query stays inside it"
+        )
+    return None
+
+
+def _q2_uses_index(attempt: Attempt) -> str | None:
+    plan = attempt.extra.get("plan")
+    if plan is None:
+        if "probe_error" in attempt.extra:
+            return f"the plan of your statement could not be read ({attempt.extra['probe_error']})"
+        return "answer with one statement (a select()) so that its plan can be read"
+    if not plan.uses_index("ix_orders_active"):
+        return f"the plan does not use ix_orders_active: {_plan_line(plan)}"
+    node = next(n for n in plan.nodes if n.index == "ix_orders_active")
+    if node.access != plans.INDEX_SEARCH or "created_at" not in (node.condition or ""):
+        return (
+            "ix_orders_active is searched by user_id only, the date range is checked row by row: "
+            "compare Order.created_at itself with the dates (a function around the column hides it "
+            f"from the index). Plan: {_plan_line(plan)}"
+        )
+    return None
+
+
+def _q2_bound_status():
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(
+            Order.user_id == 108,
+            Order.status != "cancelled",
+            Order.created_at >= datetime(2025, 1, 1),
+            Order.created_at < datetime(2025, 7, 1),
+        )
+        .order_by(Order.created_at)
+    )
+
+
+def _q2_no_status():
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(Order.user_id == 108, Order.created_at >= datetime(2025, 1, 1), Order.created_at < datetime(2025, 7, 1))
+        .order_by(Order.created_at)
+    )
+
+
+def _q2_status_list():
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(
+            Order.user_id == 108,
+            Order.status.in_([literal_column("'paid'"), literal_column("'shipped'"), literal_column("'pending'")]),
+            Order.created_at >= datetime(2025, 1, 1),
+            Order.created_at < datetime(2025, 7, 1),
+        )
+        .order_by(Order.created_at)
+    )
+
+
+def _q2_date_function():
+    from sqlalchemy import String, cast, func
+
+    day = func.substr(cast(Order.created_at, String), 1, 10)  # 'YYYY-MM-DD' on both backends
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(
+            Order.user_id == 108,
+            Order.status != literal_column("'cancelled'"),
+            day >= "2025-01-01",
+            day < "2025-07-01",
+        )
+        .order_by(Order.created_at)
+    )
+
+
+q2 = Exercise(
+    id="11.q2",
+    title="Active orders through the partial index",
+    kind=STATEMENT,
+    solution_answer=_q2_solution,
+    expected=_q2_expected,
+    probe=_careful(_q2_probe),
+    rules=[
+        Columns(["id", "status", "created_at"]),
+        SameResult(ordered=True, what="orders"),
+        Probe(_q2_literal, name="the index's condition written in the SQL"),
+        Probe(_q2_uses_index, name="EXPLAIN: ix_orders_active searched with the date range"),
+        BoundParameters([Q2_USER]),
+    ],
+    hints=[
+        "ix_orders_active holds (user_id, created_at) of the orders whose status is not "
+        "'cancelled'. Your WHERE needs user 108, the date range on created_at, and the index's own "
+        "condition.",
+        "Write the condition the way the index does, into the SQL itself: "
+        "Order.status != literal_column(\"'cancelled'\"). Keep the user id and the dates as "
+        "ordinary comparisons (bound parameters).",
+        "select(Order.id, Order.status, Order.created_at).where(Order.user_id == 108, "
+        "Order.status != literal_column(\"'cancelled'\"), Order.created_at >= datetime(2025, 1, 1), "
+        "Order.created_at < datetime(2025, 7, 1)).order_by(Order.created_at)",
+    ],
+    why="A partial index is used only when the planner can prove the query stays inside it; "
+    "a condition written into the SQL is a proof every plan can use.",
+    counterexamples=[
+        Counterexample("status as a bound parameter", _q2_bound_status, "bound parameter"),
+        Counterexample("no status condition", _q2_no_status, "extra"),
+        Counterexample("the live statuses listed", _q2_status_list, "status != 'cancelled'"),
+        Counterexample("a function around created_at", _q2_date_function, "date range"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q3: a composite index
+
+Q3_FROM, Q3_TO = datetime(2025, 11, 1), datetime(2025, 12, 1)
+_BASE_INDEXES = frozenset(Order.__table__.indexes)
+_BASE_INDEX_NAMES = frozenset(ix.name for ix in _BASE_INDEXES)
+
+
+def q3_query():
+    """The query the index is for: last month's pending orders, oldest first."""
+    return (
+        select(Order.id, Order.user_id, Order.created_at)
+        .where(Order.status == "pending", Order.created_at >= Q3_FROM, Order.created_at < Q3_TO)
+        .order_by(Order.created_at)
+    )
+
+
+async def _q3_solution(session: AsyncSession) -> None:
+    await session.execute(text("CREATE INDEX ix_orders_status_created ON orders (status, created_at)"))
+
+
+def _forget_new_metadata_indexes() -> None:
+    """An ``Index(...)`` built from the model's columns joins the shared metadata; a later
+    ``create_all()`` (a reset) would create it for real. The checker undoes that."""
+    for index in set(Order.__table__.indexes) - _BASE_INDEXES:
+        Order.__table__.indexes.discard(index)
+
+
+async def _q3_before(conn: AsyncConnection, **call: Any) -> None:
+    """Runs before the answer: drop what an earlier, failed attempt may have left in the metadata."""
+    _forget_new_metadata_indexes()
+
+
+async def _q3_probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
+    _forget_new_metadata_indexes()
+    found = await conn.run_sync(lambda sync: inspect(sync).get_indexes("orders"))
+    attempt.extra["new"] = [
+        {
+            "name": ix["name"],
+            "columns": list(ix["column_names"]),
+            "partial": any(k.endswith("_where") and v is not None for k, v in ix.get("dialect_options", {}).items()),
+        }
+        for ix in found
+        if ix["name"] not in _BASE_INDEX_NAMES
+    ]
+    await conn.exec_driver_sql("ANALYZE orders")
+    attempt.extra["plan"] = await plans.explain(conn, q3_query())
+
+
+def _q3_created(attempt: Attempt) -> str | None:
+    if "probe_error" in attempt.extra:
+        return f"the checker could not read the indexes after your answer ({attempt.extra['probe_error']})"
+    if not attempt.extra.get("new"):
+        return (
+            "no new index on orders: run CREATE INDEX ... ON orders (...) through the session "
+            "(session.execute(text(...)), or Index(...).create() inside session.run_sync)"
+        )
+    return None
+
+
+def _q3_columns(attempt: Attempt) -> str | None:
+    new: Sequence[dict[str, Any]] = attempt.extra.get("new") or []
+    if not new or any(ix["columns"][:2] == ["status", "created_at"] and not ix["partial"] for ix in new):
+        return None
+    ix = new[-1]
+    cols = ", ".join(str(c) for c in ix["columns"])
+    if ix["partial"]:
+        return (
+            f"{ix['name']} is a partial index: this exercise asks for a plain composite index "
+            "(one index that serves every status), with its columns in the right order"
+        )
+    if ix["columns"] and ix["columns"][0] == "created_at":
+        return (
+            f"{ix['name']} ({cols}) starts with created_at, the range column: the B-tree is sorted by "
+            "date first, so all of November's orders are read to find the pending ones. Put the "
+            "equality column first: (status, created_at)"
+        )
+    if ix["columns"] == ["status"]:
+        return (
+            f"{ix['name']} covers only status: every pending order is read, and the date range and "
+            "the ORDER BY are done row by row. Add created_at after status"
+        )
+    return f"{ix['name']} ({cols}) does not fit the query: status (equality) first, then created_at (range)"
+
+
+def _q3_used(attempt: Attempt) -> str | None:
+    plan = attempt.extra.get("plan")
+    new = [ix["name"] for ix in attempt.extra.get("new") or []]
+    if plan is None or not new:
+        return None
+    if not any(plan.searches_index(name) for name in new):
+        return f"EXPLAIN does not show a search of your index: {_plan_line(plan)}"
+    return None
+
+
+async def _q3_range_first(session: AsyncSession) -> None:
+    await session.execute(text("CREATE INDEX ix_orders_created_status ON orders (created_at, status)"))
+
+
+async def _q3_status_only(session: AsyncSession) -> None:
+    await session.execute(text("CREATE INDEX ix_orders_status ON orders (status)"))
+
+
+async def _q3_wrong_table(session: AsyncSession) -> None:
+    await session.execute(text("CREATE INDEX ix_posts_status_created ON posts (status, created_at)"))
+
+
+async def _q3_metadata_index(session: AsyncSession) -> None:
+    index = Index("ix_orders_created_status_meta", Order.created_at, Order.status)
+    await session.run_sync(lambda sync: index.create(sync.connection()))
+
+
+q3 = Exercise(
+    id="11.q3",
+    title="The right composite index for a query",
+    kind=SESSION_FN,
+    solution_answer=_q3_solution,
+    expected=_q3_before,
+    probe=_careful(_q3_probe),
+    rules=[
+        Probe(_q3_created, name="an index created on orders"),
+        Probe(_q3_columns, name="columns in the right order"),
+        Probe(_q3_used, name="EXPLAIN: the planner searches it"),
+    ],
+    hints=[
+        "The query compares status with one value (equality) and created_at with a range, then "
+        "sorts by created_at. A B-tree can search on its leading columns: which column must lead?",
+        "Equality columns first, the range (and sort) column last: an index on (status, created_at). "
+        "Create it through the session you are given.",
+        "await session.execute(text(\"CREATE INDEX ix_orders_status_created ON orders (status, created_at)\"))",
+    ],
+    why="With the equality column first, the pending orders of one month sit side by side in the "
+    "index, already sorted by date: one search, no sort.",
+    counterexamples=[
+        Counterexample("range column first", _q3_range_first, "starts with created_at"),
+        Counterexample("status only", _q3_status_only, "covers only status"),
+        Counterexample("an index on another table", _q3_wrong_table, "no new index on orders"),
+        Counterexample("Index() with the range column first", _q3_metadata_index, "starts with created_at"),
+    ],
+)
+
+
+# ---------------------------------------------------------------- q4: ids in chunks
+
+#: 40,000 distinct ids from "an import file": a few hundred of them are real users
+Q4_IDS = random.Random(11).sample(range(1, 200_001), 40_000)
+MAX_PARAMETERS = 32_767  # PostgreSQL's protocol (asyncpg); SQLite's default limit is 32,766
+_STATEMENT_CAP = 50
+_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"}
+_guards: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # connection -> its guard
+
+
+class RunawayAnswer(Exception):
+    """Raised into an answer that keeps sending statements (one query per id)."""
+
+
+def _cap_statements(conn: AsyncConnection) -> None:
+    """Stop the answer once it has sent ``_STATEMENT_CAP`` queries: 40,000 single-id
+    queries would take half a minute, and the verdict is the same after 50."""
+    count = 0
+
+    def guard(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        nonlocal count
+        if (statement.split(None, 1) or [""])[0].upper() in _CONTROL:
+            return
+        count += 1
+        if count > _STATEMENT_CAP:
+            raise RunawayAnswer(
+                f"stopped after {_STATEMENT_CAP} statements for {len(Q4_IDS):,} ids: one query per "
+                "id (or chunks far too small)? Load the ids a few thousand at a time"
+            )
+
+    sync = conn.sync_connection
+    event.listen(sync, "before_cursor_execute", guard)
+    _guards[sync] = guard
+
+
+async def _q4_expected(conn: AsyncConnection, ids: Sequence[int]) -> list[int]:
+    existing = set((await conn.execute(text("SELECT id FROM users"))).scalars().all())
+    _cap_statements(conn)  # installed last: only the answer's statements count
+    return [i for i in ids if i in existing]  # in the order of the input
+
+
+async def _q4_probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
+    sync = conn.sync_connection
+    guard = _guards.pop(sync, None)
+    if guard is not None and event.contains(sync, "before_cursor_execute", guard):
+        event.remove(sync, "before_cursor_execute", guard)
+
+
+async def _q4_solution(session: AsyncSession, ids: list[int]) -> list[User]:
+    found = {}
+    for start in range(0, len(ids), 10_000):
+        chunk = ids[start : start + 10_000]
+        for user in (await session.scalars(select(User).where(User.id.in_(chunk)))).all():
+            found[user.id] = user
+    return [found[i] for i in ids if i in found]
+
+
+def _q4_parameters(attempt: Attempt) -> str | None:
+    sizes = [len(s.params) for s in _queries(attempt) if isinstance(s.params, (list, tuple)) and not s.executemany]
+    biggest = max(sizes, default=0)
+    if biggest > MAX_PARAMETERS - 1:
+        return (
+            f"one statement carried {biggest:,} bound parameters: PostgreSQL (asyncpg) refuses more "
+            f"than {MAX_PARAMETERS}, and SQLite's default limit is 32766. Send the ids in chunks"
+        )
+    return None
+
+
+async def _q4_one_in(session: AsyncSession, ids: list[int]) -> list[User]:
+    return list((await session.scalars(select(User).where(User.id.in_(ids)))).all())
+
+
+async def _q4_one_query_per_id(session: AsyncSession, ids: list[int]) -> list[User]:
+    users = []
+    for user_id in ids:
+        user = await session.get(User, user_id)
+        if user is not None:
+            users.append(user)
+    return users
+
+
+async def _q4_drops_last_chunk(session: AsyncSession, ids: list[int]) -> list[User]:
+    found = {}
+    for start in range(0, len(ids) - 10_000, 10_000):  # off by one chunk: the last one never runs
+        for user in (await session.scalars(select(User).where(User.id.in_(ids[start : start + 10_000])))).all():
+            found[user.id] = user
+    return [found[i] for i in ids if i in found]
+
+
+async def _q4_database_order(session: AsyncSession, ids: list[int]) -> list[User]:
+    users: list[User] = []
+    for start in range(0, len(ids), 10_000):
+        users += (await session.scalars(select(User).where(User.id.in_(ids[start : start + 10_000])))).all()
+    return users  # in whatever order each chunk came back
+
+
+q4 = Exercise(
+    id="11.q4",
+    title="Load 40,000 ids in chunks, in the caller's order",
+    kind=SESSION_FN,
+    solution_answer=_q4_solution,
+    expected=_q4_expected,
+    probe=_q4_probe,
+    calls=({"ids": Q4_IDS},),
+    rules=[
+        Probe(_q4_parameters, name="parameters per statement within the limits"),
+        StatementBudget(8),
+        SameResult(ordered=True, what="users"),
+    ],
+    hints=[
+        "One IN list with 40,000 values is one bound parameter per value: more than PostgreSQL's "
+        "protocol allows. Split the list and run one IN query per slice; the rows of each slice "
+        "come back in the database's order, not in yours.",
+        "for start in range(0, len(ids), 10_000): select the users whose id is in "
+        "ids[start:start + 10_000] and keep them in a dict by id (at most 8 queries in all). "
+        "Then walk ids once and pick the ones you found.",
+        "found = {}\nfor start in range(0, len(ids), 10_000):\n    chunk = ids[start:start + 10_000]\n"
+        "    for user in (await session.scalars(select(User).where(User.id.in_(chunk)))).all():\n"
+        "        found[user.id] = user\nreturn [found[i] for i in ids if i in found]",
+    ],
+    why="Chunks keep every statement under the bind-parameter limits while the number of round "
+    "trips stays tiny; on PostgreSQL, = ANY(:ids) with one array parameter is another way out.",
+    counterexamples=[
+        Counterexample("one IN for every id", _q4_one_in, "32767"),
+        Counterexample("one query per id", _q4_one_query_per_id, "one query per id"),
+        Counterexample("the last chunk dropped", _q4_drops_last_chunk, "missing"),
+        Counterexample("the database's order", _q4_database_order, "wrong order"),
+    ],
+)
