@@ -2,10 +2,11 @@
 
 Side by side in one run, on the active backend (``COURSE_DATABASE_URL`` selects PostgreSQL):
 
-- seed, cold: ``seed.generate``'s cache cleared, then what ``start()`` does after connecting:
-  prepare the schema (PostgreSQL: drop and create it; both: create the tables) and
-  ``seed.load`` (which generates the rows, inserts them and, on PostgreSQL, moves the sequences);
-- seed, warm: the same with the rows already generated;
+- seed, cold: ``seed.generate``'s (and ``seed.sqlite_rows``') cache cleared, then what
+  ``start()`` does after connecting: prepare the schema (PostgreSQL: drop and create it; both:
+  create the tables) and ``seed.load`` (which generates the rows, on SQLite converts them to
+  stored values, inserts them and, on PostgreSQL, moves the sequences);
+- seed, warm: the same with the rows already generated (and converted), as on a reset;
 - raw: the same ready-made rows inserted into the same freshly created, empty tables by the
   driver's fastest path, with nothing else: ``executemany`` in one transaction through aiosqlite
   (values converted beforehand as ``seed._sqlite_value`` does, same pragmas as the course engine),
@@ -13,8 +14,8 @@ Side by side in one run, on the active backend (``COURSE_DATABASE_URL`` selects 
 
 Connections are opened before each timed section on every path. Runs are interleaved and the
 medians printed, with the ratio seed/raw (target: at most 1.5x) both of the medians and as the
-median of per-round ratios. On SQLite, "(convert)" times alone the value conversion that
-``seed.load`` does and the raw path did beforehand.
+median of per-round ratios. On SQLite, "(convert)" times alone the value conversion that a
+cold seed does and the raw path did beforehand.
 
     python benchmarks/seed_vs_raw.py [--repeat 5]
 """
@@ -145,10 +146,10 @@ async def raw_postgresql(config: cfg.BackendConfig, ns: str, data: dict[str, lis
 
 
 async def convert_values() -> float:
-    """Only the part of ``seed.load`` on SQLite that the raw path did beforehand."""
+    """Only the value conversion a cold seed does on SQLite and the raw path did beforehand."""
     data = seed.generate(SCALE)
     began = time.perf_counter()
-    for table in ("users", "posts", "comments", "orders"):  # the tables seed.load converts
+    for table in ("users", "posts", "comments", "orders"):  # the tables seed.sqlite_rows converts
         [tuple(seed._sqlite_value(v) for v in row) for row in data[table]]
     return time.perf_counter() - began
 
@@ -171,7 +172,7 @@ async def main(repeat: int) -> int:
         "seed warm": lambda: run_seed(config, cold=False),
         "raw": lambda: run_raw(config),
     }
-    if config.backend == "sqlite":  # what the seed path does that raw does not: convert values
+    if config.backend == "sqlite":  # what a cold seed does that raw does not: convert values
         runs["(convert)"] = convert_values
     times: dict[str, list[float]] = {name: [] for name in runs}
     for run in runs.values():  # one untimed warm-up each: imports, first connections
