@@ -102,6 +102,32 @@ class Counterexample:
 
 
 @dataclass
+class Requirement:
+    """One sub-check of a ``FUNCTIONS`` exercise, scored as its own group of rules.
+
+    ``scenario(answer, scratch, attempt)`` drives the answer's functions on a scratch
+    database (call them through :func:`call_answer`) and fills ``attempt``: the value
+    and reference to compare, the SQL log, findings in ``attempt.extra``. ``rules``
+    judge that attempt; each result is named ``"<name> · <rule>"`` in the verdict.
+    """
+
+    name: str
+    scenario: Callable[[Any, Any, Attempt], Awaitable[None]]
+    rules: Sequence[Rule] = ()
+
+
+async def call_answer(function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Await one of the answer's functions; whatever it raises arrives as ``_AnswerRaised``
+    (a stub's ``NotImplementedError`` passes through: it means "not attempted")."""
+    try:
+        return await function(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise _AnswerRaised(exc) from exc
+
+
+@dataclass
 class Exercise:
     id: str
     title: str
@@ -116,6 +142,9 @@ class Exercise:
     probe: Callable[..., Awaitable[None]] | None = None
     counterexamples: Sequence[Counterexample] = ()
     scratch_scale: float = 1.0
+    functions: Sequence[str] = ()  # FUNCTIONS: the async functions the answer object must have
+    requirements: Sequence[Requirement] = ()  # FUNCTIONS: the sub-checks, in order
+    prepare: Callable[[Any], Awaitable[None]] | None = None  # FUNCTIONS: set up the scratch database
     _hint_level: int = field(default=0, repr=False)
 
     # ---------------------------------------------------------------- learner API
@@ -171,6 +200,8 @@ class Exercise:
             from ..database import current
 
             db = current()
+        if self.kind == FUNCTIONS:
+            return await self._evaluate_functions(answer, db)
         rule_results: list[RuleResult] = []
         for call in self.calls:
             try:
@@ -232,7 +263,63 @@ class Exercise:
             if callable(answer):
                 return (f"You passed a regular (sync) function. {expected} Define it with `async def`.", False)
             return (f"You passed {_kind_name(answer)}. {expected}", False)
+        if self.kind == FUNCTIONS:
+            return _functions_problem(answer, self.functions, expected), False
         return None, False
+
+    async def _evaluate_functions(self, answer: Any, db: Any) -> Verdict:
+        """Run each requirement's scenario on one scratch database; one group of rules each."""
+        from ..database import open_scratch
+
+        results: list[RuleResult] = []
+        scratch = await open_scratch(db.lesson, scale=self.scratch_scale)
+        try:
+            if self.prepare is not None:
+                await self.prepare(scratch)
+            for requirement in self.requirements:
+                attempt = Attempt()
+                problem = ""
+                try:
+                    await asyncio.wait_for(requirement.scenario(answer, scratch, attempt), ANSWER_TIMEOUT)
+                except NotImplementedError:
+                    return self._verdict(
+                        NOT_ATTEMPTED, "Replace the `raise NotImplementedError` with your code, then check again."
+                    )
+                except asyncio.TimeoutError:
+                    problem = f"your functions did not finish within {ANSWER_TIMEOUT:.0f} seconds"
+                except _AnswerRaised as raised:
+                    if _is_lazy_load(raised.error):
+                        counted = attempt.lazy_loads  # a session's counter may have seen this one already
+                        _note_lazy_load(attempt, raised.error)
+                        attempt.lazy_loads = max(counted, 1)
+                    else:
+                        problem = raised.explain()
+                except Exception as exc:  # the checker itself failed
+                    if strict():
+                        raise
+                    problem = (
+                        f"the checker itself failed ({type(exc).__name__}: {str(exc)[:200]}). This is a bug "
+                        "in the course, not in your answer: please report it"
+                    )
+                if problem:
+                    results.append(RuleResult(f"{requirement.name} · ran to the end", False, f"{requirement.name}: {problem}"))
+                    continue
+                rules = list(requirement.rules)
+                if attempt.lazy_loads and not any(isinstance(r, NoLazyLoads) for r in rules):
+                    rules.insert(0, NoLazyLoads())
+                for rule in rules:
+                    result = rule.judge(attempt)
+                    result.rule = f"{requirement.name} · {result.rule}"
+                    if not result.passed:
+                        result.message = f"{requirement.name}: {result.message}"
+                    results.append(result)
+        finally:
+            await scratch.discard()
+        failed = [r for r in results if not r.passed]
+        failed.sort(key=lambda r: NoLazyLoads.name not in r.rule)
+        if failed:
+            return self._verdict(INCORRECT, failed[0].message, results)
+        return self._verdict(CORRECT, self.why, results)
 
     async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
         if self.kind == DB_FN:
@@ -327,6 +414,38 @@ class Exercise:
         return attempt
 
 
+def _functions_problem(answer: Any, names: Sequence[str], expected: str) -> str | None:
+    """Why ``answer`` is not an object holding the async functions ``names`` (None if it is)."""
+    expected = expected.rstrip(".")
+    if inspect.isfunction(answer) or inspect.ismethod(answer):
+        return (
+            f"You passed one function ({getattr(answer, '__name__', '?')}). {expected}: "
+            f"pass the class or object that holds {', '.join(names)}."
+        )
+    what = getattr(answer, "__name__", type(answer).__name__)
+    missing = [n for n in names if not callable(getattr(answer, n, None))]
+    if missing:
+        return (
+            f"{what} has no function {', '.join(missing)}: this exercise needs an object with "
+            f"the async functions {', '.join(names)}."
+        )
+    sync = [n for n in names if not inspect.iscoroutinefunction(getattr(answer, n))]
+    if sync:
+        return f"{', '.join(sync)} should be defined with `async def`: {expected}."
+    if inspect.isclass(answer):
+        takes_self = [
+            n for n in names
+            if next(iter(inspect.signature(getattr(answer, n)).parameters), "") in ("self", "cls")
+        ]
+        if takes_self:
+            one = len(takes_self) == 1
+            return (
+                f"{', '.join(takes_self)} {'takes' if one else 'take'} self: mark {'it' if one else 'them'} "
+                f"@staticmethod, or pass an instance ({what}()) instead of the class."
+            )
+    return None
+
+
 def _returns_rows(result: Result[Any]) -> bool:
     return bool(getattr(result, "returns_rows", True))
 
@@ -412,7 +531,7 @@ def _kind_name(answer: Any) -> str:
 def solution_source(answer: Callable[..., Any]) -> str:
     """The solution as the learner should write it: a builder's body, or a whole async function."""
     source = textwrap.dedent(inspect.getsource(answer))
-    if inspect.iscoroutinefunction(answer):
+    if inspect.iscoroutinefunction(answer) or inspect.isclass(answer):
         return source.strip()
     lines = source.splitlines()
     body = textwrap.dedent("\n".join(lines[1:])).strip().splitlines()
