@@ -225,9 +225,3 @@ def save_backend(config: BackendConfig) -> None:
         encoding="utf-8",
     )
 
-
-def use_backend(choice: str) -> BackendConfig:
-    """``backend_choice`` then ``save_backend``."""
-    config = backend_choice(choice)
-    save_backend(config)
-    return config
