@@ -332,15 +332,19 @@ class Exercise:
                     attempt.expected = await self.expected(conn, **call)
                 session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
                 counter = _LazyLoadCounter(session)
+                finished = False
                 try:
                     await self._run(answer, session, call, attempt)
+                    finished = True
                 finally:
                     # the counter sees relationship lazy loads; _run also counts an implicit
                     # IO it caught (e.g. a deferred column read outside the greenlet)
                     attempt.lazy_loads = max(attempt.lazy_loads, counter.count)
-                    # probe before the usability check: its SELECT 1 would autoflush (2.1),
+                    # probe only after an answer that ran to the end (after one that raised, the
+                    # transaction may be aborted and the probe would hide the learner's error);
+                    # and before the usability check: its SELECT 1 would autoflush (2.1),
                     # hiding an answer that forgot to flush
-                    if self.probe is not None and attempt.error is None:
+                    if finished and self.probe is not None and attempt.error is None:
                         await self.probe(conn, attempt, **call)
                     attempt.session_usable = await _usable(session)
                     await session.close()
