@@ -18,10 +18,20 @@ class Chart:
 
     figure: Any
 
-    def _repr_png_(self) -> bytes:
+    def png(self, dpi: int = 100) -> bytes:
         buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=100)
+        self.figure.savefig(buffer, format="png", dpi=dpi)
         return buffer.getvalue()
+
+    def _repr_png_(self) -> bytes:
+        return self.png()
+
+    def html(self, alt: str = "chart") -> str:
+        """An ``<img>`` tag with the PNG inline: for widgets that render HTML."""
+        import base64
+
+        data = base64.b64encode(self.png()).decode("ascii")
+        return f'<img alt="{alt}" src="data:image/png;base64,{data}"/>'
 
     def __repr__(self) -> str:
         return f"<Chart: {len(self.figure.axes)} panels>"

@@ -34,6 +34,8 @@ from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from .plots import Chart
+
 #: Which burst task is running (a context variable reaches pool events through SQLAlchemy's greenlets).
 _TASK: contextvars.ContextVar[int | None] = contextvars.ContextVar("course_pool_task", default=None)
 #: The code a scoped :class:`PoolWatch` follows (tasks it starts inherit the value).
@@ -388,32 +390,6 @@ async def scenario(
 # ----------------------------------------------------------------- the chart
 
 
-@dataclass
-class Chart:
-    """A matplotlib Figure that shows itself as a PNG in any notebook (no pyplot needed)."""
-
-    figure: Any
-
-    def png(self) -> bytes:
-        import io
-
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=90)
-        return buffer.getvalue()
-
-    def _repr_png_(self) -> bytes:
-        return self.png()
-
-    def html(self) -> str:
-        import base64
-
-        data = base64.b64encode(self.png()).decode("ascii")
-        return f'<img alt="pool timeline" src="data:image/png;base64,{data}"/>'
-
-    def __repr__(self) -> str:
-        return "<Chart: pool timeline>"
-
-
 def timeline(result: BurstResult) -> Chart:
     """One row per task: grey while it waits for a connection, blue while it holds one
     (labelled with the connection's number), red where the pool gave up on it. Below,
@@ -537,7 +513,7 @@ class PoolPlayground:
         finally:
             self.run_button.disabled = False
         self.result = result
-        self.output.value = result._summary_html() + result.chart().html() + result.frame().to_html()
+        self.output.value = result._summary_html() + result.chart().html("pool timeline") + result.frame().to_html()
         return result
 
     def _clicked(self, _button: Any) -> None:
