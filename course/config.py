@@ -34,6 +34,8 @@ EXAMPLE_SOCKET_URL = "postgresql+asyncpg://postgres@/test?host=/var/run/postgres
 _SECRET_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
 # the same without a well-formed "scheme://" in front (typos such as "postgresql//u:pw@h")
 _SECRET_NO_SCHEME = re.compile(r"((?:^|[/\s])[^:/@\s]*:)[^@/\s]*@")
+# a password passed as a query parameter (?password=...), which hide_password does not cover
+_SECRET_IN_QUERY = re.compile(r"([?&](?:password|passwd|pass|pwd)=)[^&\s'\"]*", re.I)
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,13 @@ class BackendConfig:
         """The URL as it may be printed: the password replaced by ``***``."""
         if self.url is None:
             return "sqlite+aiosqlite (a file per notebook)"
-        return self.url.render_as_string(hide_password=True)
+        return hide_secret(self.url.render_as_string(hide_password=True))
 
 
 def hide_secret(text: str) -> str:
     """Blank out a password in anything that looks like a URL inside ``text``."""
-    return _SECRET_NO_SCHEME.sub(r"\1***@", _SECRET_IN_URL.sub(r"\1***@", text))
+    text = _SECRET_NO_SCHEME.sub(r"\1***@", _SECRET_IN_URL.sub(r"\1***@", text))
+    return _SECRET_IN_QUERY.sub(r"\1***", text)
 
 
 def resolve_backend(raw: str | None = None) -> BackendConfig:
@@ -79,7 +82,7 @@ def resolve_backend(raw: str | None = None) -> BackendConfig:
             f"(or, through a Unix socket, {EXAMPLE_SOCKET_URL}),\n"
             f"or unset {ENV_URL} to use the built-in SQLite database.",
         ) from None
-    shown = url.render_as_string(hide_password=True)
+    shown = hide_secret(url.render_as_string(hide_password=True))
     backend, driver = url.get_backend_name(), url.get_driver_name()
     if backend == "postgresql":
         if "+" not in url.drivername or driver != "asyncpg":

@@ -231,3 +231,23 @@ def test_namespace_without_course_user(tmp_path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv(cfg.ENV_USER, raising=False)
     monkeypatch.delenv(cfg.ENV_NAMESPACE, raising=False)
     assert_identifier(cfg.namespace_for("06", cwd=tmp_path))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgresql://postgres@127.0.0.1/test?password=qu3ry-secret",
+        "mysql+aiomysql://u@h/db?sslmode=require&password=qu3ry-secret",
+        "not a url ?password=qu3ry-secret",
+    ],
+)
+def test_password_in_the_query_string_is_never_shown(raw):
+    with pytest.raises(course.ConfigurationError) as caught:
+        cfg.resolve_backend(raw)
+    assert "qu3ry-secret" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+def test_safe_url_hides_a_query_string_password():
+    config = cfg.resolve_backend("postgresql+asyncpg://postgres@127.0.0.1/test?password=qu3ry-secret")
+    assert "qu3ry-secret" not in config.safe_url
