@@ -9,17 +9,16 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-import course
 from course.exercises import CORRECT, INCORRECT, all_exercises
+from tests.conftest import private_db
 
 EXERCISES = all_exercises()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def db():
-    handle = await course.start("exercisetests")
-    yield handle
-    await handle.discard()
+    async with private_db("exercisetests") as handle:
+        yield handle
 
 
 

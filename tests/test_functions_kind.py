@@ -8,18 +8,17 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-import course
 from course.exercises import CORRECT, ERROR, FUNCTIONS, INCORRECT, NOT_ATTEMPTED, Exercise, lesson12
 from course.exercises.core import Requirement, call_answer, solution_source
 from course.exercises.rules import Attempt, Probe, StatementBudget
 from course.schema import User
+from tests.conftest import private_db
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def db():
-    handle = await course.start("functionskind")
-    yield handle
-    await handle.discard()
+    async with private_db("functionskind") as handle:
+        yield handle
 
 
 async def _count_users(answer, scratch, attempt: Attempt) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import load_only
 
 import course
-from course import database
 from course.expect import _caught_html
 from course.schema import Tag, User
+from tests.conftest import private_db
 
 USER_COLUMNS = [
     "id", "email", "username", "display_name", "role", "country", "is_active",
@@ -115,14 +114,9 @@ def test_expect_match_checks_the_message() -> None:
 
 
 @pytest.fixture
-async def db(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[course.CourseDB]:
-    monkeypatch.setenv("COURSE_NAMESPACE", f"help{uuid.uuid4().hex[:10]}")
-    handle = await course.start("t")
-    try:
+async def db() -> AsyncIterator[course.CourseDB]:
+    async with private_db("help") as handle:
         yield handle
-    finally:
-        await handle.close()
-        await database.drop(handle.namespace)
 
 
 async def test_expect_catches_a_real_integrity_error(db: course.CourseDB) -> None:

@@ -7,16 +7,15 @@ import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-import course
 from course import loaders
 from course.schema import User
+from tests.conftest import private_db
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def db():
-    handle = await course.start("loadertests")
-    yield handle
-    await handle.discard()
+    async with private_db("loadertests") as handle:
+        yield handle
 
 
 @pytest.mark.parametrize(

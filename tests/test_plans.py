@@ -16,6 +16,7 @@ from sqlalchemy.orm import defer
 import course
 from course import plans
 from course.schema import Comment, Order, Post, User
+from tests.conftest import private_db
 
 # ------------------------------------------------------------------ parsing (no database)
 
@@ -87,12 +88,11 @@ def test_postgresql_index_condition_off_the_leading_column_is_a_full_index_scan(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def db():
-    handle = await course.start("plantests")
-    async with handle.engine.begin() as conn:
-        for table in ("users", "posts", "comments", "orders"):
-            await conn.execute(text(f"ANALYZE {table}"))
-    yield handle
-    await handle.discard()
+    async with private_db("plantests") as handle:
+        async with handle.engine.begin() as conn:
+            for table in ("users", "posts", "comments", "orders"):
+                await conn.execute(text(f"ANALYZE {table}"))
+        yield handle
 
 
 async def test_a_search_and_a_scan(db):

@@ -13,13 +13,13 @@ from course.exercises import ERROR, NOT_ATTEMPTED, SESSION_FN, Exercise, lesson0
 from course.exercises.core import ExerciseFailed
 from course.exercises.rules import NoLazyLoads, SameResult, SessionUsable, StatementBudget
 from course.schema import Post, Tag, User
+from tests.conftest import private_db
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def db():
-    handle = await course.start("platformtests")
-    yield handle
-    await handle.discard()
+    async with private_db("platformtests") as handle:
+        yield handle
 
 
 async def test_untouched_stub_is_not_attempted(db):

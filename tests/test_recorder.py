@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -23,19 +22,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 import course
-from course import database
 from course.schema import Tag, User
+from tests.conftest import private_db
 
 
 @pytest.fixture
-async def db(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[course.CourseDB]:
-    monkeypatch.setenv("COURSE_NAMESPACE", f"rec{uuid.uuid4().hex[:10]}")
-    handle = await course.start("t")
-    try:
+async def db() -> AsyncIterator[course.CourseDB]:
+    async with private_db("rec") as handle:
         yield handle
-    finally:
-        await handle.close()
-        await database.drop(handle.namespace)
 
 
 def new_users(n: int) -> list[User]:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 import course
 from course import database, seed
 from course.schema import TABLES_IN_LOAD_ORDER, Base, Order, Post, Tag, User
+from tests.conftest import private_db
 
 #: sha256 over every seeded row (scale 1). Computed once from ``seed.generate()``; a change
 #: here means every learner's data (and every lesson's expected output) changes with it.
@@ -58,14 +59,9 @@ async def read_back(db: course.CourseDB) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @pytest.fixture
-async def db(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[course.CourseDB]:
-    monkeypatch.setenv("COURSE_NAMESPACE", f"seed{uuid.uuid4().hex[:10]}")
-    handle = await course.start("t")
-    try:
+async def db() -> AsyncIterator[course.CourseDB]:
+    async with private_db("seed") as handle:
         yield handle
-    finally:
-        await handle.close()
-        await database.drop(handle.namespace)
 
 
 # -- the generator ---------------------------------------------------------------------
