@@ -188,3 +188,10 @@ async def test_create_engine_takes_any_pool_class(db):
     sized = db.create_engine(pool_size=3, max_overflow=0)
     assert (sized.pool.size(), sized.pool._max_overflow) == (3, 0)
     await sized.dispose()
+
+
+async def test_sqlalchemy_warnings_reach_the_verdict(db):
+    cartesian = select(User.id, User.username).where(User.country == "NL", Post.id == 1).order_by(User.id)
+    verdict = await lesson00.q1.evaluate(cartesian, db=db)
+    assert verdict.status == "incorrect"
+    assert "SQLAlchemy warned" in verdict.message and "cartesian product" in verdict.message

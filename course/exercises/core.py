@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import os
 import textwrap
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import event, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Result, Row
-from sqlalchemy.exc import MissingGreenlet
+from sqlalchemy.exc import MissingGreenlet, SAWarning
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.base import Executable
 
@@ -234,7 +235,10 @@ class Exercise:
         # a lazy load explains every other symptom (a missing result, an error): name it first
         failed.sort(key=lambda r: not r.rule.startswith(NoLazyLoads.name))
         if failed:
-            return self._verdict(INCORRECT, failed[0].message, merged)
+            message = failed[0].message
+            if attempt.warnings:
+                message += f" (SQLAlchemy warned: {attempt.warnings[0]})"
+            return self._verdict(INCORRECT, message, merged)
         return self._verdict(CORRECT, self.why, merged)
 
     def _verdict(self, status: str, message: str, rules: list[RuleResult] | None = None) -> Verdict:
@@ -353,6 +357,17 @@ class Exercise:
         return attempt
 
     async def _run(self, answer: Any, session: AsyncSession, call: dict[str, Any], attempt: Attempt) -> None:
+        # SQLAlchemy's own warnings (a cartesian product, say) are part of the feedback, not noise
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SAWarning)
+            try:
+                await self._run_recorded(answer, session, call, attempt)
+            finally:
+                attempt.warnings = [
+                    str(w.message).split(". ")[0] for w in caught if issubclass(w.category, SAWarning)
+                ]
+
+    async def _run_recorded(self, answer: Any, session: AsyncSession, call: dict[str, Any], attempt: Attempt) -> None:
         with record(show=False) as log:
             attempt.log = log
             try:

@@ -30,6 +30,7 @@ class Attempt:
     lazy_loads: int = 0
     session_usable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # what exercise-specific probes found
+    warnings: list[str] = field(default_factory=list)  # SQLAlchemy warnings the answer raised
 
 
 def _fmt(value: Any) -> str:
