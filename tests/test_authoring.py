@@ -74,7 +74,21 @@ def test_build_check_cli_names_a_stale_notebook(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_learner_notebooks_carry_no_solution_code():
-    for nb_path in (ROOT / "notebooks").glob("*.ipynb"):
-        text = nb_path.read_text()
-        assert "BEGIN SOLUTION" not in text and '"outputs": []' in text or "outputs" not in text
+def test_learner_notebooks_carry_no_solution_code_and_no_outputs():
+    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert paths
+    for nb_path in paths:
+        nb = json.loads(nb_path.read_text())
+        text = json.dumps(nb)
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, nb_path
+        for cell in nb["cells"]:
+            assert "solution-only" not in cell.get("metadata", {}).get("tags", []), nb_path
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [] and cell["execution_count"] is None, nb_path
+
+
+def test_every_exercise_stub_in_the_learner_notebooks_is_marked():
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        source = (ROOT / "solutions" / nb_path.name).read_text()
+        blocks = source.count("# BEGIN SOLUTION")
+        assert nb_path.read_text().count("# YOUR CODE HERE") >= blocks, nb_path
