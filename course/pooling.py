@@ -462,9 +462,11 @@ class PoolPlayground:
     """Sliders for the pool settings and the load, a Run button, and the result.
 
     Widget descriptions are stable (``pool_size``, ``max_overflow``, ``pool_timeout``,
-    ``tasks``, ``hold``; the button says ``Run``) and the result carries
-    ``class="course-pool-result"``, so a browser test can drive it. ``result`` is
-    the last :class:`BurstResult`; ``pending`` the run a click started.
+    ``tasks``, ``hold``; the button says ``Run``) and so are the classes (the panel
+    ``course-pool-playground``, each slider ``course-pool-<name>``, the button
+    ``course-pool-run``); the result carries ``class="course-pool-result"``, so a
+    browser test can drive it. ``result`` is the last :class:`BurstResult`;
+    ``pending`` the run a click started.
     """
 
     def __init__(self, db: Any, **values: Any) -> None:
@@ -484,16 +486,25 @@ class PoolPlayground:
             "tasks": w.IntSlider(values.get("tasks", 5), min=1, max=20, description="tasks"),
             "hold": w.FloatSlider(values.get("hold", 0.4), min=0.1, max=2.0, step=0.1, description="hold"),
         }
-        for control in self.controls.values():
+        for name, control in self.controls.items():
             control.style = style
             control.layout = layout
+            # the value only matters when Run is pressed. A slider that updates continuously
+            # sends its value snapped to the step grid (0.3 -> 0.30000000000000004) as soon as
+            # it is drawn, with Run All while the next (async) cell runs; ipykernel 7.4 handles
+            # such a message without a busy/idle status, and ipywidgets then holds back every
+            # later change of that slider: Run would use a stale value
+            control.continuous_update = False
+            control.add_class(f"course-pool-{name}")
         self.run_button = w.Button(description="Run", button_style="primary", tooltip="run the burst")
+        self.run_button.add_class("course-pool-run")
         self.run_button.on_click(self._clicked)
         self.output = w.HTML(value="<i>not run yet</i>")
         self.widget = w.HBox(
             [w.VBox([*self.controls.values(), self.run_button]), self.output],
             layout=w.Layout(align_items="flex-start"),
         )
+        self.widget.add_class("course-pool-playground")
 
     def values(self) -> dict[str, Any]:
         return {name: control.value for name, control in self.controls.items()}
