@@ -5,11 +5,14 @@
 - SQLite files go to a folder private to this run.
 - Tests marked ``postgresql`` or ``sqlite`` are *selected* by the active backend
   (deselected, not skipped, on the other one), so a skip always means a problem.
+- Tests marked ``e2e`` (JupyterLab in a real browser) are deselected unless ``-m``
+  names them: ``pytest -m e2e``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import pytest
@@ -27,12 +30,19 @@ def active_backend() -> str:
     return "postgresql" if os.environ.get("COURSE_DATABASE_URL") else "sqlite"
 
 
+def e2e_selected(config: pytest.Config) -> bool:
+    """True when ``-m`` names the ``e2e`` marker (then ``-m`` alone decides about those tests)."""
+    return re.search(r"\be2e\b", config.getoption("markexpr", "") or "") is not None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     backend = active_backend()
     other = "sqlite" if backend == "postgresql" else "postgresql"
+    with_e2e = e2e_selected(config)
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker(other) else keep).append(item)
+        unwanted = item.get_closest_marker(other) or (not with_e2e and item.get_closest_marker("e2e"))
+        (drop if unwanted else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
