@@ -1,8 +1,10 @@
 """HTML for notebooks: SQL logs, verdicts, error boxes.
 
 Every block carries a stable class name (``course-sql-log``, ``course-verdict``,
-``course-expect``, ``course-banner``) so tests and learners' own styles can find
-it, and every status is an icon plus a word, readable without colour.
+``course-expect``, ``course-banner``, tables ``course-table``) so tests and learners'
+own styles can find it, and every status is an icon plus a word, readable without colour.
+Table cells are left-aligned on purpose: JupyterLab right-aligns output table cells with
+a (0,2,1)-specific selector, so ours is one step more specific.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ _PARAM_RUN = re.compile(r"((?:\?|\$\d+)(?:, (?:\?|\$\d+)){9,})")
 
 STYLE = """<style>
 .course-sql-log{font-family:var(--jp-code-font-family,monospace);font-size:12px;margin:4px 0}
-.course-sql-log table{border-collapse:collapse}
-.course-sql-log td,.course-sql-log th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+.course-table{border-collapse:collapse}
+:is(.course-sql-log,.course-box,.course-pool-table) table.course-table :is(td,th){border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 .course-sql-log pre{margin:0;white-space:pre-wrap}
 .course-sql-log .kw{color:#0b5fa5;font-weight:bold}
 .course-box{border-left:4px solid;padding:6px 10px;margin:4px 0;font-family:var(--jp-ui-font-family,sans-serif)}
@@ -89,7 +91,7 @@ def sql_log_html(log: SqlLog) -> str:
             f"<td>{'' if s.rows is None else s.rows}</td></tr>"
         )
     return (
-        f'{STYLE}<div class="course-sql-log"><div>{head}</div><table>'
+        f'{STYLE}<div class="course-sql-log"><div>{head}</div><table class="course-table">'
         "<tr><th>#</th><th>SQL</th><th>parameters</th><th>batch</th><th>rows</th></tr>"
         + "".join(rows)
         + "</table></div>"

@@ -171,6 +171,8 @@ def assert_ran_cleanly(page, name: str, prompts: list[str]) -> None:
         assert page.get_by_text(broken).count() == 0, f"{name}: {broken!r} in the page"
     assert page.locator(".course-sql-log").count() > 0, f"{name}: no SQL log rendered"
     assert page.locator(".course-sql-log").first.is_visible()
+    aligns = set(page.locator(".course-sql-log td").evaluate_all("els => els.map(e => getComputedStyle(e).textAlign)"))
+    assert aligns == {"left"}, f"{name}: SQL log cells aligned {aligns}; JupyterLab's table style won over ours"
     verdicts = page.locator(".course-verdict")
     correct = page.locator(".course-verdict.course-ok")
     assert verdicts.count() > 0, f"{name}: no exercise verdict rendered"

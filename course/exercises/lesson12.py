@@ -1151,7 +1151,7 @@ class Scorecard:
             )
         got, total = self.score
         table = (
-            "<table><tr><th>exercise</th><th>requirement</th><th>rules</th><th>first problem</th></tr>"
+            "<table class=\"course-table\"><tr><th>exercise</th><th>requirement</th><th>rules</th><th>first problem</th></tr>"
             + "".join(rows) + "</table>"
         )
         kind = "ok" if got == total else "todo" if all(v.status == "not attempted" for v in self.verdicts) else "bad"
