@@ -27,11 +27,15 @@ class Chart:
         return self.png()
 
     def html(self, alt: str = "chart") -> str:
-        """An ``<img>`` tag with the PNG inline: for widgets that render HTML."""
+        """An ``<img>`` tag with the PNG inline: for widgets that render HTML.
+
+        It shrinks to the room it is given (never grows past its own size), so a chart
+        beside a widget's controls is shown whole, not cut off at the edge.
+        """
         import base64
 
         data = base64.b64encode(self.png()).decode("ascii")
-        return f'<img alt="{alt}" src="data:image/png;base64,{data}"/>'
+        return f'<img alt="{alt}" style="max-width:100%;height:auto" src="data:image/png;base64,{data}"/>'
 
     def __repr__(self) -> str:
         return f"<Chart: {len(self.figure.axes)} panels>"

@@ -303,9 +303,14 @@ class BurstResult:
             f"<div>{counts}</div></div>"
         )
 
+    def _table_html(self) -> str:
+        from .display import STYLE
+
+        table = self.frame().to_html(border=0, na_rep="–", classes="course-table")
+        return f'{STYLE}<div class="course-pool-table">{table}</div>'
+
     def _repr_html_(self) -> str:
-        table = self.frame().to_html()
-        return f"{self._summary_html()}{table}"
+        return f"{self._summary_html()}{self._table_html()}"
 
     def __repr__(self) -> str:
         return f"<BurstResult {self.counts()}>"
@@ -499,10 +504,12 @@ class PoolPlayground:
         self.run_button = w.Button(description="Run", button_style="primary", tooltip="run the burst")
         self.run_button.add_class("course-pool-run")
         self.run_button.on_click(self._clicked)
-        self.output = w.HTML(value="<i>not run yet</i>")
+        # the result may be wider than the screen: it takes the room left and scrolls, and
+        # the sliders never shrink (on a narrow screen the result wraps below them)
+        self.output = w.HTML(value="<i>not run yet</i>", layout=w.Layout(flex="1 1 480px", min_width="0", overflow="auto"))
         self.widget = w.HBox(
-            [w.VBox([*self.controls.values(), self.run_button]), self.output],
-            layout=w.Layout(align_items="flex-start"),
+            [w.VBox([*self.controls.values(), self.run_button], layout=w.Layout(flex="0 0 auto")), self.output],
+            layout=w.Layout(align_items="flex-start", flex_flow="row wrap"),
         )
         self.widget.add_class("course-pool-playground")
 
@@ -524,7 +531,7 @@ class PoolPlayground:
         finally:
             self.run_button.disabled = False
         self.result = result
-        self.output.value = result._summary_html() + result.chart().html("pool timeline") + result.frame().to_html()
+        self.output.value = result._summary_html() + result.chart().html("pool timeline") + result._table_html()
         return result
 
     def _clicked(self, _button: Any) -> None:
