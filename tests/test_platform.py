@@ -195,3 +195,48 @@ async def test_sqlalchemy_warnings_reach_the_verdict(db):
     verdict = await lesson00.q1.evaluate(cartesian, db=db)
     assert verdict.status == "incorrect"
     assert "SQLAlchemy warned" in verdict.message and "cartesian product" in verdict.message
+
+
+async def _post_counts_one_by_one(session):
+    return [await session.scalar(select(func.count(Post.id)).where(Post.author_id == uid)) for uid in range(1, 13)]
+
+
+async def _post_counts_in_batches_of_three(session):
+    counts = {}
+    for start in range(1, 13, 3):
+        ids = list(range(start, start + 3))
+        rows = await session.execute(
+            select(Post.author_id, func.count(Post.id)).where(Post.author_id.in_(ids)).group_by(Post.author_id)
+        )
+        counts.update(dict(rows.all()))
+    return [counts.get(uid, 0) for uid in range(1, 13)]
+
+
+async def _post_counts_in_one_query(session):
+    rows = await session.execute(
+        select(User.id, func.count(Post.id)).outerjoin(Post, Post.author_id == User.id)
+        .where(User.id <= 12).group_by(User.id).order_by(User.id)
+    )
+    return [count for _, count in rows.all()]
+
+
+post_counts = Exercise(
+    id="t.q3", title="post counts of users 1-12", kind=SESSION_FN,
+    solution_answer=_post_counts_in_one_query,
+    expected=sql_reference(
+        "SELECT count(p.id) FROM users u LEFT JOIN posts p ON p.author_id = u.id "
+        "WHERE u.id <= 12 GROUP BY u.id ORDER BY u.id", flat=True,
+    ),
+    rules=[SameResult(ordered=True), StatementBudget(1)], hints=["one query"], why="one round trip",
+)
+
+
+async def test_statement_budget_tells_an_n_plus_one_from_small_batches(db):
+    assert (await post_counts.evaluate(_post_counts_in_one_query, db=db)).correct
+    one_by_one = await post_counts.evaluate(_post_counts_one_by_one, db=db)
+    assert one_by_one.status == "incorrect"
+    assert "took 12 statements" in one_by_one.message and "N+1" in one_by_one.message
+    batches = await post_counts.evaluate(_post_counts_in_batches_of_three, db=db)
+    assert batches.status == "incorrect"
+    assert "took 4 statements" in batches.message and "N+1" not in batches.message
+    assert "ran 4 times with 3 parameters each" in batches.message

@@ -138,17 +138,38 @@ class StatementBudget(Rule):
         n = len(attempt.log.queries)
         if n <= self.limit:
             return RuleResult(f"{self.name} ({n} of {self.limit})", True)
-        selects = attempt.log.count("SELECT")
-        why = " That looks like an N+1: one query per row." if selects > self.limit + 2 else ""
         return RuleResult(
             f"{self.name} ({n} of {self.limit})", False,
-            f"your answer took {n} statements; {self.limit} should be enough.{why}",
+            f"your answer took {n} statements; {self.limit} should be enough.{self._why(attempt.log)}",
         )
+
+    def _why(self, log: SqlLog) -> str:
+        """Name the pattern behind a SELECT repeated: once per key (an N+1) or batches too small."""
+        selects = [s for s in log.queries if s.verb in ("SELECT", "WITH")]
+        if not selects:
+            return ""
+        sql, repeats = Counter(s.sql for s in selects).most_common(1)[0]
+        if repeats < 3:
+            return ""
+        widest = max(_parameter_count(s.params) for s in selects if s.sql == sql)
+        if widest <= 2:
+            return f" That looks like an N+1: the same SELECT ran {repeats} times, once per row, each for a single key."
+        return (
+            f" The same SELECT ran {repeats} times with {widest} parameters each: batches that small cost a"
+            " round trip each; fewer, larger ones (or one query) would do."
+        )
+
+
+def _parameter_count(params: Any) -> int:
+    if params is None:
+        return 0
+    return len(params) if isinstance(params, (dict, list, tuple)) else 1
 
 
 @dataclass
 class NoLazyLoads(Rule):
-    """No relationship was loaded lazily (in async code a lazy load fails or costs a round trip)."""
+    """Nothing was loaded lazily: no relationship, no deferred or expired column (in async code a
+    lazy load fails or costs a round trip)."""
 
     name: str = "no lazy loads"
 
@@ -156,8 +177,9 @@ class NoLazyLoads(Rule):
         if attempt.lazy_loads:
             return RuleResult(
                 self.name, False,
-                f"{attempt.lazy_loads} relationship(s) were loaded lazily, one query each; "
-                "load them up front with a loader option such as selectinload() or joinedload()",
+                f"{attempt.lazy_loads} attribute(s) were loaded lazily, one query each; load them up"
+                " front: a relationship with selectinload() or joinedload(), a deferred column with"
+                " undefer(), and read attributes before a commit expires them",
             )
         return RuleResult(self.name, True)
 
