@@ -2,11 +2,14 @@
 
 Side by side in one run, on the active backend (``COURSE_DATABASE_URL`` selects PostgreSQL):
 
-- seed, cold: ``seed.generate``'s (and ``seed.sqlite_rows``') cache cleared, then what
-  ``start()`` does after connecting: prepare the schema (PostgreSQL: drop and create it; both:
-  create the tables) and ``seed.load`` (which generates the rows, on SQLite converts them to
-  stored values, inserts them and, on PostgreSQL, moves the sequences);
-- seed, warm: the same with the rows already generated (and converted), as on a reset;
+- seed, first: every cache of the rows cleared (``seed.forget_cached_rows``: memory and, on
+  SQLite, the cache file in the data folder), then what ``start()`` does after connecting:
+  prepare the schema (PostgreSQL: drop and create it; both: create the tables) and ``seed.load``
+  (which generates the rows, on SQLite converts them to stored values and writes the cache
+  file, inserts them and, on PostgreSQL, moves the sequences). Once per machine and version;
+- seed, kernel (SQLite only): the rows gone from memory but the cache file there, as in every
+  new kernel after the first: the rows are read from the file instead of generated;
+- seed, reset: the rows already in memory, as on every ``start()`` after the first in a kernel;
 - raw: the same ready-made rows inserted into the same freshly created, empty tables by the
   driver's fastest path, with nothing else: ``executemany`` in one transaction through aiosqlite
   (values converted beforehand as ``seed._sqlite_value`` does, same pragmas as the course engine),
@@ -15,7 +18,7 @@ Side by side in one run, on the active backend (``COURSE_DATABASE_URL`` selects 
 Connections are opened before each timed section on every path. Runs are interleaved and the
 medians printed, with the ratio seed/raw (target: at most 1.5x) both of the medians and as the
 median of per-round ratios. On SQLite, "(convert)" times alone the value conversion that a
-cold seed does and the raw path did beforehand.
+first seed does and the raw path did beforehand.
 
     python benchmarks/seed_vs_raw.py [--repeat 5]
 """
@@ -56,16 +59,19 @@ async def fresh_engine(config: cfg.BackendConfig, ns: str) -> Any:
     return engine
 
 
-async def run_seed(config: cfg.BackendConfig, *, cold: bool) -> float:
+async def run_seed(config: cfg.BackendConfig, *, cache: str) -> float:
+    """``cache``: "none" (first seed on a machine), "file" (a new kernel), "memory" (a reset)."""
     ns = namespace("seed")
     engine = await fresh_engine(config, ns)
-    if cold:
-        seed.generate.cache_clear()
-        seed.sqlite_rows.cache_clear()
-    elif config.backend == "sqlite":
-        seed.sqlite_rows(SCALE)
+    if config.backend == "sqlite":
+        seed.sqlite_rows(SCALE)  # the cache file exists from here on
     else:
         seed.generate(SCALE)
+    if cache == "none":
+        seed.forget_cached_rows(SCALE)
+    elif cache == "file":
+        seed.generate.cache_clear()
+        seed.sqlite_rows.cache_clear()
     try:
         began = time.perf_counter()
         await database._prepare_schema(engine, config.backend, ns)
@@ -146,7 +152,7 @@ async def raw_postgresql(config: cfg.BackendConfig, ns: str, data: dict[str, lis
 
 
 async def convert_values() -> float:
-    """Only the value conversion a cold seed does on SQLite and the raw path did beforehand."""
+    """Only the value conversion a first seed does on SQLite and the raw path did beforehand."""
     data = seed.generate(SCALE)
     began = time.perf_counter()
     for table in ("users", "posts", "comments", "orders"):  # the tables seed.sqlite_rows converts
@@ -168,11 +174,14 @@ async def main(repeat: int) -> int:
     print("rows: " + ", ".join(f"{n:,} {t}" for t, n in sizes.items()) + f"  (total {sum(sizes.values()):,})")
 
     runs: dict[str, Callable[[], Awaitable[float]]] = {
-        "seed cold": lambda: run_seed(config, cold=True),
-        "seed warm": lambda: run_seed(config, cold=False),
+        "seed first": lambda: run_seed(config, cache="none"),
+        "seed kernel": lambda: run_seed(config, cache="file"),
+        "seed reset": lambda: run_seed(config, cache="memory"),
         "raw": lambda: run_raw(config),
     }
-    if config.backend == "sqlite":  # what a cold seed does that raw does not: convert values
+    if config.backend != "sqlite":  # no cache file: a new kernel generates the rows again
+        del runs["seed kernel"]
+    if config.backend == "sqlite":  # what a first seed does that raw does not: convert values
         runs["(convert)"] = convert_values
     times: dict[str, list[float]] = {name: [] for name in runs}
     for run in runs.values():  # one untimed warm-up each: imports, first connections
@@ -189,11 +198,11 @@ async def main(repeat: int) -> int:
     for name, value in med.items():
         spread = f"[{min(times[name]) * 1000:.0f}..{max(times[name]) * 1000:.0f}]"
         ratio = "" if name in ("raw", "(convert)") else f"  {value / raw:.2f}x raw"
-        print(f"  {name:10s} {value * 1000:8.1f} ms  {spread:>14s}{ratio}")
+        print(f"  {name:12s} {value * 1000:8.1f} ms  {spread:>14s}{ratio}")
     # runs of one round are adjacent in time, so load from other processes mostly cancels in their ratio
     paired = {
         name: statistics.median(s / r for s, r in zip(times[name], times["raw"], strict=True))
-        for name in ("seed cold", "seed warm")
+        for name in runs if name.startswith("seed")
     }
     print("\nseed/raw (of the medians; median of per-round ratios):")
     for name, ratio in paired.items():

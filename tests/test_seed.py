@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import subprocess
 import sys
@@ -136,6 +137,63 @@ def test_generate_ignores_hash_randomisation() -> None:
 def test_scale_is_checked() -> None:
     with pytest.raises(ValueError, match="scale must be positive"):
         seed.generate(0)
+
+
+# -- the SQLite-ready rows, cached on disk for the next kernel --------------------------
+
+
+@pytest.fixture
+def rows_cache(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """An empty data folder and no rows in memory: as a new kernel on a new machine."""
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    seed.sqlite_rows.cache_clear()
+    yield tmp_path
+    seed.sqlite_rows.cache_clear()
+
+
+def _generate_must_not_run(scale: float = 1.0) -> None:
+    raise AssertionError("the rows were generated again instead of read from the cache file")
+
+
+def test_a_new_kernel_reads_the_rows_from_disk(rows_cache, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = seed.sqlite_rows()
+    [cache_file] = rows_cache.glob("seed-rows-x1-*.marshal")
+    seed.sqlite_rows.cache_clear()  # a new kernel: nothing in memory
+    monkeypatch.setattr(seed, "generate", _generate_must_not_run)
+    again = seed.sqlite_rows()
+    assert again is not first and again == first
+    assert {len(again[t]) for t in ("users", "posts", "comments", "orders")} == {500, 5_000, 20_000, 3_000}
+    assert cache_file.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not marshal at all", marshal.dumps({"users": []}), marshal.dumps([1, 2, 3])],
+    ids=["empty", "garbage", "wrong tables", "not a dict"],
+)
+def test_a_broken_cache_file_is_replaced(rows_cache, content: bytes) -> None:
+    path = seed._rows_cache_path(1.0)
+    path.write_bytes(content)
+    rows = seed.sqlite_rows()
+    assert {t: len(r) for t, r in rows.items()} == EXPECTED_COUNTS
+    assert marshal.loads(path.read_bytes()) == rows  # rewritten whole
+
+
+def test_an_unwritable_cache_only_costs_time(rows_cache) -> None:
+    seed._rows_cache_path(1.0).mkdir()  # the file cannot be created: a folder is in its place
+    rows = seed.sqlite_rows()
+    assert {t: len(r) for t, r in rows.items()} == EXPECTED_COUNTS
+    assert [p.name for p in rows_cache.iterdir()] == [seed._rows_cache_path(1.0).name]  # no temp file left
+
+
+def test_cache_files_of_earlier_versions_are_removed(rows_cache) -> None:
+    old = rows_cache / "seed-rows-x1-0123456789abcdef.marshal"
+    other_scale = rows_cache / "seed-rows-x2-0123456789abcdef.marshal"
+    old.write_bytes(b"from an earlier version")
+    other_scale.write_bytes(b"another scale")
+    seed.sqlite_rows()
+    assert not old.exists() and other_scale.exists()
+    assert seed._rows_cache_path(1.0).exists()
 
 
 # -- loaded into the database ----------------------------------------------------------
