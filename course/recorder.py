@@ -163,6 +163,21 @@ def _rows_of(cursor: Any) -> int | None:
         return None
 
 
+def _insertmanyvalues_rows(params: Any, context: Any) -> int:
+    """Rows in one insertmanyvalues batch, counted from its parameters (0: cannot tell).
+
+    Not from the rows it RETURNs: ``ON CONFLICT DO NOTHING`` returns fewer rows than it was
+    sent. The batch's parameters are each row's parameters one after another, plus those
+    outside VALUES (an upsert's SET or WHERE) once.
+    """
+    compiled = getattr(context, "compiled", None)
+    per_row = getattr(getattr(compiled, "_insertmanyvalues", None), "num_positional_params_counted", 0)
+    if not per_row or not isinstance(params, (list, tuple)):
+        return 0
+    extra = len(getattr(compiled, "positiontup", None) or ()) - per_row
+    return max(1, (len(params) - max(extra, 0)) // per_row)
+
+
 def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
     if not _active:
         return
@@ -175,7 +190,7 @@ def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: An
         sql=statement,
         params=_redact(parameters, context, many=bool(executemany) and not imv),
         executemany=bool(executemany),
-        batch_size=batch if not imv else 0,
+        batch_size=_insertmanyvalues_rows(parameters, context) if imv else batch,
     )
     conn.info.setdefault("course_pending", []).append((record, time.perf_counter(), imv))
 
@@ -187,8 +202,8 @@ def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any
     record, started, imv = pending.pop()
     record.duration_ms = (time.perf_counter() - started) * 1000
     record.rows = _rows_of(cursor)
-    if imv:
-        # an insertmanyvalues batch: the rows it RETURNed are the rows it inserted
+    if imv and not record.batch_size:
+        # rows in the batch unknown from its parameters: the rows it RETURNed are the best guess
         record.batch_size = record.rows or 1
     for log in _active:
         log.statements.append(record)

@@ -296,3 +296,46 @@ def test_empty_log_renders() -> None:
     assert len(log) == 0
     assert str(log) == "SQL emitted: 0 statements"
     assert 'class="course-sql-log"' in log._repr_html_()
+
+
+@pytest.mark.parametrize(
+    ("returning", "update"), [(True, False), (False, False), (True, True)],
+    ids=["do nothing returning", "do nothing", "do update where, returning"],
+)
+async def test_upsert_batch_counts_the_rows_sent_not_the_rows_inserted(db: course.CourseDB, returning, update) -> None:
+    """ON CONFLICT DO NOTHING: 10 rows sent, the 4 that exist skipped. The batch is 10 rows.
+    DO UPDATE ... WHERE adds a parameter outside VALUES, sent once per batch, not per row."""
+    existing = (await db.frame(select(Tag.name).order_by(Tag.id).limit(4)))["name"].tolist()
+    names = existing + [f"fresh-{i}" for i in range(6)]
+    insert_ = _dialect_insert(db)(Tag)
+    if update:
+        insert_ = insert_.on_conflict_do_update(
+            index_elements=["name"], set_={"name": insert_.excluded.name}, where=Tag.id > 2
+        )
+    else:
+        insert_ = insert_.on_conflict_do_nothing(index_elements=["name"])
+    if returning:
+        insert_ = insert_.returning(Tag.id)
+    async with db.engine.connect() as conn:
+        with course.sql(show=False) as log:
+            result = await conn.execute(insert_, [{"name": n} for n in names])
+            inserted = len(result.all()) if returning else None
+        await conn.rollback()
+    assert log.count("INSERT") == 1, log.sql
+    statement = log.queries[0]
+    assert statement.executemany
+    assert statement.batch_size == 10
+    if update:  # tags 1 and 2 fail the WHERE: neither updated nor returned
+        assert inserted == 8 and statement.rows == 8
+    elif returning:
+        assert inserted == 6 and statement.rows == 6
+
+
+def _dialect_insert(db: course.CourseDB):
+    if db.backend == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
