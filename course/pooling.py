@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.pool import Pool
 
 from .plots import Chart
 
@@ -610,6 +611,18 @@ async def backend_gone(engine: AsyncEngine, pid: int, *, timeout: float = 5.0) -
             if time.perf_counter() > deadline:
                 return False
             await asyncio.sleep(0.01)
+
+
+async def close_discarded_pool(pool: Pool) -> None:
+    """Close the connections parked in a pool that ``engine.dispose()`` replaced.
+
+    A connection checked out during ``dispose()`` goes back to the old pool and stays open;
+    garbage collection closes it eventually, with a ResourceWarning. A pool is synchronous
+    code whose driver calls are awaited inside, so it runs in SQLAlchemy's greenlet bridge.
+    """
+    from sqlalchemy.util import greenlet_spawn
+
+    await greenlet_spawn(pool.dispose)
 
 
 # ----------------------------------------------------------------- counting pre-pings

@@ -12,7 +12,7 @@ connection, inside the transaction that is rolled back afterwards:
   backends roll DDL back); the checker lists the new indexes, runs ANALYZE, and
   EXPLAINs the target query.
 - q4 (ids in chunks): 40,000 ids; no statement may carry more parameters than
-  PostgreSQL's protocol allows, and a runaway answer (one query per id) is
+  asyncpg sends (32,767), and a runaway answer (one query per id) is
   stopped after a few dozen statements instead of running 40,000 of them.
 """
 
@@ -464,7 +464,7 @@ q3 = Exercise(
 
 #: 40,000 distinct ids from "an import file": a few hundred of them are real users
 Q4_IDS = random.Random(11).sample(range(1, 200_001), 40_000)
-MAX_PARAMETERS = 32_767  # PostgreSQL's protocol (asyncpg); SQLite's default limit is 32,766
+MAX_PARAMETERS = 32_767  # asyncpg's cap (the protocol itself allows 65,535); SQLite's default limit is 32,766
 _STATEMENT_CAP = 50
 _CONTROL = {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"}
 _guards: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # connection -> its guard
@@ -570,8 +570,8 @@ q4 = Exercise(
         SameResult(ordered=True, what="users"),
     ],
     hints=[
-        "One IN list with 40,000 values is one bound parameter per value: more than PostgreSQL's "
-        "protocol allows. Split the list and run one IN query per slice; the rows of each slice "
+        "One IN list with 40,000 values is one bound parameter per value: more than asyncpg sends "
+        "in one statement (32,767). Split the list and run one IN query per slice; the rows of each slice "
         "come back in the database's order, not in yours.",
         "for start in range(0, len(ids), 10_000): select the users whose id is in "
         "ids[start:start + 10_000] and keep them in a dict by id (at most 8 queries in all). "

@@ -51,7 +51,7 @@ from .verdict import Verdict
 SCALE = 0.3  # the checker's data set: 1,500 posts (the notebook has 5,000)
 TAG = "async"  # the tag the checker filters by
 QUOTED_TAG = "it's-new"  # a tag nobody uses, with a quote: pasted into SQL text it breaks the statement
-UNIQUE_INDEX = "CREATE UNIQUE INDEX uq_posts_author_title ON posts (author_id, title)"
+UNIQUE_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS uq_posts_author_title ON posts (author_id, title)"
 FIELDS = ("id", "title", "author", "published_at", "tags", "comment_count")
 PAGE_BUDGET = 3
 CREATE_BUDGET = 6
@@ -877,9 +877,9 @@ q3 = CapstoneExercise(
         ),
     ],
     hints=[
-        "Look the tags up in one statement: select(Tag).where(Tag.name.in_(names)). Build the Post with "
-        "tags=[known.get(n) or Tag(name=n) for n in names]: the unit of work inserts the new tags, the post "
-        "and the post_tags rows.",
+        "Look the tags up in one statement: select(Tag).where(Tag.name.in_(names)). Add the Post to the "
+        "session, then set post.tags = [known.get(n) or Tag(name=n) for n in names]: the unit of work inserts "
+        "the new tags, the post and the post_tags rows.",
         "Do not commit: the caller owns the transaction (async with session.begin(): ...). To get the new "
         "id, flush, for example by leaving an async with session.begin_nested(): block. Return post.id.",
         "If anything fails, let the error out: the caller's rollback then removes the post, the new tags "
