@@ -240,3 +240,22 @@ async def test_statement_budget_tells_an_n_plus_one_from_small_batches(db):
     assert batches.status == "incorrect"
     assert "took 4 statements" in batches.message and "N+1" not in batches.message
     assert "ran 4 times with 3 parameters each" in batches.message
+
+
+@pytest.mark.parametrize(
+    ("sql", "sorted_"),
+    [
+        ("SELECT id FROM users ORDER BY id", True),
+        ("SELECT id FROM users\nORDER BY users.id DESC\n LIMIT ? OFFSET ?", True),
+        ("SELECT id FROM users", False),
+        ("SELECT id, row_number() OVER (ORDER BY created_at) AS n FROM users", False),
+        ("SELECT anon_1.id FROM (SELECT id FROM users ORDER BY id LIMIT 5) AS anon_1", False),
+        ("WITH top AS (SELECT id FROM users ORDER BY id LIMIT 5) SELECT id FROM top ORDER BY id", True),
+        ("SELECT id FROM users WHERE note = 'x) ORDER BY (y'", False),
+        ("SELECT reorder BYTES FROM t", False),
+    ],
+)
+def test_top_level_order_by_is_told_from_inner_ones(sql, sorted_):
+    from course.exercises.rules import has_top_level_order_by
+
+    assert has_top_level_order_by(sql) is sorted_

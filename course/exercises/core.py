@@ -29,7 +29,7 @@ from sqlalchemy.sql.base import Executable
 
 from ..display import box, esc, highlight_sql, in_notebook, show_html
 from ..recorder import record
-from .rules import Attempt, NoLazyLoads, Rule, SameResult
+from .rules import Attempt, NoLazyLoads, Rule, SameResult, has_top_level_order_by
 from .verdict import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, RuleResult, Verdict
 
 STATEMENT = "statement"  # a Select / Insert / Update / Delete the checker executes
@@ -374,6 +374,9 @@ class Exercise:
                 if self.kind == STATEMENT:
                     result = await session.execute(answer, call or None)
                     attempt.columns = list(result.keys()) if _returns_rows(result) else None
+                    reads = [s for s in log.queries if s.verb in ("SELECT", "WITH")]
+                    if reads:  # an order the learner did not ask for is luck, not an answer
+                        attempt.extra["top_level_order_by"] = has_top_level_order_by(reads[0].sql)
                     returned: Any = result
                 else:
                     returned = await answer(session, **call)

@@ -33,6 +33,7 @@ q1 = Exercise(
     counterexamples=[
         Counterexample("whole entities", lambda: select(User).where(User.country == "NL").order_by(User.id), "whole User objects"),
         Counterexample("wrong country", lambda: select(User.id, User.username).where(User.country == "DE").order_by(User.id), "missing"),
-        Counterexample("no order", lambda: select(User.id, User.username).where(User.country == "NL").order_by(User.id.desc()), "wrong order"),
+        Counterexample("reversed order", lambda: select(User.id, User.username).where(User.country == "NL").order_by(User.id.desc()), "wrong order"),
+        Counterexample("no ORDER BY (right order by chance)", lambda: select(User.id, User.username).where(User.country == "NL"), "no ORDER BY"),
     ],
 )

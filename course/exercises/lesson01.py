@@ -19,7 +19,16 @@ from sqlalchemy.orm import selectinload
 from ..engines import HIDDEN
 from ..schema import Comment, Post, Tag, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, normalize, sql_reference
-from .rules import Attempt, BoundParameters, Columns, NoLazyLoads, Probe, SameResult, StatementBudget
+from .rules import (
+    Attempt,
+    BoundParameters,
+    Columns,
+    LeavesTransactionToCaller,
+    NoLazyLoads,
+    Probe,
+    SameResult,
+    StatementBudget,
+)
 from .verdict import RuleResult
 
 _QUIET = {HIDDEN: True}
@@ -63,6 +72,7 @@ q1 = Exercise(
             lambda: select(User).filter_by(country="DE").order_by(User.id),
             "extra users",
         ),
+        Counterexample("no ORDER BY", lambda: select(User).filter_by(country="DE", is_active=False), "no ORDER BY"),
         Counterexample(
             "active instead of inactive",
             lambda: select(User).filter_by(country="DE", is_active=True).order_by(User.id),
@@ -165,6 +175,15 @@ async def _q2_refresh_instead_of_flush(session, username, email, display_name, c
     return user.id
 
 
+async def _q2_commits(session, username, email, display_name, country, created_at):
+    user = User(
+        username=username, email=email, display_name=display_name, country=country, created_at=created_at
+    )
+    session.add(user)
+    await session.commit()  # the id is set, but the caller's transaction is no longer the caller's
+    return user.id
+
+
 async def _q2_ask_for_max_id(session, username, email, display_name, country, created_at):
     session.add(
         User(username=username, email=email, display_name=display_name, country=country, created_at=created_at)
@@ -186,6 +205,7 @@ q2 = Exercise(
         Probe(test=_q2_row, name="the row holds the values given"),
         Probe(test=_q2_one_user, name="exactly one new user"),
         StatementBudget(1),
+        LeavesTransactionToCaller(),
     ],
     hints=[
         "Build a User(...) from the arguments and session.add() it. What is user.id right after add()?",
@@ -198,6 +218,7 @@ q2 = Exercise(
         Counterexample("no flush", _q2_no_flush, "await session.flush()"),
         Counterexample("refresh instead of flush", _q2_refresh_instead_of_flush, "not persistent"),
         Counterexample("asks for max(id) afterwards", _q2_ask_for_max_id, "took 2 statements"),
+        Counterexample("commits", _q2_commits, "your function committed the session"),
     ],
 )
 

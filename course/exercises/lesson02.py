@@ -310,7 +310,7 @@ def _q4_solution(term="brian"):
             User.created_at >= datetime(2025, 1, 1),
             User.created_at < datetime(2026, 1, 1),
         )
-        .order_by(User.created_at.desc())
+        .order_by(User.created_at.desc(), User.id)  # id breaks ties
         .limit(5)
     )
 
@@ -351,7 +351,7 @@ q4 = Exercise(
         "Three conditions: the username starts with the search text, and created_at falls in 2025. Then "
         "sort newest first and keep five.",
         "Use User.username.startswith(term) (the text travels as a bound parameter), a half-open range "
-        "created_at >= 1 Jan 2025 and < 1 Jan 2026, .order_by(User.created_at.desc()) and .limit(5).",
+        "created_at >= 1 Jan 2025 and < 1 Jan 2026, .order_by(User.created_at.desc(), User.id) (id breaks ties) and .limit(5).",
         "BETWEEN ... AND datetime(2025, 12, 31) stops at midnight on 31 December: it misses that day.",
     ],
     why="startswith() binds the search text; a half-open date range (>= start, < next start) has no gap.",

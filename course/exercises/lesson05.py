@@ -376,6 +376,11 @@ q3 = Exercise(
     why="NOT EXISTS states 'no such row' directly, cannot multiply rows, and (unlike NOT IN) is not "
     "fooled by a NULL in the subquery.",
     counterexamples=[
+        Counterexample(
+            "no ORDER BY",
+            lambda: select(User.id).where(~exists().where(Order.user_id == User.id, Order.status == "cancelled")),
+            "no ORDER BY",
+        ),
         Counterexample("join on status != 'cancelled'", _q3_not_equal_join, "do have a cancelled order"),
         Counterexample("users with no orders at all", _q3_no_orders_at_all, "no users"),
         Counterexample("inner join looking for NULL", _q3_inner_anti_join, "no users"),

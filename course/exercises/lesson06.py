@@ -444,10 +444,11 @@ _USERS_IN_FROM = re.compile(r"\b(?:FROM|JOIN)\s+users\b", re.I)
 def _q5_probe_test(attempt: Attempt) -> str | None:
     queries = attempt.log.queries
     if queries and len(_USERS_IN_FROM.findall(queries[0].sql)) > 1:
+        yours = "an EXISTS subquery (.has())" if re.search(r"\bEXISTS\b", queries[0].sql, re.I) else "the join"
         return (
-            "the users table appears twice in your statement: joinedload() adds its own join "
-            "(users_1) next to the one you wrote; contains_eager(Post.author) fills .author from "
-            "your join instead"
+            f"the users table appears twice in your statement: joinedload() adds its own join "
+            f"(users_1) next to {yours} you wrote; join once, filter on that join, and let "
+            "contains_eager(Post.author) fill .author from it"
         )
     return None
 

@@ -1445,7 +1445,7 @@ class _NoSavepoint(FeedRepository):
 
 
 class _RollbackOnDuplicate(FeedRepository):
-    """The seed documents' pattern: except IntegrityError: await session.rollback(); raise a 409."""
+    """The common pattern: except IntegrityError: await session.rollback(); raise a 409."""
 
     @staticmethod
     async def create_post(session, *, author_id, title, body, tag_names, published_at):

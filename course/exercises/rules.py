@@ -70,6 +70,9 @@ class SameResult(Rule):
     name: str = "the right result"
 
     def judge(self, attempt: Attempt) -> RuleResult:
+        if attempt.error is not None and attempt.lazy_loads:
+            # the answer stopped at a lazy load (MissingGreenlet): there is no result to compare
+            return RuleResult(self.name, False, "not judged: your answer stopped at a lazy load (see above)")
         got, want = normal(attempt.value), normal(attempt.expected)
         if not isinstance(want, list):
             if got == want:
@@ -80,12 +83,20 @@ class SameResult(Rule):
             return RuleResult(self.name, False, f"your answer gives {_fmt(got)}, which is not right{hint}")
         if not isinstance(got, list):
             return RuleResult(self.name, False, f"expected a list of {self.what}, got {_fmt(got)}")
+        unordered = self.ordered and len(want) > 1 and attempt.extra.get("top_level_order_by") is False
         if got == want:
+            if unordered:
+                return RuleResult(self.name, False, (
+                    f"the right {self.what} in the right order, but only by chance: your statement has no "
+                    "ORDER BY, so the database may return them in any order (and will, once the table or "
+                    "the plan changes). Say the order: .order_by(...)"
+                ))
             return RuleResult(self.name, True)
         g, w = Counter(map(repr, got)), Counter(map(repr, want))
         if g == w:
             if self.ordered:
-                return RuleResult(self.name, False, f"the right {self.what}, in the wrong order")
+                missing = ": your statement has no ORDER BY" if unordered else ""
+                return RuleResult(self.name, False, f"the right {self.what}, in the wrong order{missing}")
             return RuleResult(self.name, True)
         lacking, surplus = w - g, g - w  # once: per item it was quadratic (30 s for 5,000 rows)
         missing = [x for x in want if lacking[repr(x)]]
@@ -106,6 +117,26 @@ class SameResult(Rule):
         if dupes and not missing:
             parts.append("some rows appear more than once: a join that multiplies rows?")
         return RuleResult(self.name, False, "; ".join(parts))
+
+
+def has_top_level_order_by(sql: str) -> bool:
+    """Whether the outermost query sorts: ORDER BY outside any parentheses (a window's
+    ``OVER (ORDER BY ...)``, a subquery's or a CTE's does not order the result)."""
+    depth = 0
+    quoted = False
+    upper = sql.upper()
+    for i, char in enumerate(upper):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0 and upper.startswith("ORDER BY", i) and (i == 0 or not upper[i - 1].isalnum()):
+            return True
+    return False
 
 
 @dataclass
@@ -254,6 +285,40 @@ class Probe(Rule):
     def judge(self, attempt: Attempt) -> RuleResult:
         message = self.test(attempt)
         return RuleResult(self.name, message is None, message or "")
+
+
+@dataclass
+class LeavesTransactionToCaller(Rule):
+    """A session function neither commits nor rolls back: the caller owns the transaction.
+
+    Answers run in a session joined to the checker's transaction through a SAVEPOINT
+    (``join_transaction_mode="create_savepoint"``), so a commit shows up as the RELEASE of
+    that first savepoint, and a rollback as ROLLBACK TO it.
+    """
+
+    name: str = "the caller's transaction left to the caller"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        statements = list(attempt.log)
+        first = next((s for s in statements if s.verb == "SAVEPOINT"), None)
+        if first is not None:
+            savepoint = first.sql.split()[1]
+            for s in statements:
+                words = s.sql.split()
+                if s.verb == "RELEASE" and words[-1] == savepoint:
+                    return RuleResult(self.name, False, (
+                        "your function committed the session: it runs inside the caller's unit of work (a "
+                        "request, a test), and the caller decides when to commit. Flush instead (await "
+                        "session.flush())"
+                    ))
+                if s.verb == "ROLLBACK" and words[-1] == savepoint:
+                    return RuleResult(self.name, False, (
+                        "the caller's whole transaction was rolled back (by session.rollback(), or by a failed "
+                        "flush outside a savepoint): everything the caller did before your function ran is lost "
+                        "too. Check first, or undo only your own part with a savepoint: async with "
+                        "session.begin_nested()"
+                    ))
+        return RuleResult(self.name, True)
 
 
 AsyncProbe = Callable[[Any, Attempt], Awaitable[None]]
