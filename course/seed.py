@@ -88,7 +88,7 @@ class SeedSize:
 
 
 def _bodies(rng: random.Random, count: int) -> list[str]:
-    """A pool of long post bodies (about 1 to 2.5 KB): what ``defer()`` is about."""
+    """A pool of long post bodies (about 0.7 to 2 KB): what ``defer()`` is about."""
     out = []
     for _ in range(count):
         paragraphs = []
