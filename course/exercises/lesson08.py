@@ -566,11 +566,12 @@ class _Watch:
         self.tasks_per_connection: dict[int, set[int]] = {}
         self._connections: list[Any] = []  # keep them alive: their id() stays theirs
         self._out: set[int] = set()
-        self._used: list[Any] = []  # every DBAPI connection lent, kept alive so id() stays unique
         self.peak = 0
+        self.opened_while_lent = False  # a new connection was needed while another was out
         event.listen(engine, "before_cursor_execute", self._statement)
         event.listen(engine, "checkout", self._checkout)
         event.listen(engine, "checkin", self._checkin)
+        event.listen(engine, "connect", self._connect)
 
     def _statement(self, conn: Any, *args: Any) -> None:
         try:
@@ -582,9 +583,11 @@ class _Watch:
 
     def _checkout(self, dbapi_connection: Any, *args: Any) -> None:
         self._out.add(id(dbapi_connection))
-        if all(c is not dbapi_connection for c in self._used):
-            self._used.append(dbapi_connection)
         self.peak = max(self.peak, len(self._out))
+
+    def _connect(self, dbapi_connection: Any, *args: Any) -> None:
+        if self._out:
+            self.opened_while_lent = True
 
     def _checkin(self, dbapi_connection: Any, *args: Any) -> None:
         self._out.discard(id(dbapi_connection))
@@ -595,11 +598,10 @@ class _Watch:
             event.remove(engine, "before_cursor_execute", self._statement)
             event.remove(engine, "checkout", self._checkout)
             event.remove(engine, "checkin", self._checkin)
+            event.remove(engine, "connect", self._connect)
         shared = max((len(t) for t in self.tasks_per_connection.values()), default=0)
-        used = len(self._used)
         self._connections.clear()
-        self._used.clear()
-        return {"peak": self.peak, "most_tasks_on_one_connection": shared, "connections_used": used}
+        return {"peak": self.peak, "most_tasks_on_one_connection": shared, "opened_while_lent": self.opened_while_lent}
 
 
 _watches: weakref.WeakKeyDictionary[Engine, _Watch] = weakref.WeakKeyDictionary()
@@ -659,11 +661,11 @@ def _q4_own_sessions(attempt: Attempt) -> str | None:
 def _q4_concurrent(attempt: Attempt) -> str | None:
     if attempt.extra.get("most_tasks_on_one_connection", 0) > 1:
         return None  # the shared session is the problem to fix first
-    # Tasks started together each ask the pool for a connection before any of them is done, so
-    # they need more than one, even if (on a busy machine) the first finishes before a second
-    # has connected and the peak of connections out at once stays 1. One after another, every
-    # task gets the same pooled connection back.
-    if attempt.extra.get("peak", 0) >= 2 or attempt.extra.get("connections_used", 0) >= 2:
+    # Tasks started together ask the pool for connections before any of them is done: a second
+    # one is opened while the first is lent, even if (on a busy machine) the first comes back
+    # before the second has connected and the peak of connections out at once stays 1. Tasks
+    # run one after another never need a new connection while another is out.
+    if attempt.extra.get("peak", 0) >= 2 or attempt.extra.get("opened_while_lent"):
         return None
     return (
         "your counts ran one after another (never more than one connection in use at a time): start them "
