@@ -29,6 +29,7 @@ class Scorecard:
     lesson: str
     exercises: list[dict[str, Any]] = field(default_factory=list)
     crashed_cells: list[str] = field(default_factory=list)
+    no_exercises: bool = False  # the notebook is no lesson with exercises (not run, nothing graded)
 
     @property
     def score(self) -> tuple[int, int]:
@@ -41,6 +42,9 @@ class Scorecard:
 
     def render(self) -> str:
         got, total = self.score
+        if self.no_exercises:
+            return (f"{self.notebook}: no exercises to grade (lesson {self.lesson!r} has none; "
+                    "a lesson notebook's name starts with its number, e.g. 03_...)")
         lines = [f"{self.notebook}: {got}/{total} correct"]
         for e in self.exercises:
             lines.append(f"  {_ICON.get(e['status'], '?')} {e['exercise']} {e['title']}: {e['status']}")
@@ -65,8 +69,13 @@ def grade_notebook(path: Path, *, timeout: int = 300) -> Scorecard:
     from nbclient import NotebookClient
 
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
     lesson = lesson_of(path)
+    expected = sorted(
+        ((ex_id, ex) for ex_id, ex in all_exercises().items() if ex_id.split(".")[0] == lesson), key=lambda e: e[0]
+    )
+    if not expected:  # not a lesson with exercises: nothing to run it for
+        return Scorecard(notebook=str(path), lesson=lesson, no_exercises=True)
+    nb = nbformat.read(path, as_version=4)
     env_before = {k: os.environ.get(k) for k in ("COURSE_STRICT", "COURSE_NAMESPACE")}
     # the grader judges; it does not stop at the first wrong answer
     os.environ["COURSE_STRICT"] = "0"
@@ -92,9 +101,7 @@ def grade_notebook(path: Path, *, timeout: int = 300) -> Scorecard:
                 seen[verdict["exercise"]] = verdict
             if output.get("output_type") == "error":
                 card.crashed_cells.append(f"cell {index}: {output.get('ename')}: {output.get('evalue', '')[:200]}")
-    for ex_id, ex in sorted(all_exercises().items()):
-        if ex_id.split(".")[0] != lesson:
-            continue
+    for ex_id, ex in expected:
         card.exercises.append(
             seen.get(ex_id, {"exercise": ex_id, "title": ex.title, "status": NOT_RUN, "message": "", "rules": []})
         )
