@@ -129,7 +129,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__,
+    # the docstring's reST literals (``...``) would show as backticks in a terminal
+    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="regenerate notebooks/ from solutions/")
