@@ -87,7 +87,7 @@ def test_python_versions_named_are_those_ci_runs() -> None:
     assert named == {"3.11", "3.12"}  # CI (this machine) and Binder (binder/runtime.txt)
     assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.12"
     assert "Python 3.11 or newer" in README
-    for text in (README, (ROOT / "course" / "doctor.py").read_text(), (ROOT / ".ci" / "run").read_text()):
+    for text in (README, (ROOT / "course" / "tools" / "doctor.py").read_text(), (ROOT / ".ci" / "run").read_text()):
         assert "3.10" not in text
 
 
