@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..display import box, esc
+from ..display import box, esc, icon
 
 CORRECT, INCORRECT, NOT_ATTEMPTED, ERROR = "correct", "incorrect", "not attempted", "error"
 MIME = "application/vnd.course.verdict+json"
@@ -64,7 +64,7 @@ class Verdict:
     def _repr_html_(self) -> str:
         kind, word = _HEADLINE[self.status]
         items = "".join(
-            f"<li>{'✔' if r.passed else '✘'} <b>{esc(r.rule)}</b>"
+            f"<li>{icon('ok' if r.passed else 'bad', 12)}<b>{esc(r.rule)}</b>"
             f"{': ' + esc(r.message) if r.message and not r.passed else ''}</li>"
             for r in self.rules
         )
