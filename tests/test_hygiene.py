@@ -44,7 +44,10 @@ def test_a_failing_run_leaves_no_course_test_folder(tmp_path: Path, workers: lis
     (project / "test_inner.py").write_text(INNER_TESTS)
     temp = tmp_path / "tmp"
     temp.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COURSE_DATA_DIR"))}
+    # SQLite whatever the outer run uses: the inner run must not touch the shared PostgreSQL
+    # server (its conftest drops the run's pristine seed copies there when it ends)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "COURSE_DATA_DIR", "COURSE_DATABASE_URL", "COURSE_NAMESPACE"))}
     env.update(TMPDIR=str(temp), PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
