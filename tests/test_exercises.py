@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from course.exercises import CORRECT, INCORRECT, all_exercises
+from course.exercises import CORRECT, INCORRECT, all_exercises, lesson_modules
 from tests.conftest import private_db
 
 EXERCISES = all_exercises()
@@ -51,6 +51,24 @@ async def test_wrong_answer_is_rejected_by_name(db, exercise_id, index):
     verdict = await exercise.evaluate(_answer(exercise, case.answer), db=db)
     assert verdict.status in (INCORRECT, "error"), str(verdict)
     assert case.says.lower() in str(verdict).lower(), str(verdict)
+
+
+ALTERNATIVES = [
+    pytest.param(ex_id, i, id=f"{ex_id}-{label}")
+    for module in lesson_modules().values()
+    for ex_id, answers in sorted(getattr(module, "ALTERNATIVES", {}).items())
+    for i, (label, _answer_) in enumerate(answers)
+]
+
+
+@pytest.mark.parametrize(("exercise_id", "index"), ALTERNATIVES)
+async def test_correct_answer_of_another_form_is_accepted(db, exercise_id, index):
+    """A lesson module's ``ALTERNATIVES``: right answers written differently from the reference."""
+    exercise = EXERCISES[exercise_id]
+    module = lesson_modules()[exercise_id.split(".")[0]]
+    _label, build = module.ALTERNATIVES[exercise_id][index]
+    verdict = await exercise.evaluate(_answer(exercise, build), db=db)
+    assert verdict.status == CORRECT, str(verdict)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
