@@ -173,8 +173,15 @@ _CASE_INSENSITIVE = re.compile(r"\bILIKE\b|\blower\s*\(|\bupper\s*\(", re.IGNORE
 
 
 def _case_insensitive_probe(attempt: Attempt) -> str | None:
-    if _CASE_INSENSITIVE.search(_sql_of(attempt)):
+    sql = _sql_of(attempt)
+    if _CASE_INSENSITIVE.search(sql):
         return None
+    if len(re.findall(r"\bLIKE\b", sql, re.IGNORECASE)) > 1 and re.search(r"\bOR\b", sql, re.IGNORECASE):
+        return (
+            "you listed spellings one by one: every spelling you did not list (EXAMPLE.COM, eXample.com, "
+            "...) is missed on PostgreSQL, whose LIKE is case-sensitive. Ask for case-insensitive "
+            "matching instead: one .ilike() (or .iendswith())"
+        )
     return (
         "LIKE is case-sensitive on PostgreSQL: your statement sends plain LIKE, which finds "
         "'example.com' but not 'Example.com' there (the 21 Example.com addresses would be missing); "
@@ -238,7 +245,7 @@ q2 = Exercise(
             lambda: select(User.id, User.email)
             .where(or_(User.email.like("%@example.com"), User.email.like("%@Example.com")))
             .order_by(User.id),
-            "case-sensitive on PostgreSQL",
+            "listed spellings one by one",
         ),
         Counterexample(
             "pattern too wide",
@@ -285,6 +292,21 @@ def _constant_false_probe(attempt: Attempt) -> str | None:
     return None
 
 
+def _q3_has_phone(attempt: Attempt) -> str | None:
+    if re.search(r"phone IS NOT NULL", _sql_of(attempt), re.IGNORECASE):
+        return (
+            "your statement asks for phone IS NOT NULL: users who have a phone. 'No phone' is "
+            "User.phone.is_(None)"
+        )
+    with_phone = some(attempt, "extra", lambda r: r["phone"] is not None)
+    if with_phone:
+        return (
+            f"{len(with_phone)} of your users have a phone: 'no phone' must hold for every row. Keep "
+            "User.phone.is_(None) as its own condition, next to the or_() (a comma means AND)"
+        )
+    return None
+
+
 def _q3_solution():
     return (
         select(User.id, User.last_login)
@@ -306,8 +328,10 @@ q3 = Exercise(
         "AND (last_login IS NULL OR last_login < '2025-10-01') ORDER BY id",
         id=Integer, last_login=DateTime,
     ),
+    probe=user_facts_probe(),
     rules=[
         Probe(test=_constant_false_probe, name="a WHERE clause made of SQL"),
+        Probe(test=_q3_has_phone, name="only users without a phone"),
         Probe(test=_never_logged_in_probe, name="never-logged-in users included"),
         Columns(["id", "last_login"]),
         SameResult(ordered=True),
@@ -347,7 +371,14 @@ q3 = Exercise(
             lambda: select(User.id, User.last_login)
             .where(User.phone != None, or_(User.last_login.is_(None), User.last_login < CUTOFF))  # noqa: E711 - a wrong answer on purpose
             .order_by(User.id),
-            "missing rows",
+            "phone IS NOT NULL",
+        ),
+        Counterexample(
+            "or_() around all three conditions",
+            lambda: select(User.id, User.last_login)
+            .where(or_(User.phone.is_(None), User.last_login.is_(None), User.last_login < CUTOFF))
+            .order_by(User.id),
+            "have a phone",
         ),
     ],
 )
