@@ -183,10 +183,10 @@ def _case_insensitive_probe(attempt: Attempt) -> str | None:
             "matching instead: one .ilike() (or .iendswith())"
         )
     return (
-        "LIKE is case-sensitive on PostgreSQL: your statement sends plain LIKE, which finds "
-        "'example.com' but not 'Example.com' there (the 21 Example.com addresses would be missing); "
-        "it only looks right on SQLite, whose LIKE ignores ASCII case. Ask for case-insensitive "
-        "matching on every backend: .ilike() (or .iendswith())"
+        "your statement sends plain LIKE, which is case-sensitive on PostgreSQL: it finds only the "
+        "letter case you wrote ('%@example.com' finds 285 of the 306 addresses there, missing the 21 "
+        "at Example.com). It only looks right on SQLite, whose LIKE ignores ASCII case. Ask for "
+        "case-insensitive matching on every backend: .ilike() (or .iendswith())"
     )
 
 
@@ -262,6 +262,12 @@ q2 = Exercise(
             "endswith(), case-sensitive on PostgreSQL",
             lambda: select(User.id, User.email).where(User.email.endswith("@example.com")).order_by(User.id),
             "case-sensitive on PostgreSQL",
+        ),
+        Counterexample(
+            # the same with contains(): 306 rows on SQLite, 285 on PostgreSQL
+            "contains(), case-sensitive on PostgreSQL",
+            lambda: select(User.id, User.email).where(User.email.contains("@example.com")).order_by(User.id),
+            "missing the 21 at Example.com",
         ),
     ],
 )
