@@ -8,16 +8,16 @@ Misconceptions catalogued (one counterexample each, in ``counterexamples``):
 
 - q1: the flag forgotten (extra rows all inactive); Python ``or`` between comparisons
   (one country left); values pasted into SQL text; ``or_()`` where both must hold (users
-  from other countries).
+  from other countries); a country left out of the list.
 - q2: plain ``like()`` / ``endswith()`` (case-insensitive only on SQLite: judged from the
-  SQL, LIKE versus ILIKE / lower()); two spellings instead of ignoring case; a pattern that
+  SQL, LIKE versus ILIKE / lower(); ``contains()`` too); two spellings instead of ignoring case; a pattern that
   is not anchored (other domains); a pattern without ``%`` (matches nothing).
 - q3: NULL logins forgotten; NOT of a comparison (still skips NULL); Python ``is None``
-  (constant false); ``!= None`` (IS NOT NULL, the opposite test).
+  (constant false); ``!= None`` (IS NOT NULL, the opposite test); ``or_()`` around all three.
 - q4: an f-string in ``text()``; BETWEEN ending at midnight on 31 December; no LIMIT;
   oldest first; user text as a LIKE pattern without ``autoescape`` (``_`` is a wildcard).
 - q5: ``desc()`` leaving NULLs to the backend; ``nulls_first()``; no tie-breaker;
-  ascending order.
+  ascending order; inactive users included.
 
 ``ALTERNATIVES`` lists correct answers of another form; the tests require them accepted.
 """
@@ -87,6 +87,17 @@ def _q1_other_countries(attempt: Attempt) -> str | None:
     return None
 
 
+def _q1_country_left_out(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list) and got):
+        return None
+    have = {r[-1] for r in got if isinstance(r, tuple)}
+    lost = sorted({r[-1] for r in want if isinstance(r, tuple)} - have)
+    if lost and have:
+        return f"no user from {', '.join(map(repr, lost))} came back: is that country in your list?"
+    return None
+
+
 def _q1_inactive(attempt: Attempt) -> str | None:
     extra = (attempt.extra.get("user_facts") or {}).get("extra") or []
     inactive = some(attempt, "extra", lambda r: not r["is_active"])
@@ -128,6 +139,7 @@ q1 = Exercise(
     rules=[
         Probe(test=_one_country_probe, name="every country asked for"),
         Probe(test=_q1_other_countries, name="only the three countries"),
+        Probe(test=_q1_country_left_out, name="all three countries"),
         Probe(test=_q1_inactive, name="only active users"),
         Columns(["id", "username", "country"]),
         SameResult(ordered=True),
@@ -163,6 +175,13 @@ q1 = Exercise(
             .where(or_(User.is_active, User.country.in_(COUNTRIES)))
             .order_by(User.id),
             "joined with or_()",
+        ),
+        Counterexample(
+            "a country left out of the list",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active, User.country.in_(["NL", "SE"]))
+            .order_by(User.id),
+            "no user from 'PL' came back",
         ),
     ],
 )
@@ -583,6 +602,14 @@ def _q5_ascending(attempt: Attempt) -> str | None:
     return None
 
 
+def _q5_inactive(attempt: Attempt) -> str | None:
+    inactive = some(attempt, "extra", lambda r: not r["is_active"])
+    extra = (attempt.extra.get("user_facts") or {}).get("extra") or []
+    if extra and len(inactive) == len(extra):
+        return f"{len(extra)} extra row(s), all inactive users: add User.is_active to where()"
+    return None
+
+
 def _q5_solution():
     return (
         select(User.id, User.last_login)
@@ -603,6 +630,7 @@ q5 = Exercise(
     ),
     rules=[
         Probe(test=_q5_ascending, name="most recent first"),
+        Probe(test=_q5_inactive, name="only active users"),
         Probe(test=_nulls_placed_probe, name="NULLs placed explicitly"),
         Probe(test=_tie_breaker_probe, name="a tie-breaker"),
         Columns(["id", "last_login"]),
@@ -615,6 +643,7 @@ q5 = Exercise(
         "The users who never logged in all tie (NULL): add User.id as a second ORDER BY key.",
     ],
     why="NULL placement is backend-specific by default; nulls_last() plus a unique tie-breaker is portable.",
+    probe=user_facts_probe(),
     counterexamples=[
         Counterexample(
             "desc() only",
@@ -643,6 +672,13 @@ q5 = Exercise(
             .where(User.country == "SE", User.is_active)
             .order_by(User.last_login.asc().nulls_last(), User.id),
             "oldest login first",
+        ),
+        Counterexample(
+            "inactive users too",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE")
+            .order_by(User.last_login.desc().nulls_last(), User.id),
+            "all inactive users",
         ),
     ],
 )

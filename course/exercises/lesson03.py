@@ -1,5 +1,14 @@
 """Lesson 03 exercises: columns, aggregation, existence checks and keyset pagination.
 
+Misconceptions catalogued (one counterexample each): q1 whole entities, inactive users
+included, the NULL test the wrong way round, the phone condition forgotten, a value pasted
+into SQL; q2 no HAVING, a join counted per order, an aggregate in WHERE, every user counted,
+users with any order; q3 count then compare, the count returned, rows loaded and tested in
+Python, any order instead of a paid one, the Result returned; q4 >= instead of >, no
+fetch-one-extra, OFFSET in disguise, no ORDER BY, a second query to count; q5 keyset on
+created_at alone (< and <=), no tie-breaker, <= on the id, a cursor on the last page.
+``ALTERNATIVES`` lists correct answers of another form (the tests require them accepted).
+
 References are written independently of the solutions: raw SQL, and for the
 pages a plain Python slice of every matching id (no keyset logic to share a
 bug with).
@@ -80,12 +89,17 @@ def _q1_phone_test(attempt: Attempt) -> str | None:
     found = attempt.extra.get(FACTS) or {}
     facts = found.get("facts") or {}
     extra = found.get("extra") or []
-    if extra and all(i in facts and facts[i]["phone"] is None for i in extra):
+    if not (extra and all(i in facts and facts[i]["phone"] is None for i in extra)):
+        return None
+    if re.search(r"phone IS NULL", " ".join(s.sql for s in _queries(attempt)), re.IGNORECASE):
         return (
             f"{len(extra)} of your rows are users without a phone: is_(None) means IS NULL, no phone. "
             "Users who have one are .is_not(None)"
         )
-    return None
+    return (
+        f"{len(extra)} of your rows are users without a phone: the phone condition is missing. "
+        "Add User.phone.is_not(None)"
+    )
 
 
 def _q1_solution():
@@ -141,6 +155,13 @@ q1 = Exercise(
             .where(User.country == "DE", User.is_active, User.phone.is_(None))
             .order_by(User.id),
             "is_(None) means IS NULL",
+        ),
+        Counterexample(
+            "the phone condition forgotten",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(User.country == "DE", User.is_active)
+            .order_by(User.id),
+            "the phone condition is missing",
         ),
         Counterexample(
             "the country pasted into the SQL",
