@@ -228,6 +228,11 @@ def _q2_pattern(attempt: Attempt) -> str | None:
     return None
 
 
+def _emails(condition):
+    """A q2-shaped statement with ``condition`` as its filter (for the counterexamples)."""
+    return select(User.id, User.email).where(condition).order_by(User.id)
+
+
 def _q2_solution():
     return select(User.id, User.email).where(User.email.ilike("%@EXAMPLE.COM")).order_by(User.id)
 
@@ -256,7 +261,7 @@ q2 = Exercise(
     counterexamples=[
         Counterexample(
             "plain like, capitals",
-            lambda: select(User.id, User.email).where(User.email.like("%@EXAMPLE.COM")).order_by(User.id),
+            lambda: _emails(User.email.like("%@EXAMPLE.COM")),
             "case-sensitive on PostgreSQL",
         ),
         Counterexample(
@@ -268,24 +273,24 @@ q2 = Exercise(
         ),
         Counterexample(
             "pattern too wide",
-            lambda: select(User.id, User.email).where(User.email.ilike("%EXAMPLE%")).order_by(User.id),
+            lambda: _emails(User.email.ilike("%EXAMPLE%")),
             "do not end with @example.com",
         ),
         Counterexample(
             "forgot the wildcard",
-            lambda: select(User.id, User.email).where(User.email.ilike("@EXAMPLE.COM")).order_by(User.id),
+            lambda: _emails(User.email.ilike("@EXAMPLE.COM")),
             "must match the whole value",
         ),
         Counterexample(
             # right rows on SQLite (its LIKE ignores ASCII case): judged by the SQL it emitted
             "endswith(), case-sensitive on PostgreSQL",
-            lambda: select(User.id, User.email).where(User.email.endswith("@example.com")).order_by(User.id),
+            lambda: _emails(User.email.endswith("@example.com")),
             "case-sensitive on PostgreSQL",
         ),
         Counterexample(
             # the same with contains(): 306 rows on SQLite, 285 on PostgreSQL
             "contains(), case-sensitive on PostgreSQL",
-            lambda: select(User.id, User.email).where(User.email.contains("@example.com")).order_by(User.id),
+            lambda: _emails(User.email.contains("@example.com")),
             "missing the 21 at Example.com",
         ),
     ],
