@@ -7,6 +7,7 @@ The public API is small:
   statement the block emits.
 - ``course.frame(result)``: a pandas DataFrame of a result or list of rows.
 - ``with course.expect(SomeError):``: show a failure on purpose, as an explained box.
+- ``course.progress()``: which exercises you have done, and the next one (``"06"``: one lesson).
 - ``course.versions()``: what is running (Python, SQLAlchemy, drivers).
 
 Heavy libraries (pandas, matplotlib, ipywidgets) load only when used.
@@ -20,6 +21,7 @@ from .expect import ExpectationFailed, expect
 from .frames import frame
 from .recorder import SqlLog, Statement
 from .recorder import record as sql
+from .tracking import progress
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,7 @@ __all__ = [
     "current",
     "expect",
     "frame",
+    "progress",
     "sql",
     "start",
     "versions",
