@@ -72,7 +72,7 @@ def code_key() -> str:
     import sqlalchemy
 
     digest = hashlib.sha256(f"sqlalchemy {sqlalchemy.__version__} python {sys.version_info[:2]}".encode())
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # course/
     for path in sorted(package.rglob("*.py")):
         if path.name == "site.py":  # how pages are rendered, not what the lessons output
             continue
@@ -118,7 +118,7 @@ def execute(path: Path, cache: Path, key: str) -> Executed:
     data.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("COURSE_DATABASE_URL", "COURSE_NAMESPACE")}
     env.update(COURSE_DATA_DIR=str(data), COURSE_PROGRESS="0", COURSE_STRICT="1", COURSE_NAMESPACE="site",
-               COURSE_USER="site", PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+               COURSE_USER="site", PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                                             os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     started = time.perf_counter()
