@@ -21,7 +21,6 @@ from .expect import ExpectationFailed, expect
 from .frames import frame
 from .recorder import SqlLog, Statement
 from .recorder import record as sql
-from .tracking import progress
 
 __version__ = "0.1.0"
 
@@ -42,6 +41,14 @@ __all__ = [
     "start",
     "versions",
 ]
+
+
+def progress(lesson: str | None = None):
+    """Your progress: every exercise (correct, not yet, not attempted), the next one to do and a
+    chart; ``course.progress("06")`` shows one lesson. Read from the record ``check()`` keeps."""
+    from .exercises.progress import overview  # the one upward import (tests/test_layout.py)
+
+    return overview(lesson)
 
 
 def versions() -> dict[str, str]:

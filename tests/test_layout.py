@@ -12,6 +12,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "course"
 RANK = {"platform": 0, "lab": 1, "exercises": 2, "tools": 3}
+# the package's public face: ``course.progress()`` shows what the exercises recorded (a function-level import)
+ALLOWED = {("course", "course.exercises.progress")}
 
 
 def _module_name(path: Path) -> str:
@@ -54,7 +56,7 @@ def test_imports_run_one_way():
         f"{module} ({_room(module)}) imports {dep} ({_room(dep)})"
         for module, deps in graph.items()
         for dep in deps
-        if RANK[_room(dep)] > RANK[_room(module)]
+        if RANK[_room(dep)] > RANK[_room(module)] and (module, dep) not in ALLOWED
     ]
     assert not backwards, "\n".join(backwards)
 

@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 
 import course
-from course import tracking
 from course.exercises import lesson00, lesson02
+from course.exercises import record as tracking
 from course.exercises.core import STATEMENT
 from tests.conftest import private_db
 

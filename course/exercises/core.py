@@ -152,7 +152,7 @@ class Exercise:
     async def check(self, answer: Any = ..., *, db: Any = None) -> None:
         """Judge ``answer`` and show the verdict (in strict mode, a wrong answer raises)."""
         verdict = await self.evaluate(answer, db=db)
-        from ..tracking import record_verdict  # the learner's progress record (not the answer)
+        from .record import record_verdict  # the learner's progress record (not the answer)
 
         record_verdict(verdict)
         if in_notebook():

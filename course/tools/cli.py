@@ -77,7 +77,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_progress(args: argparse.Namespace) -> int:
-    from ..tracking import main as progress
+    from ..exercises.progress import main as progress
 
     return progress(args.lesson, reset=args.reset, yes=args.yes)
 

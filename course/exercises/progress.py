@@ -1,4 +1,4 @@
-"""Learner progress: every ``check()`` leaves one line in a small local file.
+"""Learner progress: every ``check()`` leaves one line in a small local file (``course.progress()`` shows it).
 
 The record is ``progress.jsonl`` in the course's data folder (``COURSE_DATA_DIR``, else
 ``~/.cache/async-sqlalchemy-course``): one JSON line per checked answer with the lesson,
@@ -17,21 +17,21 @@ the next exercise to do and a small chart; ``course.progress("06")`` one lesson'
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from . import config as cfg
-
-FILE = "progress.jsonl"
-ENV_PROGRESS = "COURSE_PROGRESS"  # "0" / "off": record nothing
-BINDER_ENV = ("BINDER_SERVICE_HOST", "BINDER_LAUNCH_HOST", "BINDER_REPO_URL")
-
-CORRECT, NOT_YET, TODO = "correct", "not yet", "not attempted"
-_MARK = {CORRECT: "✔", NOT_YET: "✘", TODO: "·"}
+from .record import (
+    CORRECT,
+    FILE,
+    MARK,
+    NOT_YET,
+    TODO,
+    clear,
+    not_recording_because,
+    on_binder,
+    read_record,
+    record_path,
+)
 
 LESSONS = {
     "00": "Start here", "01": "Async ORM essentials", "02": "Filtering",
@@ -40,71 +40,6 @@ LESSONS = {
     "09": "Connection pooling", "10": "Error handling and security",
     "11": "Indexes, plans and the statement cache", "12": "Capstone",
 }
-
-
-def record_path() -> Path:
-    return cfg.data_dir() / FILE
-
-
-def on_binder() -> bool:
-    return any(os.environ.get(name) for name in BINDER_ENV)
-
-
-def not_recording_because() -> str | None:
-    """Why checks here are not recorded (None: they are)."""
-    if os.environ.get(ENV_PROGRESS, "").strip().lower() in ("0", "off", "false", "no"):
-        return f"{ENV_PROGRESS}=0 is set"
-    here = Path.cwd()
-    if here.name == "solutions" and (here.parent / "notebooks").is_dir():
-        return "this notebook runs from solutions/ (the reference copies)"
-    return None
-
-
-def record_verdict(verdict: Any) -> None:
-    """Append one line for ``verdict`` (a :class:`~course.exercises.Verdict`); never raises."""
-    if verdict.status == TODO or not_recording_because():
-        return
-    line = {
-        "lesson": verdict.exercise.split(".")[0],
-        "exercise": verdict.exercise,
-        "status": CORRECT if verdict.status == CORRECT else NOT_YET,
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    try:
-        with record_path().open("a", encoding="utf-8") as out:
-            out.write(json.dumps(line) + "\n")
-    except OSError:  # a read-only data folder must never break a check
-        pass
-
-
-def read_record(path: Path | None = None) -> list[dict[str, str]]:
-    """Every recorded check, oldest first (lines that are not a check are skipped)."""
-    path = path or record_path()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict) and isinstance(item.get("exercise"), str) and item.get("status") in (CORRECT, NOT_YET):
-            out.append(item)
-    return out
-
-
-def clear(lesson: str | None = None) -> int:
-    """Forget the record (or one lesson's lines); returns how many checks were forgotten."""
-    items = read_record()
-    keep = [] if lesson is None else [i for i in items if i["exercise"].split(".")[0] != lesson]
-    path = record_path()
-    if keep:
-        path.write_text("".join(json.dumps(i) + "\n" for i in keep), encoding="utf-8")
-    else:
-        path.unlink(missing_ok=True)
-    return len(items) - len(keep)
 
 
 @dataclass
@@ -171,17 +106,17 @@ class Overview:
         lines = [self._headline(), ""]
         for number, row in self.lessons.items():
             label = f"{number} {LESSONS.get(number, '')}".ljust(width)
-            marks = " ".join(_MARK[s.status] for s in row)
+            marks = " ".join(MARK[s.status] for s in row)
             done = sum(s.status == CORRECT for s in row)
             bar = "#" * done + "x" * sum(s.status == NOT_YET for s in row)
             lines.append(f"{label}{marks.ljust(12)} {done}/{len(row)}  {bar}")
-        lines += ["", f"{_MARK[CORRECT]} correct   {_MARK[NOT_YET]} not yet   {_MARK[TODO]} not attempted",
+        lines += ["", f"{MARK[CORRECT]} correct   {MARK[NOT_YET]} not yet   {MARK[TODO]} not attempted",
                   self._next_line(), f"Record: {self.path}"]
         lines += self._notes()
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from .display import STYLE, esc
+        from ..display import STYLE, esc
 
         width = max(len(r) for r in self.lessons.values())
         head = "".join(f"<th>q{i}</th>" for i in range(1, width + 1))
@@ -190,7 +125,7 @@ class Overview:
             cells = "".join(
                 f'<td class="course-progress-{s.status.replace(" ", "-")}" title="{esc(s.id)} {esc(s.title)}'
                 f'{f" · {s.attempts} checks, last {s.last[:16]}" if s.attempts else ""}">'
-                f"{_MARK[s.status]} {esc(s.status)}</td>"
+                f"{MARK[s.status]} {esc(s.status)}</td>"
                 for s in row
             )
             done = sum(s.status == CORRECT for s in row)
@@ -233,7 +168,7 @@ class Overview:
 
 def overview(lesson: str | None = None) -> Overview:
     """Every exercise of the course (or of one lesson) with its best status so far."""
-    from .exercises import exercises_of, lesson_modules
+    from . import exercises_of, lesson_modules
 
     only = None
     if lesson is not None:
@@ -248,7 +183,7 @@ def overview(lesson: str | None = None) -> Overview:
         lessons[number] = row
         by_id.update({s.id: s for s in row})
     if only is not None and not lessons:
-        from .errors import CourseError
+        from ..errors import CourseError
 
         raise CourseError(f"There is no lesson {lesson!r} with exercises.",
                           hint="Name one of " + ", ".join(LESSONS) + ", for example course.progress(\"03\").")
@@ -272,7 +207,7 @@ def main(lesson: str | None, *, reset: bool, yes: bool) -> int:
     """``python -m course progress [LESSON] [--reset [--yes]]``."""
     import sys
 
-    from .errors import CourseError
+    from ..errors import CourseError
 
     try:
         view = overview(lesson)
