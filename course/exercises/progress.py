@@ -125,7 +125,7 @@ class Overview:
             cells = "".join(
                 f'<td class="course-progress-{s.status.replace(" ", "-")}" title="{esc(s.id)} {esc(s.title)}'
                 f'{f" · {s.attempts} checks, last {s.last[:16]}" if s.attempts else ""}">'
-                f"{MARK[s.status]} {esc(s.status)}</td>"
+                f"{MARK[s.status]}{' ' + esc(s.status) if s.status != TODO else ''}</td>"
                 for s in row
             )
             done = sum(s.status == CORRECT for s in row)
@@ -137,9 +137,11 @@ class Overview:
         notes = "".join(f"<div><i>{esc(n)}</i></div>" for n in self._notes())
         return (f'{STYLE}<style>.course-progress td.course-progress-correct{{background:#e8f5e9}}'
                 f'.course-progress td.course-progress-not-yet{{background:#ffebee}}'
-                f'.course-progress td.course-progress-not-attempted{{color:#6d6d6d}}</style>'
+                f'.course-progress td.course-progress-not-attempted{{color:#6d6d6d}}'
+                f'.course-progress-table td{{white-space:nowrap}}</style>'
                 f'<div class="course-box course-info course-progress"><b>{esc(self._headline())}</b>'
-                f"{table}<div><b>{esc(self._next_line())}</b></div>{chart}{notes}</div>")
+                f"{table}<div>{MARK[CORRECT]} correct&emsp;{MARK[NOT_YET]} not yet&emsp;{MARK[TODO]} not attempted</div>"
+                f"<div><b>{esc(self._next_line())}</b></div>{chart}{notes}</div>")
 
     def _chart_img(self) -> str:
         import base64
