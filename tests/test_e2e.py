@@ -15,6 +15,11 @@ used, not the learner copies, so the exercise cells run real answers and their v
 test-artifacts/e2e/ (ignored by git). docs/screenshot.png, shown in the README, is
 test-artifacts/e2e/lesson06.png reduced to 256 colours with Pillow (``quantize(256)``,
 ``save(..., optimize=True)``).
+
+The last test opens the course website's lesson 00 (built beforehand by ``python -m course site``
+into ``site/`` or ``COURSE_SITE_DIR``; CI's site phase does) from a local server and checks its
+navigation, a SQL log table, the diagram, the folded solution and offline search; its screenshot,
+reduced the same way, is docs/site.png.
 """
 
 from __future__ import annotations
