@@ -350,10 +350,18 @@ def build(root: Path, out: Path, cache: Path, *, log=print) -> list[Executed]:
     stage(root, src, runs, npm)
     from sphinx.cmd.build import build_main
 
+    if out.exists() and any(out.iterdir()) and not (out / ".buildinfo").exists():
+        raise SiteError(f"{out} is not empty and holds no site built by this command: it is left alone.",
+                        hint="Choose another folder with --out (or empty this one).")
     warnings = cache / "sphinx-warnings.txt"
-    status = build_main(["-b", "html", "-q", "-w", str(warnings), "-d", str(cache / "doctrees"), str(src), str(out)])
+    # Sphinx builds inside the cache (MyST-NB writes a jupyter_execute/ folder next to its output)
+    html = cache / "build" / "html"
+    status = build_main(["-b", "html", "-q", "-w", str(warnings), "-d", str(cache / "doctrees"), str(src), str(html)])
     if status != 0:
         raise SiteError(f"Sphinx failed (exit {status}); its warnings are in {warnings}.")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(html, out)
     return runs
 
 
