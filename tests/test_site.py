@@ -28,6 +28,16 @@ def test_missing_npm_says_what_to_install(tmp_path, monkeypatch, capsys):
     assert "npm is not installed" in err and "apt-get install npm" in err and "Traceback" not in err
 
 
+def test_a_folder_that_is_not_a_built_site_is_left_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(site, "_missing_modules", lambda: [])
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert site.main(ROOT, out, cache=tmp_path / "cache") == 1
+    assert "holds no site built by this command: it is left alone" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
 def _executed() -> site.Executed:
     widget = {"output_type": "display_data", "metadata": {},
               "data": {site.WIDGET_MIME: {"model_id": "abc", "version_major": 2, "version_minor": 0}}}

@@ -336,6 +336,9 @@ def build(root: Path, out: Path, cache: Path, *, log=print) -> list[Executed]:
     if not lessons:
         raise SiteError(f"No lesson notebooks in {root / 'solutions'}.",
                         hint="Run python -m course site from the course's folder (where solutions/ is).")
+    if out.exists() and any(out.iterdir()) and not (out / ".buildinfo").exists():
+        raise SiteError(f"{out} is not empty and holds no site built by this command: it is left alone.",
+                        hint="Choose another folder with --out (or empty this one).")
     npm = fetch_npm(cache)
     key = code_key()
     runs = []
@@ -350,9 +353,6 @@ def build(root: Path, out: Path, cache: Path, *, log=print) -> list[Executed]:
     stage(root, src, runs, npm)
     from sphinx.cmd.build import build_main
 
-    if out.exists() and any(out.iterdir()) and not (out / ".buildinfo").exists():
-        raise SiteError(f"{out} is not empty and holds no site built by this command: it is left alone.",
-                        hint="Choose another folder with --out (or empty this one).")
     warnings = cache / "sphinx-warnings.txt"
     # Sphinx builds inside the cache (MyST-NB writes a jupyter_execute/ folder next to its output)
     html = cache / "build" / "html"
