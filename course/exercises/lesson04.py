@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
-from ..schema import Comment, Order, Post, Tag, User
+from ..schema import Comment, Order, Post, Tag, User, post_tags
 from .core import STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
 
@@ -155,6 +155,25 @@ q1 = Exercise(
             .order_by(Post.id),
             "missing rows",
         ),
+        Counterexample(
+            "tags joined, author forgotten",
+            lambda: select(Post.id, User.username).join(Post.tags).where(Tag.name == "joins").order_by(Post.id),
+            "cartesian product",
+        ),
+    ],
+    alternatives=[
+        # explicit ON clauses, through the association table by hand
+        lambda: select(Post.id, User.username)
+        .join(User, User.id == Post.author_id)
+        .join(post_tags, post_tags.c.post_id == Post.id)
+        .join(Tag, Tag.id == post_tags.c.tag_id)
+        .where(Tag.name == "joins")
+        .order_by(Post.id),
+        # the tag as an EXISTS instead of a join
+        lambda: select(Post.id, User.username)
+        .join(Post.author)
+        .where(Post.tags.any(Tag.name == "joins"))
+        .order_by(Post.id),
     ],
 )
 
@@ -240,6 +259,20 @@ q2 = Exercise(
             "too high",
         ),
     ],
+    alternatives=[
+        # a correlated count per user: never drops or multiplies a user
+        lambda: select(
+            User.id,
+            select(func.count(Post.id))
+            .where(Post.author_id == User.id, Post.status == "draft")
+            .scalar_subquery()
+            .label("drafts"),
+        ).order_by(User.id),
+        lambda: select(User.id, func.count(Post.id).label("drafts"))
+        .outerjoin(Post, (Post.author_id == User.id) & (Post.status == "draft"))
+        .group_by(User.id)
+        .order_by(User.id),
+    ],
 )
 
 
@@ -285,6 +318,15 @@ def _q3_variant(*, backwards: bool = False, own_name: bool = False, outer: bool 
     return stmt.order_by(User.id)
 
 
+def _q3_of_type():
+    inviter = aliased(User, name="inviter")
+    return (
+        select(User.id, User.username, inviter.username.label("invited_by"))
+        .join(User.invited_by.of_type(inviter))
+        .order_by(User.id)
+    )
+
+
 q3 = Exercise(
     id="04.q3",
     title="Invited users and who invited them",
@@ -321,6 +363,7 @@ q3 = Exercise(
         Counterexample("alias joined but not selected", lambda: _q3_variant(own_name=True), "own username"),
         Counterexample("outer join keeps everyone", lambda: _q3_variant(outer=True), "extra rows"),
     ],
+    alternatives=[_q3_of_type],
 )
 
 
@@ -382,6 +425,12 @@ def _q4_inner_posts():
     )
 
 
+def _q4_scalar_subqueries():
+    posts = select(func.count(Post.id)).where(Post.author_id == User.id).scalar_subquery()
+    spent = select(func.coalesce(func.sum(Order.total_cents), 0)).where(Order.user_id == User.id).scalar_subquery()
+    return select(User.id, posts.label("posts"), spent.label("spent_cents")).order_by(User.id)
+
+
 q4 = Exercise(
     id="04.q4",
     title="Posts and money spent, per user, without inflation",
@@ -431,4 +480,5 @@ q4 = Exercise(
         Counterexample("subqueries without coalesce", _q4_no_coalesce, "None (NULL) instead of 0"),
         Counterexample("inner join to the posts subquery", _q4_inner_posts, "missing"),
     ],
+    alternatives=[_q4_scalar_subqueries],
 )
