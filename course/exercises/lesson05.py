@@ -356,6 +356,22 @@ def _q2_outer_join_group():
     )
 
 
+def _q2_order(attempt: Attempt) -> str | None:
+    """Right rows, wrong order: which sort key is missing."""
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if not got or not want or got == want or sorted(got) != sorted(want):
+        return None
+    if [r[-1] for r in got] == [r[-1] for r in want]:
+        return (
+            "sorted by comment_count, but posts with equal counts are in another order: break the tie "
+            "with Post.id, ascending, as the second ORDER BY key: .order_by(comment_count.desc(), Post.id)"
+        )
+    return (
+        "the right rows, not sorted by comment_count: most-commented first is "
+        ".order_by(comment_count.desc(), Post.id)"
+    )
+
+
 q2 = Exercise(
     id="05.q2",
     title="An author's posts by comment count",
@@ -373,6 +389,7 @@ q2 = Exercise(
             name="posts without comments kept",
         ),
         Columns(["id", "comment_count"]),
+        Probe(_q2_order, name="most-commented first, ties by id"),
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters([Q2_AUTHOR]),
@@ -388,8 +405,8 @@ q2 = Exercise(
     counterexamples=[
         Counterexample("join and group by", _q2_join_group, "posts with a count of 0 are missing"),
         Counterexample("outer join with count(*)", _q2_count_star, "count(*)"),
-        Counterexample("ties broken the wrong way", _q2_ties_reversed, "wrong order"),
-        Counterexample("ordered by id only", _q2_by_id, "wrong order"),
+        Counterexample("ties broken the wrong way", _q2_ties_reversed, "break the tie"),
+        Counterexample("ordered by id only", _q2_by_id, "not sorted by comment_count"),
         Counterexample("subquery with no link to the post", _q2_no_link, "uncorrelated"),
         Counterexample("an alias of Post inside the subquery", _q2_aliased_inside, "uncorrelated"),
     ],

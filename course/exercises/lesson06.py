@@ -55,6 +55,34 @@ def _kind_of(returned: Any) -> str:
     return f"you returned a {type(returned).__name__}; end with list((await session.scalars(stmt)).all())"
 
 
+def _collection_not_loaded(objects: list[Any], key: str) -> dict[str, Any] | None:
+    """A collection the answer did not load, named before anything touches it.
+
+    Reading it would be a lazy load that needs SQL (MissingGreenlet in async code); naming the
+    relationship says what to load. Many-to-ones are left to the lazy-load counter: one whose
+    target is already in the session is answered from memory and is no mistake.
+    """
+    missing = [o for o in objects if key in sa_inspect(o).unloaded]
+    if not missing:
+        return None
+    return {"not_loaded": f"{type(missing[0]).__name__}.{key}", "n": len(missing), "of": len(objects)}
+
+
+def _not_loaded_probe() -> Probe:
+    def test(attempt: Attempt) -> str | None:
+        value = attempt.value
+        if isinstance(value, dict) and "not_loaded" in value:
+            name = value["not_loaded"]
+            return (
+                f"{name} was not loaded ({value['n']} of {value['of']} objects): reading it in async "
+                "code needs SQL, so it raises MissingGreenlet (awaited one by one, it is an N+1). "
+                f"Load it up front with a loader option, e.g. selectinload({name})"
+            )
+        return None
+
+    return Probe(test=test, name="the collections the task reads are loaded")
+
+
 def _objects_probe(cls: type, how: str) -> Probe:
     def test(attempt: Attempt) -> str | None:
         value = attempt.value
@@ -86,6 +114,8 @@ async def _q1_observe(session: AsyncSession, returned: Any) -> Any:
     users = _objects_of(returned, User)
     if users is None:
         return {"kind": _kind_of(returned)}
+    if (not_loaded := _collection_not_loaded(users, "posts")) is not None:
+        return not_loaded
     return [(u.id, tuple(p.id for p in u.posts)) for u in users]
 
 
@@ -122,8 +152,8 @@ q1 = Exercise(
     solution_answer=_q1_solution,
     expected=_q1_expected,
     observe=_q1_observe,
-    rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), SameResult(ordered=True, what="users"),
-           StatementBudget(2)],
+    rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), _not_loaded_probe(),
+           SameResult(ordered=True, what="users"), StatementBudget(2)],
     hints=[
         "Select the User objects with ids 1 to 10, ordered by id, and load their posts in the same "
         "call: a loader option on the statement, .options(...).",
@@ -135,7 +165,7 @@ q1 = Exercise(
     why="One loader option turns 1 + N round trips (or a MissingGreenlet) into two statements.",
     counterexamples=[
         Counterexample("N+1 with awaitable_attrs", _q1_n_plus_1, "N+1"),
-        Counterexample("no loader option", _q1_no_loader, "loaded lazily"),
+        Counterexample("no loader option", _q1_no_loader, "User.posts was not loaded"),
         Counterexample("joinedload without unique()", _q1_joined_no_unique, "unique()"),
         Counterexample("users 1 to 9", _q1_off_by_one, "missing"),
     ],
@@ -178,6 +208,8 @@ async def _q2_observe(session: AsyncSession, returned: Any) -> Any:
     posts = _objects_of(returned, Post)
     if posts is None:
         return {"kind": _kind_of(returned)}
+    if (not_loaded := _collection_not_loaded(posts, "tags")) is not None:
+        return not_loaded
     return [(p.id, p.author.username, tuple(t.name for t in p.tags)) for p in posts]
 
 
@@ -224,8 +256,8 @@ q2 = Exercise(
     solution_answer=_q2_solution,
     expected=_q2_expected,
     observe=_q2_observe,
-    rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), SameResult(ordered=True, what="posts"),
-           StatementBudget(3)],
+    rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), _not_loaded_probe(),
+           SameResult(ordered=True, what="posts"), StatementBudget(3)],
     hints=[
         "Two relationships to load: Post.author (one user per post) and Post.tags (a collection, "
         "many-to-many). Each can have its own loader option inside one .options(...).",
@@ -238,7 +270,7 @@ q2 = Exercise(
     why="Mixing strategies per relationship (JOIN for to-one, IN for collections) keeps it to 2 statements.",
     counterexamples=[
         Counterexample("joinedload on the tags, no unique()", _q2_joined_tags, "unique()"),
-        Counterexample("no loader for the tags", _q2_no_tags_loader, "loaded lazily"),
+        Counterexample("no loader for the tags", _q2_no_tags_loader, "Post.tags was not loaded"),
         Counterexample("tags awaited in a loop", _q2_tags_in_a_loop, "N+1"),
         Counterexample("drafts included, newest by created_at", _q2_drafts_too, "missing"),
     ],
@@ -850,6 +882,7 @@ q7 = Exercise(
     rules=[
         _objects_probe(User, "select(User)..."),
         NoLazyLoads(),
+        _not_loaded_probe(),
         Probe(test=_q7_collections_test, name="every user, only published posts"),
         SameResult(ordered=True, what="users"),
         StatementBudget(2),
@@ -866,7 +899,7 @@ q7 = Exercise(
     counterexamples=[
         Counterexample("plain selectinload", _q7_unfiltered, "not published"),
         Counterexample("status filtered in the users query", _q7_filter_in_where, "filtered the users"),
-        Counterexample("with_loader_criteria, but no loader", _q7_criteria_alone, "loaded lazily"),
+        Counterexample("with_loader_criteria, but no loader", _q7_criteria_alone, "User.posts was not loaded"),
         Counterexample("joinedload with criteria, no unique()", _q7_joined_no_unique, "unique()"),
     ],
     alternatives=[_q7_global_criteria, _q7_joined_unique],
