@@ -721,26 +721,39 @@ async def _q6_selectin_criteria(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).all())
 
 
-def _q6_collections_test(attempt: Attempt) -> str | None:
-    got, want = attempt.value, attempt.expected
-    if not isinstance(got, list) or not isinstance(want, list):
+def _published_collections(*, dropped_why: str, extra_why: str, check_repeats: bool = False) -> Any:
+    """Judge [(user id, (post ids...))]: every user kept, .posts holding only published posts."""
+
+    def test(attempt: Attempt) -> str | None:
+        got, want = attempt.value, attempt.expected
+        if not isinstance(got, list) or not isinstance(want, list):
+            return None
+        wanted = dict(want)
+        returned = [user_id for user_id, _ in got]
+        dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
+        if dropped:
+            return (
+                f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}): "
+                + dropped_why
+            )
+        if check_repeats and len(set(returned)) < len(returned):
+            return "some users come back more than once: a join to posts repeats each user once per post"
+        extra = [user_id for user_id, posts in got if user_id in wanted and set(posts) - set(wanted[user_id])]
+        if extra:
+            return (
+                f"{len(extra)} user(s) have posts in .posts that are not published (e.g. user {extra[0]}): "
+                + extra_why
+            )
         return None
-    wanted = dict(want)
-    returned = {user_id for user_id, _ in got}
-    dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
-    if dropped:
-        return (
-            f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}): an "
-            "inner join, or a WHERE condition on Post, drops them; outer join with the condition in ON"
-        )
-    extra = [user_id for user_id, posts in got if user_id in wanted and set(posts) - set(wanted[user_id])]
-    if extra:
-        return (
-            f"{len(extra)} user(s) have posts in .posts that are not published (e.g. user {extra[0]}): "
-            "contains_eager fills the collection with whatever rows the join brought, so the join "
-            "itself must keep only published posts"
-        )
-    return None
+
+    return test
+
+
+_q6_collections_test = _published_collections(
+    dropped_why="an inner join, or a WHERE condition on Post, drops them; outer join with the condition in ON",
+    extra_why="contains_eager fills the collection with whatever rows the join brought, so the join "
+    "itself must keep only published posts",
+)
 
 
 async def _q6_explicit_on(session: AsyncSession) -> list[User]:
@@ -812,29 +825,13 @@ async def _q7_expected(conn: AsyncConnection) -> list[tuple[int, tuple[int, ...]
     return _grouped(rows)
 
 
-def _q7_collections_test(attempt: Attempt) -> str | None:
-    got, want = attempt.value, attempt.expected
-    if not isinstance(got, list) or not isinstance(want, list):
-        return None
-    wanted = dict(want)
-    returned = [user_id for user_id, _ in got]
-    dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
-    if dropped:
-        return (
-            f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}): the "
-            "status condition went into the users query (a join plus WHERE), so it filtered the users. "
-            "Put it on the loader instead: selectinload(User.posts.and_(Post.status == 'published'))"
-        )
-    if len(set(returned)) < len(returned):
-        return "some users come back more than once: a join to posts repeats each user once per post"
-    extra = [user_id for user_id, posts in got if user_id in wanted and set(posts) - set(wanted[user_id])]
-    if extra:
-        return (
-            f"{len(extra)} user(s) have posts in .posts that are not published (e.g. user {extra[0]}): a "
-            "plain loader fills the whole collection. Loader criteria filter it: "
-            "selectinload(User.posts.and_(Post.status == 'published')), or with_loader_criteria(Post, ...)"
-        )
-    return None
+_q7_collections_test = _published_collections(
+    dropped_why="the status condition went into the users query (a join plus WHERE), so it filtered the "
+    "users. Put it on the loader instead: selectinload(User.posts.and_(Post.status == 'published'))",
+    extra_why="a plain loader fills the whole collection. Loader criteria filter it: "
+    "selectinload(User.posts.and_(Post.status == 'published')), or with_loader_criteria(Post, ...)",
+    check_repeats=True,
+)
 
 
 def _q7_users() -> Any:
