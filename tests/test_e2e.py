@@ -5,21 +5,20 @@ Debian's Chromium at /usr/bin/chromium (or ``COURSE_E2E_CHROMIUM``) and the ``e2
 (playwright, driving that Chromium: no browser is ever downloaded).
 
 One private JupyterLab server (free loopback port, random token, notebook windowing off) and one
-headless Chromium serve the whole module. Each lesson's *solutions* notebook (a temporary
-copy) is opened, run with Run > Run All Cells, and checked: every code cell has an execution
-count, no output is a traceback, the SQL log and the charts rendered, every exercise verdict
-is "correct", and the lesson's widget answers in the page (06: another loader strategy
-changes the statement count; 09: a burst larger than the pool times out). What the page looks
-like is checked too, on computed styles and sizes at a 1280 px window: the SQL log wraps at
-spaces (no break inside a word, no white code background, no stray indent), ``course.frame``
-tables show no index and fit the notebook (a wide one scrolls in its own box), charts are at
-least 700 px wide, verdicts show no backticks and their icons draw without any font. The solutions are
-used, not the learner copies, so the exercise cells run real answers and their verdicts
-(rendered by the checker) are part of what is checked. Screenshots and the server's log go to
-test-artifacts/e2e/ (ignored by git): one per lesson and one per thing
-checked (``lesson00-table.png`` and so on), taken whatever the outcome, so a failure has them too. docs/screenshot.png, shown in the README, is
-test-artifacts/e2e/lesson06.png reduced to 256 colours with Pillow (``quantize(256)``,
-``save(..., optimize=True)``).
+headless Chromium serve the whole module. Each lesson's *solutions* notebook (a temporary copy) is
+opened, run with Run > Run All Cells, and checked: every code cell has an execution count, no output
+is a traceback, the SQL log and the charts rendered, every exercise verdict is "correct", and the
+lesson's widget answers in the page (06: another loader strategy changes the statement count; 09: a
+burst larger than the pool times out). What the page looks like is checked too, on computed styles
+and sizes at a 1280 px window: the SQL log wraps at spaces (no break inside a word, no white code
+background, no stray indent), ``course.frame`` tables show no index and fit the notebook (a wide one
+scrolls in its own box), charts are at least 700 px wide, verdicts show no backticks and their icons
+draw without any font. The solutions are used, not the learner copies, so the exercise cells run
+real answers and their verdicts (rendered by the checker) are part of what is checked. Screenshots
+and the server's log go to test-artifacts/e2e/ (ignored by git): one per lesson and one per thing
+checked (``lesson00-table.png`` and so on), taken whatever the outcome, so a failure has them too.
+docs/screenshot.png, shown in the README, is test-artifacts/e2e/lesson06.png reduced to 256 colours
+with Pillow (``quantize(256)``, ``save(..., optimize=True)``).
 
 The last test opens the course website's lesson 00 (built beforehand by ``python -m course site``
 into ``site/`` or ``COURSE_SITE_DIR``; CI's site phase does) from a local server and checks its
