@@ -296,6 +296,16 @@ def assert_verdicts_plain(page, name: str) -> None:
     assert not [m for m in marks if EMOJI.search(m[:2])], f"{name}: rule marks need a symbol font: {marks[:3]}"
 
 
+def assert_looks_right(page, name: str, *, tables: bool = False, charts: tuple[str, ...] = ()) -> None:
+    """8 to 11 on one lesson's page: the SQL log, its course.frame tables, its charts, its verdicts."""
+    assert_sql_log_wraps(page, name)
+    if tables:
+        assert_frames_plain(page, name)
+    for selector in charts:
+        assert_charts_wide(page, name, selector)
+    assert_verdicts_plain(page, name)
+
+
 # ------------------------------------------------------------------ the lessons
 
 
@@ -304,9 +314,7 @@ def test_lesson_00_start_here(page, lab):
         prompts = open_and_run(page, lab, LESSONS["00"])
         assert_ran_cleanly(page, LESSONS["00"], prompts)
         assert page.locator(".course-banner").count() > 0, "the database banner is not shown"
-        assert_sql_log_wraps(page, "00")
-        assert_frames_plain(page, "00")
-        assert_verdicts_plain(page, "00")
+        assert_looks_right(page, "00", tables=True)
         hints = page.locator(".course-box", has_text=re.compile(r"^\s*Hint")).count()
         assert hints == 0, "lesson 00 shows a hint on Run All"
     finally:
@@ -335,9 +343,7 @@ def test_lesson_06_loader_explorer(page, lab):
         assert after != before
         assert after == "2", f"selectinload should take 2 statements, the explorer shows {after}"
         assert explorer.locator(".course-loader-sql .course-sql-log").count() == 1, "the explorer shows no SQL"
-        assert_sql_log_wraps(page, "06")
-        assert_charts_wide(page, "06", LOOKS["chart"])
-        assert_verdicts_plain(page, "06")
+        assert_looks_right(page, "06", charts=(LOOKS["chart"],))
     finally:
         screenshots(page, "06", ".course-loader-explorer")
 
@@ -352,10 +358,7 @@ def test_lesson_07_bulk(page, lab):
         assert "insertmanyvalues" in log.inner_text()
         lists = [t for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "['[" in t]
         assert not lists, f"07: the engine log printed as a Python list: {lists[0][:200]}"
-        assert_sql_log_wraps(page, "07")
-        assert_frames_plain(page, "07")
-        assert_charts_wide(page, "07", LOOKS["chart"])
-        assert_verdicts_plain(page, "07")
+        assert_looks_right(page, "07", tables=True, charts=(LOOKS["chart"],))
     finally:
         screenshots(page, "07", ".course-engine-log")
 
@@ -390,10 +393,7 @@ def test_lesson_09_pool_playground(page, lab):
         assert timeouts > 0, f"no timeout reported: {text}"
         assert timeouts == 3, f"6 tasks on 2 + 1 connections held 1 s, waiting 0.2 s: 3 time out; got {text}"
         assert panel.locator("img").count() == 1, "the playground's timeline chart is missing"
-        assert_charts_wide(page, "09", ".course-pool-playground img")
-        assert_charts_wide(page, "09", LOOKS["chart"])
-        assert_sql_log_wraps(page, "09")
-        assert_verdicts_plain(page, "09")
+        assert_looks_right(page, "09", charts=(".course-pool-playground img", LOOKS["chart"]))
     finally:
         screenshots(page, "09", ".course-pool-playground")
 
