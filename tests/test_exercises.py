@@ -59,3 +59,19 @@ def test_every_exercise_has_two_wrong_answers_and_a_hint(exercise_id):
     assert len(exercise.counterexamples) >= 2
     assert exercise.hints
     assert exercise.why
+
+
+ALTERNATIVES = [
+    pytest.param(ex_id, i, id=f"{ex_id}-alternative-{alt.label}")
+    for ex_id, ex in sorted(EXERCISES.items())
+    for i, alt in enumerate(getattr(ex, "alternatives", ()))
+]
+
+
+@pytest.mark.parametrize(("exercise_id", "index"), ALTERNATIVES)
+async def test_alternative_correct_answer_is_accepted(db, exercise_id, index):
+    """A correct answer written differently from the reference is judged correct too."""
+    exercise = EXERCISES[exercise_id]
+    alternative = exercise.alternatives[index]
+    verdict = await exercise.evaluate(_answer(exercise, alternative.answer), db=db)
+    assert verdict.status == CORRECT, str(verdict)
