@@ -111,6 +111,33 @@ def _q1_wildcards(attempt: Attempt) -> str | None:
     )
 
 
+def _q1_case(attempt: Attempt) -> str | None:
+    """LIKE without lower() or ILIKE: case-insensitive on SQLite (for ASCII) only by accident."""
+    for s in attempt.log.queries:
+        sql = s.sql.upper()
+        if " LIKE " in sql and " ILIKE " not in sql and "LOWER(" not in sql and "UPPER(" not in sql:
+            return (
+                "your search is case-sensitive where it matters: a plain LIKE ignores case on SQLite "
+                "(for ASCII letters), but not on PostgreSQL, where 'upsert' would not find 'Upsert'. "
+                "Ask for 'ignoring case' explicitly: .icontains(term, autoescape=True) sends ILIKE on "
+                "PostgreSQL and lower(...) LIKE lower(...) on SQLite"
+            )
+    return None
+
+
+def _q1_filtered_in_sql(attempt: Attempt) -> str | None:
+    """Every title fetched and searched in Python: right ids, all the posts over the wire."""
+    want = attempt.expected if isinstance(attempt.expected, list) else []
+    fetched = max((s.rows or 0 for s in attempt.log.queries), default=0)
+    if fetched > max(50, 5 * len(want)) and not any(" LIKE " in s.sql.upper() for s in attempt.log.queries):
+        return (
+            f"your function fetched {fetched} rows to return {len(want)}: the search ran in Python, "
+            "after every title crossed the wire. Filter in SQL (WHERE title ILIKE ...), where an index "
+            "or at least the database's own scan does the work"
+        )
+    return None
+
+
 async def _q1_fstring(session, term):
     sql = f"SELECT id FROM posts WHERE title LIKE '%{term}%' ORDER BY id"
     return (await session.execute(text(sql))).scalars().all()
@@ -142,6 +169,8 @@ q1 = Exercise(
     rules=[
         Probe(test=_q1_not_pasted, name="the term travels as a bound parameter"),
         Probe(test=_q1_wildcards, name="% and _ in the term are literal"),
+        Probe(test=_q1_case, name="case ignored on both backends"),
+        Probe(test=_q1_filtered_in_sql, name="searched in SQL"),
         SameResult(ordered=True, what="post ids"),
         StatementBudget(1),
     ],
@@ -409,6 +438,14 @@ def _q3_kinds(attempt: Attempt) -> str | None:
         return None
     if not isinstance(got, list) or len(got) != len(want):
         return f"expected a list with one entry per row ({len(want)}), got {got!r}"[:200]
+    refused = [g for g, w in zip(got, want, strict=False) if w is not None]
+    if len(set(want) - {None}) > 1 and refused and all(g == "unique" for g in refused):
+        return (
+            "every refusal reported as 'unique': a blanket `except IntegrityError` treated as "
+            "'already exists' also calls a missing user (foreign key), a NULL status (not null) and a "
+            "negative total (check) duplicates. Read the code (e.orig.sqlstate / e.orig.sqlite_errorname), "
+            "as constraint_kind() does"
+        )
     i = next(i for i, (g, w) in enumerate(zip(got, want, strict=False)) if g != w)
     row = {k: v for k, v in _Q3_ROWS[i].items() if k != "created_at"}
     if want[i] is None:
@@ -1037,3 +1074,110 @@ q5.alternatives = [
     Alternative("User.__table__.c[name] after an allow-list check", _q5_table_columns),
     Alternative("getattr(User, name) after an allow-list check", _q5_getattr_checked),
 ]
+
+
+# ------------------------------------------------------- more wrong answers, and right ones
+
+async def _q1_case_sensitive(session, term):
+    stmt = select(Post.id).where(Post.title.contains(term, autoescape=True)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_in_python(session, term):
+    rows = (await session.execute(select(Post.id, Post.title).order_by(Post.id))).all()
+    return [post_id for post_id, title in rows if term.lower() in title.lower()]
+
+
+async def _q1_lower_contains(session, term):
+    from sqlalchemy import func
+
+    stmt = select(Post.id).where(func.lower(Post.title).contains(term.lower(), autoescape=True)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_text_escaped(session, term):
+    escaped = term.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    stmt = text("SELECT id FROM posts WHERE lower(title) LIKE lower(:pattern) ESCAPE '/' ORDER BY id")
+    return (await session.execute(stmt, {"pattern": f"%{escaped}%"})).scalars().all()
+
+
+q1.counterexamples = [
+    *q1.counterexamples,
+    Counterexample("contains(): case-sensitive on PostgreSQL", _q1_case_sensitive, "case-sensitive"),
+    Counterexample("every title searched in Python", _q1_in_python, "the search ran in Python"),
+]
+q1.alternatives = [
+    Alternative("lower(title) contains lower(term), autoescape", _q1_lower_contains),
+    Alternative("text() with an escaped, bound pattern and ESCAPE", _q1_text_escaped),
+]
+
+
+async def _q2_savepoint(session, name):
+    try:
+        async with session.begin_nested():
+            tag = Tag(name=name)
+            session.add(tag)
+        return tag.id, True
+    except IntegrityError:
+        return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
+q2.alternatives = [Alternative("a savepoint around the INSERT", _q2_savepoint)]
+
+
+async def _q3_blanket_unique(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                session.add(Order(**row))
+        except IntegrityError:
+            outcome.append("unique")  # "already exists", whatever the database said
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q3_codes_by_hand(session, rows):
+    kinds = {"23505": "unique", "23503": "foreign_key", "23502": "not_null", "23514": "check",
+             "SQLITE_CONSTRAINT_UNIQUE": "unique", "SQLITE_CONSTRAINT_PRIMARYKEY": "unique",
+             "SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key", "SQLITE_CONSTRAINT_NOTNULL": "not_null",
+             "SQLITE_CONSTRAINT_CHECK": "check"}
+    outcome = []
+    for row in rows:
+        savepoint = await session.begin_nested()
+        try:
+            session.add(Order(**row))
+            await session.flush()
+        except IntegrityError as exc:
+            await savepoint.rollback()
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
+            outcome.append(kinds.get(code))
+        else:
+            await savepoint.commit()
+            outcome.append(None)
+    return outcome
+
+
+q3.counterexamples = [
+    *q3.counterexamples,
+    Counterexample("blanket except IntegrityError: 'already exists'", _q3_blanket_unique, "blanket"),
+]
+q3.alternatives = [Alternative("explicit savepoint object, codes mapped by hand", _q3_codes_by_hand)]
+
+
+async def _q4_while_loop(db, work, attempts, base_delay):
+    attempt = 0
+    while True:
+        try:
+            async with db.session() as session, session.begin():
+                result = await work(session)
+            return result
+        except Exception as exc:
+            attempt += 1
+            if attempt >= attempts or not is_transient(exc):
+                raise
+            await asyncio.sleep(base_delay * 2 ** (attempt - 1) + random.random() * base_delay)
+
+
+q4.alternatives = [Alternative("a while loop, additive jitter", _q4_while_loop)]
