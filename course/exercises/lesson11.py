@@ -31,6 +31,7 @@ from sqlalchemy.orm import defer
 
 from ..lab import plans
 from ..schema import Order, Post, Tag, User
+from .alternatives import Alternative
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
 
@@ -589,3 +590,142 @@ q4 = Exercise(
         Counterexample("the database's order", _q4_database_order, "wrong order"),
     ],
 )
+
+
+# ------------------------------------------------------- more wrong answers, and right ones
+
+async def _q1_every_post(session: AsyncSession) -> list[Post]:
+    stmt = select(Post).options(defer(Post.body)).order_by(Post.id)  # the tag condition forgotten
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_ids_then_posts(session: AsyncSession) -> list[Post]:
+    ids = (await session.scalars(select(Post.id).join(Post.tags).where(Tag.name == "indexes"))).all()
+    stmt = select(Post).where(Post.id.in_(ids)).options(defer(Post.body)).order_by(Post.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_exists(session: AsyncSession) -> list[Post]:
+    stmt = select(Post).where(Post.tags.any(Tag.name == "indexes")).options(defer(Post.body)).order_by(Post.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_load_only(session: AsyncSession) -> list[Post]:
+    from sqlalchemy.orm import load_only
+
+    stmt = _q1_statement(load_only(Post.title, Post.author_id, Post.status, Post.created_at))
+    return list((await session.scalars(stmt)).all())
+
+
+q1.counterexamples = [
+    *q1.counterexamples,
+    Counterexample("the tag condition forgotten", _q1_every_post, "extra posts"),
+    Counterexample("ids first, then the posts", _q1_ids_then_posts, "2 statements"),
+]
+q1.alternatives = [
+    Alternative("Post.tags.any(...) instead of a join", _q1_exists),
+    Alternative("load_only(...) the columns the page shows", _q1_load_only),
+]
+
+
+def _q2_literal_execute():
+    from sqlalchemy import literal
+
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(
+            Order.user_id == Q2_USER,
+            Order.status != literal("cancelled", literal_execute=True),  # rendered into the SQL
+            Order.created_at >= Q2_FROM,
+            Order.created_at < Q2_TO,
+        )
+        .order_by(Order.created_at)
+    )
+
+
+def _q2_text_condition():
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(
+            Order.user_id == Q2_USER,
+            text("orders.status != 'cancelled'"),
+            Order.created_at >= Q2_FROM,
+            Order.created_at < Q2_TO,
+        )
+        .order_by(Order.created_at)
+    )
+
+
+def _q2_everything_literal():
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(
+            Order.user_id == literal_column(str(Q2_USER)),  # the user pasted in too
+            Order.status != literal_column("'cancelled'"),
+            Order.created_at >= Q2_FROM,
+            Order.created_at < Q2_TO,
+        )
+        .order_by(Order.created_at)
+    )
+
+
+q2.counterexamples = [
+    *q2.counterexamples,
+    Counterexample("the user id written into the SQL too", _q2_everything_literal, "bound parameter"),
+]
+q2.alternatives = [
+    Alternative("literal('cancelled', literal_execute=True)", _q2_literal_execute),
+    Alternative("text() for the index's condition", _q2_text_condition),
+]
+
+
+async def _q3_partial(session: AsyncSession) -> None:
+    await session.execute(
+        text("CREATE INDEX ix_orders_pending_created ON orders (status, created_at) WHERE status = 'pending'")
+    )
+
+
+async def _q3_covering(session: AsyncSession) -> None:
+    await session.execute(text("CREATE INDEX ix_orders_status_created_user ON orders (status, created_at, user_id)"))
+
+
+async def _q3_index_object(session: AsyncSession) -> None:
+    index = Index("ix_orders_status_created_meta", Order.status, Order.created_at)
+    await session.run_sync(lambda sync: index.create(sync.connection()))
+
+
+q3.counterexamples = [
+    *q3.counterexamples,
+    Counterexample("a partial index for 'pending' only", _q3_partial, "partial index"),
+]
+q3.alternatives = [
+    Alternative("(status, created_at, user_id): covering", _q3_covering),
+    Alternative("Index(Order.status, Order.created_at).create()", _q3_index_object),
+]
+
+
+async def _q4_smaller_chunks(session: AsyncSession, ids: list[int]) -> list[User]:
+    position = {user_id: n for n, user_id in enumerate(ids)}
+    users: list[User] = []
+    for start in range(0, len(ids), 6_000):
+        users += (await session.scalars(select(User).where(User.id.in_(ids[start : start + 6_000])))).all()
+    return sorted(users, key=lambda user: position[user.id])
+
+
+async def _q4_one_parameter(session: AsyncSession, ids: list[int]) -> list[User]:
+    from sqlalchemy import JSON, Integer, any_, bindparam, func
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = select(User).where(User.id == any_(bindparam("ids", type_=ARRAY(Integer))))
+    else:
+        wanted = func.json_each(bindparam("ids", type_=JSON)).table_valued("value")
+        stmt = select(User).where(User.id.in_(select(wanted.c.value)))
+    found = {user.id: user for user in (await session.scalars(stmt, {"ids": list(ids)})).all()}
+    return [found[i] for i in ids if i in found]
+
+
+q4.alternatives = [
+    Alternative("chunks of 6,000, then sorted by position", _q4_smaller_chunks),
+    Alternative("one array (PostgreSQL) or JSON (SQLite) parameter", _q4_one_parameter),
+]
