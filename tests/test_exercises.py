@@ -75,3 +75,12 @@ async def test_alternative_correct_answer_is_accepted(db, exercise_id, index):
     alternative = exercise.alternatives[index]
     verdict = await exercise.evaluate(_answer(exercise, alternative.answer), db=db)
     assert verdict.status == CORRECT, str(verdict)
+
+
+@pytest.mark.parametrize("exercise_id", sorted(i for i in EXERCISES if i.startswith(("10.", "11."))))
+def test_lessons_10_and_11_catalogue_four_mistakes_per_exercise(exercise_id):
+    """Issue 17: at least four wrong answers per exercise, each with its own key phrase."""
+    exercise = EXERCISES[exercise_id]
+    assert len(exercise.counterexamples) >= 4
+    assert len({case.says for case in exercise.counterexamples}) >= 4
+    assert getattr(exercise, "alternatives", ())  # and at least one right answer of another form

@@ -4,6 +4,35 @@ The checkers run the answer and look at what it did: the rows it returned, wheth
 user input reached the SQL text, whether the session still works, what was left in
 the database (earlier work kept, nothing partial committed, nothing overwritten),
 how many times a unit of work was tried and how long the answer waited.
+
+Mistake catalogue: misconception -> detector -> the phrase its message carries (each one
+has a counterexample in this module, tested on both backends).
+
+- q1 search box: input pasted into SQL (the term found in the statement text) ->
+  "pasted into the SQL text"; LIKE wildcards left live (extra ids for "%") -> "wildcards";
+  a plain LIKE, right on SQLite only (LIKE without ILIKE/lower in the SQL) ->
+  "case-sensitive"; every title fetched and searched in Python (rows fetched, no LIKE) ->
+  "the search ran in Python".
+- q2 get or create: the duplicate not handled (error) -> "IntegrityError"; session.rollback()
+  losing earlier work (tags gone afterwards) -> "threw away"; caught without a savepoint
+  (PendingRollbackError) -> "PendingRollbackError"; upsert without looking the id up ->
+  "look the existing tag's id up".
+- q3 import: the class name as the kind -> "you reported 'IntegrityError'"; a rollback per
+  bad row (accepted rows gone) -> "threw them away"; one flush for all -> "IntegrityError";
+  merge() overwriting -> "overwritten"; no savepoint (PendingRollbackError) ->
+  "PendingRollbackError"; a blanket ``except IntegrityError`` as "already exists" (every
+  refusal reported "unique") -> "blanket".
+- q4 retry: every exception retried, or every DBAPIError (attempts on a duplicate) ->
+  "you retried an IntegrityError"; one session for all attempts (failed writes committed) ->
+  "new transaction"; no backoff (gap between failure and retry) -> "wait at least"; the last
+  error swallowed -> "raise the last error".
+- q5 sort by a user's column: text()/literal_column() of the input (its text in the SQL,
+  whether the statement ran or PostgreSQL's error quoted it) -> "identifier injection";
+  getattr(User, name) without an allow-list (a real, unlisted column sorted) -> "exposes any
+  attribute"; no tie-breaker (one ORDER BY key) -> "no tie-breaker"; column(name) (the input
+  as a quoted name) -> "quoted name"; the name as a bound parameter -> "parameters carry
+  values"; a refusal that is not a ValueError naming the allowed columns -> "raise
+  ValueError"; a refusal only by the database -> "reached the database".
 """
 
 from __future__ import annotations

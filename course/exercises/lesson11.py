@@ -14,6 +14,23 @@ connection, inside the transaction that is rolled back afterwards:
 - q4 (ids in chunks): 40,000 ids; no statement may carry more parameters than
   asyncpg sends (32,767), and a runaway answer (one query per id) is
   stopped after a few dozen statements instead of running 40,000 of them.
+
+Mistake catalogue: misconception -> detector -> the phrase its message carries (each one
+has a counterexample in this module, tested on both backends).
+
+- q1: the body loaded (``posts.body`` in the SQL; the whole post, or the wrong column
+  deferred) -> "posts.body"; rows instead of objects -> "Post objects"; the tag condition
+  forgotten (more posts, no tags in the SQL) -> "never mentions tags"; ids first, then the
+  posts (two SELECTs, the second by IN) -> "the ids first".
+- q2: the index's condition as a bound parameter -> "bound parameter"; no status condition
+  (cancelled orders too) -> "extra"; the live statuses listed instead of the index's
+  condition -> "status != 'cancelled'"; a function around created_at (the plan searches by
+  user only) -> "date range"; the user id pasted into the SQL -> "bound parameter".
+- q3: the range column first -> "starts with created_at"; status alone -> "covers only
+  status"; an index on another table -> "no new index on orders"; a partial index where a
+  composite one serves every status -> "partial index".
+- q4: one IN for every id -> "32767"; one query per id -> "one query per id"; the last chunk
+  dropped -> "missing"; the database's order kept -> "wrong order".
 """
 
 from __future__ import annotations
@@ -129,6 +146,29 @@ async def _q1_columns(session: AsyncSession) -> list[Any]:
     return list((await session.execute(stmt)).all())
 
 
+def _q1_tag_condition(attempt: Attempt) -> str | None:
+    """Extra posts and no tag in the SQL: the filter on Tag.name was forgotten."""
+    got, want = attempt.value, attempt.expected
+    if not isinstance(got, list) or not isinstance(want, list) or len(got) <= len(want):
+        return None
+    if any("tags" in s.sql for s in _queries(attempt)):
+        return None
+    return (
+        f"{len(got)} posts where {len(want)} are tagged 'indexes': your SQL never mentions tags. Join "
+        "Post.tags (or use Post.tags.any(...)) and keep only Tag.name == 'indexes'"
+    )
+
+
+def _q1_one_round_trip(attempt: Attempt) -> str | None:
+    reads = [s for s in _queries(attempt) if s.verb == "SELECT"]
+    if len(reads) == 2 and any(" IN " in s.sql for s in reads[1:]):
+        return (
+            "your answer took 2 statements: the ids first, then the posts WHERE id IN (...). One "
+            "statement can do both: select(Post).join(Post.tags).where(Tag.name == 'indexes')"
+        )
+    return None
+
+
 q1 = Exercise(
     id="11.q1",
     title="Posts of a tag, without their bodies",
@@ -139,6 +179,8 @@ q1 = Exercise(
     rules=[
         Probe(_q1_objects, name="Post objects"),
         Probe(_q1_no_body, name="posts.body left out"),
+        Probe(_q1_one_round_trip, name="one round trip"),
+        Probe(_q1_tag_condition, name="only the posts tagged 'indexes'"),
         StatementBudget(1),
         SameResult(ordered=True, what="posts"),
     ],
@@ -619,8 +661,8 @@ async def _q1_load_only(session: AsyncSession) -> list[Post]:
 
 q1.counterexamples = [
     *q1.counterexamples,
-    Counterexample("the tag condition forgotten", _q1_every_post, "extra posts"),
-    Counterexample("ids first, then the posts", _q1_ids_then_posts, "2 statements"),
+    Counterexample("the tag condition forgotten", _q1_every_post, "never mentions tags"),
+    Counterexample("ids first, then the posts", _q1_ids_then_posts, "the ids first"),
 ]
 q1.alternatives = [
     Alternative("Post.tags.any(...) instead of a join", _q1_exists),
