@@ -50,7 +50,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 
 from ..lab.errorkinds import constraint_kind, is_transient
 from ..schema import Order, Post, Tag, User
-from .alternatives import Alternative
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
 from .rules import Attempt, Probe, SameResult, SessionUsable, StatementBudget
 
@@ -1104,10 +1103,6 @@ q5 = _Adapted(
         Counterexample("dict lookup raises KeyError", _q5_key_error, "raise ValueError"),
     ],
 )
-q5.alternatives = [
-    Alternative("User.__table__.c[name] after an allow-list check", _q5_table_columns),
-    Alternative("getattr(User, name) after an allow-list check", _q5_getattr_checked),
-]
 
 
 # ------------------------------------------------------- more wrong answers, and right ones
@@ -1140,10 +1135,6 @@ q1.counterexamples = [
     Counterexample("contains(): case-sensitive on PostgreSQL", _q1_case_sensitive, "case-sensitive"),
     Counterexample("every title searched in Python", _q1_in_python, "the search ran in Python"),
 ]
-q1.alternatives = [
-    Alternative("lower(title) contains lower(term), autoescape", _q1_lower_contains),
-    Alternative("text() with an escaped, bound pattern and ESCAPE", _q1_text_escaped),
-]
 
 
 async def _q2_savepoint(session, name):
@@ -1154,9 +1145,6 @@ async def _q2_savepoint(session, name):
         return tag.id, True
     except IntegrityError:
         return await session.scalar(select(Tag.id).where(Tag.name == name)), False
-
-
-q2.alternatives = [Alternative("a savepoint around the INSERT", _q2_savepoint)]
 
 
 async def _q3_blanket_unique(session, rows):
@@ -1197,7 +1185,6 @@ q3.counterexamples = [
     *q3.counterexamples,
     Counterexample("blanket except IntegrityError: 'already exists'", _q3_blanket_unique, "blanket"),
 ]
-q3.alternatives = [Alternative("explicit savepoint object, codes mapped by hand", _q3_codes_by_hand)]
 
 
 async def _q4_while_loop(db, work, attempts, base_delay):
@@ -1214,4 +1201,23 @@ async def _q4_while_loop(db, work, attempts, base_delay):
             await asyncio.sleep(base_delay * 2 ** (attempt - 1) + random.random() * base_delay)
 
 
-q4.alternatives = [Alternative("a while loop, additive jitter", _q4_while_loop)]
+#: Correct answers of another form: the tests require each one judged correct.
+ALTERNATIVES = {
+    "10.q1": [
+        ("lower(title) contains lower(term), autoescape", _q1_lower_contains),
+        ("text() with an escaped, bound pattern and ESCAPE", _q1_text_escaped),
+    ],
+    "10.q2": [
+        ("a savepoint around the INSERT", _q2_savepoint),
+    ],
+    "10.q3": [
+        ("explicit savepoint object, codes mapped by hand", _q3_codes_by_hand),
+    ],
+    "10.q4": [
+        ("a while loop, additive jitter", _q4_while_loop),
+    ],
+    "10.q5": [
+        ("User.__table__.c[name] after an allow-list check", _q5_table_columns),
+        ("getattr(User, name) after an allow-list check", _q5_getattr_checked),
+    ],
+}

@@ -48,7 +48,6 @@ from sqlalchemy.orm import defer
 
 from ..lab import plans
 from ..schema import Order, Post, Tag, User
-from .alternatives import Alternative
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
 
@@ -664,10 +663,6 @@ q1.counterexamples = [
     Counterexample("the tag condition forgotten", _q1_every_post, "never mentions tags"),
     Counterexample("ids first, then the posts", _q1_ids_then_posts, "the ids first"),
 ]
-q1.alternatives = [
-    Alternative("Post.tags.any(...) instead of a join", _q1_exists),
-    Alternative("load_only(...) the columns the page shows", _q1_load_only),
-]
 
 
 def _q2_literal_execute():
@@ -715,10 +710,6 @@ q2.counterexamples = [
     *q2.counterexamples,
     Counterexample("the user id written into the SQL too", _q2_everything_literal, "bound parameter"),
 ]
-q2.alternatives = [
-    Alternative("literal('cancelled', literal_execute=True)", _q2_literal_execute),
-    Alternative("text() for the index's condition", _q2_text_condition),
-]
 
 
 async def _q3_partial(session: AsyncSession) -> None:
@@ -739,10 +730,6 @@ async def _q3_index_object(session: AsyncSession) -> None:
 q3.counterexamples = [
     *q3.counterexamples,
     Counterexample("a partial index for 'pending' only", _q3_partial, "partial index"),
-]
-q3.alternatives = [
-    Alternative("(status, created_at, user_id): covering", _q3_covering),
-    Alternative("Index(Order.status, Order.created_at).create()", _q3_index_object),
 ]
 
 
@@ -767,7 +754,22 @@ async def _q4_one_parameter(session: AsyncSession, ids: list[int]) -> list[User]
     return [found[i] for i in ids if i in found]
 
 
-q4.alternatives = [
-    Alternative("chunks of 6,000, then sorted by position", _q4_smaller_chunks),
-    Alternative("one array (PostgreSQL) or JSON (SQLite) parameter", _q4_one_parameter),
-]
+#: Correct answers of another form: the tests require each one judged correct.
+ALTERNATIVES = {
+    "11.q1": [
+        ("Post.tags.any(...) instead of a join", _q1_exists),
+        ("load_only(...) the columns the page shows", _q1_load_only),
+    ],
+    "11.q2": [
+        ("literal('cancelled', literal_execute=True)", _q2_literal_execute),
+        ("text() for the index's condition", _q2_text_condition),
+    ],
+    "11.q3": [
+        ("(status, created_at, user_id): covering", _q3_covering),
+        ("Index(Order.status, Order.created_at).create()", _q3_index_object),
+    ],
+    "11.q4": [
+        ("chunks of 6,000, then sorted by position", _q4_smaller_chunks),
+        ("one array (PostgreSQL) or JSON (SQLite) parameter", _q4_one_parameter),
+    ],
+}
