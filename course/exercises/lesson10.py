@@ -469,7 +469,7 @@ def _q3_kinds(attempt: Attempt) -> str | None:
     refused = [g for g, w in zip(got, want, strict=False) if w is not None]
     if len(set(want) - {None}) > 1 and refused and all(g == "unique" for g in refused):
         return (
-            "every refusal reported as 'unique': a blanket `except IntegrityError` treated as "
+            "every refusal reported as 'unique': a blanket 'except IntegrityError' treated as "
             "'already exists' also calls a missing user (foreign key), a NULL status (not null) and a "
             "negative total (check) duplicates. Read the code (e.orig.sqlstate / e.orig.sqlite_errorname), "
             "as constraint_kind() does"
