@@ -665,45 +665,29 @@ q1.counterexamples = [
 ]
 
 
+def _q2_orders_of(user_test: Any, status_test: Any) -> Any:
+    """The exercise's statement with the user and status conditions given (variants below)."""
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(user_test, status_test, Order.created_at >= Q2_FROM, Order.created_at < Q2_TO)
+        .order_by(Order.created_at)
+    )
+
+
 def _q2_literal_execute():
     from sqlalchemy import literal
 
-    return (
-        select(Order.id, Order.status, Order.created_at)
-        .where(
-            Order.user_id == Q2_USER,
-            Order.status != literal("cancelled", literal_execute=True),  # rendered into the SQL
-            Order.created_at >= Q2_FROM,
-            Order.created_at < Q2_TO,
-        )
-        .order_by(Order.created_at)
-    )
+    # rendered into the SQL when it runs; the statement still caches as one entry
+    return _q2_orders_of(Order.user_id == Q2_USER, Order.status != literal("cancelled", literal_execute=True))
 
 
 def _q2_text_condition():
-    return (
-        select(Order.id, Order.status, Order.created_at)
-        .where(
-            Order.user_id == Q2_USER,
-            text("orders.status != 'cancelled'"),
-            Order.created_at >= Q2_FROM,
-            Order.created_at < Q2_TO,
-        )
-        .order_by(Order.created_at)
-    )
+    return _q2_orders_of(Order.user_id == Q2_USER, text("orders.status != 'cancelled'"))
 
 
 def _q2_everything_literal():
-    return (
-        select(Order.id, Order.status, Order.created_at)
-        .where(
-            Order.user_id == literal_column(str(Q2_USER)),  # the user pasted in too
-            Order.status != literal_column("'cancelled'"),
-            Order.created_at >= Q2_FROM,
-            Order.created_at < Q2_TO,
-        )
-        .order_by(Order.created_at)
-    )
+    # the user pasted into the SQL too: one statement, and one plan, per user
+    return _q2_orders_of(Order.user_id == literal_column(str(Q2_USER)), Order.status != literal_column("'cancelled'"))
 
 
 q2.counterexamples = [
