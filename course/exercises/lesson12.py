@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, event, func, select, text, tuple_
+from sqlalchemy import DateTime, Integer, String, event, func, insert, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import strategies
+from sqlalchemy.util import await_only
 
+from ..engines import HIDDEN
+from ..errorkinds import constraint_kind, error_code, is_transient
 from ..recorder import SqlLog, record
 from ..schema import Comment, Post, Tag, User, post_tags
 from .core import (
@@ -46,7 +50,7 @@ from .core import (
 )
 from .lesson03 import _offset_skipped
 from .rules import Attempt, BoundParameters, NoLazyLoads, Probe, SessionUsable, StatementBudget
-from .verdict import Verdict
+from .verdict import RuleResult, Verdict
 
 SCALE = 0.3  # the checker's data set: 1,500 posts (the notebook has 5,000)
 TAG = "async"  # the tag the checker filters by
@@ -142,6 +146,8 @@ class FeedRepository:
                 session.add(post)  # in the session first, then linked to tags that already are
                 post.tags = [known.get(name) or Tag(name=name) for name in names]
         except IntegrityError as exc:
+            if constraint_kind(exc) != "unique":  # a foreign key, a NOT NULL...: not a duplicate
+                raise
             raise AlreadyExists(f"author {author_id} already has a post titled {title!r}") from exc
         return post.id
 
@@ -260,6 +266,15 @@ async def _session(scratch: Any, attempt: Attempt, *, begin: bool = False):
     """A session on the scratch database, watched for lazy loads (``begin``: the caller owns a transaction)."""
     async with scratch.session() as session:
         counter = _LazyLoadCounter(session)
+
+        def name_it(orm_state: Any) -> None:  # which relationship loaded lazily ("Post.tags")
+            if not orm_state.is_select or orm_state.lazy_loaded_from is None:
+                return
+            path = orm_state.loader_strategy_path
+            if path is not None and path.path:
+                attempt.extra.setdefault("lazy_attribute", str(path.path[-1]))
+
+        event.listen(session.sync_session, "do_orm_execute", name_it)
         if begin:
             await session.begin()
         try:
@@ -268,9 +283,69 @@ async def _session(scratch: Any, attempt: Attempt, *, begin: bool = False):
             attempt.lazy_loads += counter.count
 
 
+_LAZY_LOADER = getattr(strategies, "_LazyLoader", None) or strategies.LazyLoader  # renamed in 2.1
+
+
+def _lazy_attribute(exc: BaseException) -> str | None:
+    """The relationship a lazy load fired for ("Post.author"), read from the LazyLoader in the traceback."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        tb = error.__traceback__
+        while tb is not None:
+            loader = tb.tb_frame.f_locals.get("self")
+            if isinstance(loader, _LAZY_LOADER) and getattr(loader, "parent_property", None) is not None:
+                return str(loader.parent_property)
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _note_lazy(attempt: Attempt, exc: BaseException) -> None:
+    """Remember which relationship loaded lazily, before the frames that tell are released."""
+    attempt.extra.setdefault("lazy_attribute", _lazy_attribute(exc))
+
+
+async def _feed(answer: Any, session: AsyncSession, attempt: Attempt, **call: Any) -> Any:
+    try:
+        return await call_answer(answer.feed, session, **call)
+    except _AnswerRaised as raised:
+        if _is_lazy_load(raised.error):
+            _note_lazy(attempt, raised.error)
+        raise
+
+
+_READ_LAZILY = (
+    "{where} was loaded lazily, one query per item (in async code it raises MissingGreenlet): load it with "
+    "the page: join it and select the column you need, or load it up front with joinedload({where}) or "
+    "selectinload({where})"
+)
+_WRITTEN_LAZILY = (
+    "{where} was loaded lazily: assigning a collection of an object already flushed (a SELECT after "
+    "session.add() autoflushes it) first loads the old collection, a query of its own (in async code "
+    "MissingGreenlet). Look the tags up before you add the post, then set post.tags"
+)
+
+
+@dataclass
+class NoLazyLoadsNamed(NoLazyLoads):
+    """No lazy loads; a failure names the relationship that loaded lazily, and what to do about it."""
+
+    advice: str = _READ_LAZILY
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        where = attempt.extra.get("lazy_attribute")
+        if not result.passed and where:
+            result.message = self.advice.format(where=where)
+        return result
+
+
 def _shape_or_lazy(attempt: Attempt, exc: BaseException) -> None:
     """Reading the answer's items failed: a lazy load (counted) or a wrong shape (reported)."""
     if _is_lazy_load(exc):
+        _note_lazy(attempt, exc)
         _note_lazy_load(attempt, exc)
     elif isinstance(exc, _Shape):
         attempt.extra["shape"] = str(exc)
@@ -301,7 +376,7 @@ def _page_scenario(*, limit: int, tag: str | None = None):
         async with _session(scratch, attempt) as session:
             with record(show=False) as log:
                 attempt.log = log
-                returned = await call_answer(answer.feed, session, limit=limit, tag=tag)
+                returned = await _feed(answer, session, attempt, limit=limit, tag=tag)
             try:
                 attempt.value, attempt.extra["next"] = _page(returned)
             except Exception as exc:
@@ -321,6 +396,19 @@ def _items_rule(attempt: Attempt) -> str | None:
         missing = [i for i in want_ids if i not in got_ids]
         if len(got_ids) > (limit or 0):
             return f"{len(got_ids)} items on a page of limit={limit}: return at most limit items"
+        twice = [i for i in dict.fromkeys(got_ids) if got_ids.count(i) > 1]
+        if twice:
+            return (
+                f"post {twice[0]} appears {got_ids.count(twice[0])} times on the page: a join to the tags "
+                "gives a post one row per tag. Select one row per post, and fetch the tag names in a second "
+                "statement (IN the page's ids)"
+            )
+        if not extra and got_ids == want_ids[: len(got_ids)]:
+            return (
+                f"{len(got_ids)} posts on a page of limit={limit}, though {len(want_ids)} belong on it: LIMIT "
+                "counts rows, not posts, and a join to the tags gives a post one row per tag. Select one row "
+                "per post, and fetch the tag names in a second statement (IN the page's ids)"
+            )
         if extra and set(extra) <= attempt.extra.get("archived", set()):
             return (
                 f"post(s) {extra[:3]} are not published (status {'archived'!r} or draft): the feed shows "
@@ -380,7 +468,7 @@ def _quoted_tag_scenario():
             with record(show=False) as log:
                 attempt.log = log
                 try:
-                    returned = await call_answer(answer.feed, session, limit=5, tag=QUOTED_TAG)
+                    returned = await _feed(answer, session, attempt, limit=5, tag=QUOTED_TAG)
                 except _AnswerRaised as raised:
                     if _is_lazy_load(raised.error):
                         raise
@@ -420,17 +508,17 @@ q1 = CapstoneExercise(
         Requirement(
             "first page",
             _page_scenario(limit=5),
-            [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), NoLazyLoads()],
+            [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), NoLazyLoadsNamed()],
         ),
         Requirement(
             f"a tag's first page ({TAG!r})",
             _page_scenario(limit=4, tag=TAG),
-            [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), BoundParameters([TAG]), NoLazyLoads()],
+            [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), BoundParameters([TAG]), NoLazyLoadsNamed()],
         ),
         Requirement(
             "a page of 200",
             _page_scenario(limit=200),
-            [SHAPE, ITEMS, StatementBudget(PAGE_BUDGET), NoLazyLoads()],
+            [SHAPE, ITEMS, StatementBudget(PAGE_BUDGET), NoLazyLoadsNamed()],
         ),
         Requirement(
             "a tag with a quote in its name",
@@ -494,7 +582,7 @@ def _walk_scenario(*, limit: int, tag: str | None = None, newcomer: bool = False
             for number in range(everyone // limit + 3):  # enough even for a filter applied after LIMIT
                 async with _session(scratch, attempt) as session:  # one request, one session
                     with record(show=False) as log:
-                        returned = await call_answer(answer.feed, session, limit=limit, cursor=cursor, tag=tag)
+                        returned = await _feed(answer, session, attempt, limit=limit, cursor=cursor, tag=tag)
                     try:
                         items, cursor = _page(returned)
                     except Exception as exc:
@@ -614,7 +702,7 @@ WALK_RULES = [
     Probe(_full_pages_rule, name="full pages"),
     Probe(_ends_rule, name="the walk ends"),
     StatementBudget(PAGE_BUDGET),
-    NoLazyLoads(),
+    NoLazyLoadsNamed(),
 ]
 
 q2 = CapstoneExercise(
@@ -676,14 +764,17 @@ def _no_commit_rule(attempt: Attempt) -> str | None:
 
 
 NO_COMMIT = Probe(_no_commit_rule, name="no commit inside")
+NO_LAZY_WRITE = NoLazyLoadsNamed(advice=_WRITTEN_LAZILY)
 
 
 async def _create(answer: Any, session: AsyncSession, scratch: Any, attempt: Attempt, **call: Any) -> Any:
+    """Call create_post; its SQL joins the attempt's log, and this call's own log is kept by title."""
     with _watch_commits(scratch, attempt), record(show=False) as log:
         try:
             return await call_answer(answer.create_post, session, **call)
         finally:
             attempt.log.statements += log.statements
+            attempt.extra.setdefault("calls", []).append(log)
 
 
 async def _rows(scratch: Any, sql: str, **params: Any) -> list[Any]:
@@ -867,13 +958,13 @@ q3 = CapstoneExercise(
             "a post with five known tags and one new",
             _create_scenario,
             [Probe(_created_rule, name="the post"), Probe(_tags_rule, name="its tags"), NO_COMMIT,
-             Probe(_create_budget_rule, name=f"statement budget ({CREATE_BUDGET})"), NoLazyLoads()],
+             Probe(_create_budget_rule, name=f"statement budget ({CREATE_BUDGET})"), NO_LAZY_WRITE],
         ),
         Requirement(
             "the database refuses the tags half-way",
             _failure_scenario,
             [Probe(_reaches_caller_rule, name="the error reaches the caller"),
-             Probe(_nothing_left_rule, name="nothing left behind"), NO_COMMIT],
+             Probe(_nothing_left_rule, name="nothing left behind"), NO_COMMIT, NO_LAZY_WRITE],
         ),
     ],
     hints=[
@@ -899,35 +990,39 @@ def _is_already_exists(error: BaseException) -> bool:
     return isinstance(error, AlreadyExists) or _error_name(error) == "AlreadyExists"
 
 
+async def _outcome(call: Awaitable[Any]) -> Any:
+    """What one create_post call did: "returned", or the exception it raised (a lazy load goes on up)."""
+    try:
+        await call
+        return "returned"
+    except _AnswerRaised as raised:
+        if _is_lazy_load(raised.error):
+            raise
+        return raised.error
+
+
 async def _duplicate_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
     title = "Capstone: the same title twice"
     dup_tag = "capstone-duplicate-only"
     async with _session(scratch, attempt, begin=True) as session:
         call = dict(body="First.", published_at=WHEN)
-        try:
-            await _create(answer, session, scratch, attempt, author_id=4, title=title, tag_names=["python"], **call)
-        except _AnswerRaised as raised:
-            if _is_lazy_load(raised.error):
-                raise
-            attempt.extra["first_failed"] = raised.explain()
+        first = await _outcome(
+            _create(answer, session, scratch, attempt, author_id=4, title=title, tag_names=["python"], **call)
+        )
+        if first != "returned":
+            attempt.extra["first_failed"] = _AnswerRaised(first).explain()
             return
-        try:
-            await _create(
-                answer, session, scratch, attempt, author_id=4, title=title, tag_names=["sql", dup_tag], **call
-            )
-            attempt.extra["duplicate"] = "returned"
-        except _AnswerRaised as raised:
-            if _is_lazy_load(raised.error):
-                raise
-            attempt.extra["duplicate"] = raised.error
+        attempt.extra["duplicate"] = await _outcome(
+            _create(answer, session, scratch, attempt, author_id=4, title=title, tag_names=["sql", dup_tag], **call)
+        )
+        attempt.extra["duplicate_log"] = attempt.extra["calls"][-1]
         attempt.session_usable = await _usable(session)
         if attempt.session_usable:
-            try:
-                await _create(answer, session, scratch, attempt, author_id=5, title=title, tag_names=[], **call)
-            except _AnswerRaised as raised:
-                if _is_lazy_load(raised.error):
-                    raise
-                attempt.extra["other_author"] = raised.explain()
+            other = await _outcome(
+                _create(answer, session, scratch, attempt, author_id=5, title=title, tag_names=[], **call)
+            )
+            if other != "returned":
+                attempt.extra["other_author"] = _AnswerRaised(other).explain()
             try:
                 await session.commit()
             except Exception as exc:  # the caller's commit failed: the transaction was already broken
@@ -941,6 +1036,19 @@ async def _duplicate_scenario(answer: Any, scratch: Any, attempt: Attempt) -> No
     attempt.extra["dup_tags"] = len(await _rows(scratch, "SELECT id FROM tags WHERE name = :n", n=dup_tag))
 
 
+def _caused_by(error: BaseException) -> BaseException | None:
+    """The exception an AlreadyExists was raised from (``raise ... from exc``, or while handling it)."""
+    return error.__cause__ or error.__context__
+
+
+_BLANKET = (
+    "every IntegrityError became 'already exists' (a blanket mapping, the anti-pattern of lesson 10). "
+    "Tell the constraints apart by code: only a unique violation is a duplicate (constraint_kind(exc) "
+    "== 'unique'; e.orig.sqlstate == '23505' on PostgreSQL, e.orig.sqlite_errorname == "
+    "'SQLITE_CONSTRAINT_UNIQUE' on SQLite); re-raise the others"
+)
+
+
 def _raises_already_exists(context: str):
     def rule(attempt: Attempt) -> str | None:
         if "first_failed" in attempt.extra:
@@ -951,24 +1059,71 @@ def _raises_already_exists(context: str):
         if outcome == "returned":
             return f"{context}, and create_post returned normally: raise AlreadyExists"
         if _is_already_exists(outcome):
+            cause = _caused_by(outcome)
+            if cause is not None and not isinstance(cause, IntegrityError) and is_transient(cause):
+                return (
+                    f"{context}, and create_post turned a {type(cause).__name__} ({_first_line(cause)}) into "
+                    "AlreadyExists: that error is transient, not a duplicate. Catch IntegrityError only, and "
+                    "let the rest reach the caller, which retries the whole transaction"
+                )
             return None
         name = type(getattr(outcome, "orig", None) or outcome).__name__
         name = f" ({name})" if name != "IntegrityError" else ""
         if isinstance(outcome, IntegrityError):
             if attempt.extra.get("race"):
                 return (
-                    f"{context}: a raw IntegrityError{name} reached the caller. Checking first and "
-                    "inserting next races: another request inserted the title between your SELECT and "
-                    "your INSERT. Let the unique index decide: insert inside session.begin_nested(), "
-                    "turn the IntegrityError into AlreadyExists"
+                    f"{context}: a raw IntegrityError{name} reached the caller. A SELECT beforehand cannot "
+                    "see a row another request is about to commit: checking first races. Let the unique "
+                    "index decide: insert inside session.begin_nested(), turn the unique violation into "
+                    "AlreadyExists"
                 )
             return (
                 f"{context}: a raw IntegrityError{name} reached the caller. Catch it (inside a "
                 "savepoint, session.begin_nested()) and raise AlreadyExists, a domain error"
             )
-        return f"{context}: create_post raised {type(outcome).__name__} ({str(outcome).splitlines()[0][:160]}), not AlreadyExists"
+        return f"{context}: create_post raised {type(outcome).__name__} ({_first_line(outcome)}), not AlreadyExists"
 
     return rule
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:160]
+
+
+_INSERT_POSTS = re.compile(r'\s*INSERT\s+INTO\s+"?posts"?[\s(]', re.I)
+
+
+def _unprotected_insert(log: Any) -> bool:
+    """True when an INSERT INTO posts that could fail ran with no SAVEPOINT open, read from the SQL."""
+    depth = 0
+    for statement in log or ():
+        head = " ".join(statement.sql.split()[:3]).upper()
+        if head.startswith("SAVEPOINT"):
+            depth += 1
+        elif head.startswith(("RELEASE", "ROLLBACK TO")):
+            depth = max(0, depth - 1)
+        elif _INSERT_POSTS.match(statement.sql) and "ON CONFLICT" not in statement.sql.upper() and not depth:
+            return True
+    return False
+
+
+_ABORTED = (
+    "SQLite undoes only the failed statement and carries on, so this can pass there; PostgreSQL aborts "
+    "the whole transaction on an error ('current transaction is aborted, commands ignored until end of "
+    "transaction block'), and the caller's next statement and its COMMIT fail. Wrap the insert in "
+    "async with session.begin_nested(): a failure then rolls back to the savepoint only"
+)
+
+
+def _savepoint_rule(attempt: Attempt) -> str | None:
+    outcome = attempt.extra.get("duplicate")
+    if outcome is None or outcome == "returned":
+        return None
+    if attempt.session_usable and attempt.extra.get("author_posts") == 0:
+        return None  # a rollback threw the earlier post away: "earlier work kept" says so
+    if _unprotected_insert(attempt.extra.get("duplicate_log")):
+        return f"the duplicate INSERT INTO posts ran outside a SAVEPOINT. {_ABORTED}"
+    return None
 
 
 def _kept_rule(attempt: Attempt) -> str | None:
@@ -1003,48 +1158,144 @@ def _other_author_rule(attempt: Attempt) -> str | None:
     return None
 
 
-async def _race_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
-    title = "Capstone: a title two requests want"
-    fired: list[int] = []
+MISSING_AUTHOR = 999_999
 
-    def racer(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if fired or not re.match(r'\s*INSERT\s+INTO\s+"?posts"?[\s(]', statement, re.I) or title not in repr(parameters):
-            return
-        fired.append(1)
-        raw = conn.connection.cursor()  # the same title arrives first, as another request's would
-        stamp = WHEN.strftime("%Y-%m-%d %H:%M:%S.%f")
-        raw.execute(
-            "INSERT INTO posts (author_id, title, body, status, created_at, published_at) "
-            f"VALUES (6, '{title}', 'first', 'published', '{stamp}', '{stamp}')"
-        )
-        raw.close()
 
-    attempt.extra["race"] = True
+async def _missing_author_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
+    """A post by an author who does not exist: the foreign key refuses it, and that is no duplicate."""
     async with _session(scratch, attempt, begin=True) as session:
-        event.listen(scratch.engine.sync_engine, "before_cursor_execute", racer)
-        try:
-            await _create(
-                answer, session, scratch, attempt,
-                author_id=6, title=title, body="Second.", tag_names=["python"], published_at=WHEN,
+        attempt.extra["outcome"] = await _outcome(
+            _create(
+                answer, session, scratch, attempt, author_id=MISSING_AUTHOR, title="Capstone: by nobody",
+                body="Orphan.", tag_names=["python"], published_at=WHEN,
             )
-            attempt.extra["duplicate"] = "returned"
-        except _AnswerRaised as raised:
-            if _is_lazy_load(raised.error):
-                raise
-            attempt.extra["duplicate"] = raised.error
-        finally:
-            event.remove(scratch.engine.sync_engine, "before_cursor_execute", racer)
-        attempt.session_usable = await _usable(session)
+        )
         await session.rollback()
-    if not fired:
+
+
+def _not_a_duplicate_rule(attempt: Attempt) -> str | None:
+    outcome = attempt.extra.get("outcome")
+    if outcome is None:
+        return None
+    refused = f"the database refused a post by author {MISSING_AUTHOR}, who does not exist (a foreign-key violation)"
+    if outcome == "returned":
+        return f"{refused}, and create_post returned normally: let the error reach the caller"
+    if _is_already_exists(outcome):
+        cause = _caused_by(outcome)
+        code = error_code(cause) if cause is not None else None
+        return f"{refused}{f', code {code}' if code else ''}, and create_post reported AlreadyExists: {_BLANKET}"
+    return None
+
+
+class _OtherRequest:
+    """Another request, on its own connection and in its own transaction, that publishes ``title`` and
+    commits just before the answer's INSERT INTO posts runs (a listener on the answer's engine)."""
+
+    def __init__(self, scratch: Any, title: str, author_id: int) -> None:
+        self.scratch, self.title, self.author_id = scratch, title, author_id
+        # its own engine: its own connection, and a short wait where the answer already holds the lock
+        self.engine = scratch.create_engine(connect_args={"timeout": 1})
+        self.committed = False
+        self.failed: str | None = None
+        self.fired = False
+
+    def __enter__(self) -> _OtherRequest:
+        event.listen(self.scratch.engine.sync_engine, "before_cursor_execute", self._before)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        event.remove(self.scratch.engine.sync_engine, "before_cursor_execute", self._before)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if self.fired or not _INSERT_POSTS.match(statement) or self.title not in repr(parameters):
+            return
+        self.fired = True
+        await_only(self._publish())  # the answer's INSERT waits while the other request commits
+
+    async def _publish(self) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                conn = await conn.execution_options(**{HIDDEN: True})
+                if self.scratch.is_postgresql:
+                    await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                await conn.execute(
+                    Post.__table__.insert().values(
+                        author_id=self.author_id, title=self.title, body="first", status="published",
+                        created_at=WHEN, published_at=WHEN,
+                    )
+                )
+            self.committed = True
+        except Exception as exc:  # it could not write: the answer's transaction already held the lock
+            self.failed = f"{type(exc).__name__}: {_first_line(exc)}"
+
+    async def cleanup(self) -> None:
+        """Delete what the other request committed (the caller's rollback cannot), and close its engine."""
+        try:
+            async with self.scratch.engine.begin() as conn:
+                await conn.execute(Post.__table__.delete().where(Post.__table__.c.title == self.title))
+        finally:
+            await self.engine.dispose()
+
+
+RACE_TITLE = "Capstone: a title two requests want"
+RACE_AUTHOR = 6
+
+
+async def _race_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
+    """A real second request commits the same title between the answer's first read and its INSERT.
+
+    PostgreSQL (READ COMMITTED): the answer's INSERT meets the committed row in the unique index:
+    IntegrityError (23505), contained by a savepoint. SQLite (WAL, deferred BEGIN): the answer's
+    transaction read before the other committed, so its write fails with SQLITE_BUSY_SNAPSHOT
+    ("database is locked"); the answer must let that out, and the caller retries the whole
+    transaction, which then meets the duplicate. The other request's row is deleted afterwards.
+    """
+    attempt.extra["race"] = True
+    call = dict(author_id=RACE_AUTHOR, title=RACE_TITLE, body="Second.", tag_names=["python"], published_at=WHEN)
+    other = _OtherRequest(scratch, RACE_TITLE, RACE_AUTHOR)
+    try:
+        async with _session(scratch, attempt, begin=True) as session:
+            await session.execute(select(User.id).where(User.id == RACE_AUTHOR))  # a handler reads first
+            with other:
+                outcome = await _outcome(_create(answer, session, scratch, attempt, **call))
+            attempt.extra["first_log"] = attempt.extra["calls"][-1]
+            attempt.extra["first_outcome"] = outcome
+            if (
+                other.committed and not isinstance(outcome, str) and not _is_already_exists(outcome)
+                and is_transient(outcome)
+            ):
+                # the caller's part: roll back and run the whole transaction again
+                attempt.extra["retried"] = True
+                await session.rollback()
+                await session.begin()
+                outcome = await _outcome(_create(answer, session, scratch, attempt, **call))
+            attempt.extra["duplicate"] = outcome
+            attempt.session_usable = await _usable(session)
+            await session.rollback()
+    finally:
+        await other.cleanup()
+    attempt.extra["other"] = other
+    if not other.fired:
         attempt.extra["duplicate"] = None
-        attempt.extra["no_race"] = True
 
 
 def _race_rule(attempt: Attempt) -> str | None:
-    if attempt.extra.get("no_race"):
+    other = attempt.extra.get("other")
+    if other is None:
+        return None
+    if not other.fired:
         return "the checker found no INSERT INTO posts carrying the title: does create_post insert the post?"
-    return _raises_already_exists("the same title was inserted by someone else just before your INSERT")(attempt)
+    if other.failed:
+        return None  # the answer's transaction held the write lock: the other request waits, no race to judge
+    if attempt.extra.get("retried") and _unprotected_insert(attempt.extra.get("first_log")):
+        return (
+            "another request committed the same title between your SELECT and your INSERT, and your INSERT "
+            "ran outside a SAVEPOINT: this races. SQLite refused the stale write (database is locked) and the "
+            "retry found the duplicate; on PostgreSQL your INSERT meets the committed row, a raw "
+            "IntegrityError aborts the caller's transaction. Let the unique index decide: insert inside "
+            "session.begin_nested() and turn the unique violation into AlreadyExists"
+        )
+    return _raises_already_exists("another request committed the same title just before your INSERT")(attempt)
 
 
 q4 = CapstoneExercise(
@@ -1060,14 +1311,20 @@ q4 = CapstoneExercise(
             "the same title twice, then carry on",
             _duplicate_scenario,
             [Probe(_raises_already_exists("the author already had a post with this title"), name="AlreadyExists"),
+             Probe(_savepoint_rule, name="a savepoint around the insert"),
              SessionUsable(), Probe(_kept_rule, name="earlier work kept"),
              Probe(_partial_rule, name="nothing partial"), Probe(_other_author_rule, name="other authors"),
-             NO_COMMIT],
+             NO_COMMIT, NO_LAZY_WRITE],
         ),
         Requirement(
-            "a duplicate that arrives between check and insert",
+            "another request commits the same title meanwhile",
             _race_scenario,
             [Probe(_race_rule, name="AlreadyExists"), SessionUsable()],
+        ),
+        Requirement(
+            "an author who does not exist",
+            _missing_author_scenario,
+            [Probe(_not_a_duplicate_rule, name="not a duplicate")],
         ),
     ],
     hints=[
@@ -1234,6 +1491,35 @@ class _LazyAuthor(FeedRepository):
         return items, ((page[-1][0].published_at, page[-1][0].id) if len(rows) > limit else None)
 
 
+class _TagsJoinedIntoPage(FeedRepository):
+    """The tag names joined into the page query, rows grouped into posts in Python: LIMIT counted rows."""
+
+    @staticmethod
+    async def feed(session, *, limit, cursor=None, tag=None):
+        comment_count = select(func.count(Comment.id)).where(Comment.post_id == Post.id).scalar_subquery()
+        stmt = (
+            select(Post.id, Post.title, Post.published_at, User.username, comment_count.label("n"), Tag.name)
+            .join(Post.author)
+            .outerjoin(Post.tags)
+            .where(Post.status == "published")
+            .order_by(Post.published_at.desc(), Post.id.desc())
+            .limit(limit + 1)
+        )
+        if tag is not None:
+            stmt = stmt.where(Post.tags.any(Tag.name == tag))
+        if cursor is not None:
+            stmt = stmt.where(_pair_after(cursor))
+        rows = (await session.execute(stmt)).all()
+        items: dict[int, dict] = {}
+        for r in rows:
+            item = items.setdefault(r.id, {"id": r.id, "title": r.title, "author": r.username,
+                                           "published_at": r.published_at, "tags": [], "comment_count": r.n})
+            if r.name is not None:
+                item["tags"] = sorted([*item["tags"], r.name])
+        page = list(items.values())[:limit]
+        return page, ((page[-1]["published_at"], page[-1]["id"]) if len(items) > limit else None)
+
+
 class _CountThroughTagsJoin(FeedRepository):
     """The comment count taken over a join that also goes through the tags: counts multiplied."""
 
@@ -1392,6 +1678,26 @@ class _TagLookupPerName(FeedRepository):
         return post.id
 
 
+class _TagsSetAfterAutoflush(FeedRepository):
+    """The post added first, the tags looked up next: that SELECT autoflushes the post, and assigning
+    post.tags then loads its (empty) collection lazily."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        try:
+            async with session.begin_nested():
+                post = Post(author_id=author_id, title=title, body=body, status="published",
+                            created_at=published_at, published_at=published_at)
+                session.add(post)
+                known = {t.name: t for t in await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))}
+                post.tags = [known.get(name) or Tag(name=name) for name in tag_names]
+        except IntegrityError as exc:
+            if constraint_kind(exc) != "unique":
+                raise
+            raise AlreadyExists(title) from exc
+        return post.id
+
+
 class _CreateEveryTag(FeedRepository):
     """Every tag name inserted as a new tag, existing or not."""
 
@@ -1479,6 +1785,48 @@ class _CheckThenInsert(FeedRepository):
         return post.id
 
 
+class _EveryIntegrityErrorIsADuplicate(FeedRepository):
+    """The blanket mapping: except IntegrityError: raise AlreadyExists, a foreign-key violation included."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        known = {}
+        if tag_names:
+            known = {t.name: t for t in await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))}
+        try:
+            async with session.begin_nested():
+                post = _new_post(session, author_id, title, body, published_at,
+                                 [known.get(n) or Tag(name=n) for n in tag_names])
+        except IntegrityError as exc:
+            raise AlreadyExists(title) from exc
+        return post.id
+
+
+class _CoreInsertNoSavepoint(FeedRepository):
+    """One INSERT ... RETURNING through session.execute(), IntegrityError caught, no savepoint:
+    SQLite carries on after the failed statement, PostgreSQL aborts the transaction."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        names = list(dict.fromkeys(tag_names))
+        try:
+            post_id = await session.scalar(
+                insert(Post).values(author_id=author_id, title=title, body=body, status="published",
+                                    created_at=published_at, published_at=published_at).returning(Post.id)
+            )
+        except IntegrityError as exc:
+            if constraint_kind(exc) != "unique":
+                raise
+            raise AlreadyExists(title) from exc
+        known = {t.name: t.id for t in await session.scalars(select(Tag).where(Tag.name.in_(names)))} if names else {}
+        for name in names:
+            if name not in known:
+                known[name] = await session.scalar(insert(Tag).values(name=name).returning(Tag.id))
+        if names:
+            await session.execute(insert(post_tags), [{"post_id": post_id, "tag_id": known[n]} for n in names])
+        return post_id
+
+
 class _TitleTakenByAnyone(FeedRepository):
     """The duplicate check forgets the author: one title per site."""
 
@@ -1495,8 +1843,9 @@ class _TitleTakenByAnyone(FeedRepository):
 q1.counterexamples = [
     Counterexample("tags fetched per post in a helper (N+1)", _TagsPerPostHelper, "N+1"),
     Counterexample("tag filter built with an f-string", _StringBuiltTagFilter, "pasted"),
-    Counterexample("author left to a lazy load", _LazyAuthor, "lazily"),
+    Counterexample("author left to a lazy load", _LazyAuthor, "Post.author was loaded lazily"),
     Counterexample("comment count over a join through tags", _CountThroughTagsJoin, "multiplies"),
+    Counterexample("tag names joined into the page query", _TagsJoinedIntoPage, "LIMIT counts rows"),
     Counterexample("published_at IS NOT NULL instead of status", _PublishedAtNotNull, "not published"),
 ]
 q2.counterexamples = [
@@ -1512,10 +1861,14 @@ q3.counterexamples = [
     Counterexample("every tag created, known or not", _CreateEveryTag, "reuse the tags"),
     Counterexample("the failure swallowed", _SwallowsFailure, "returned normally"),
     Counterexample("every error reported as a duplicate", _EveryErrorIsADuplicate, "only an integrityerror"),
+    Counterexample("tags assigned after an autoflush", _TagsSetAfterAutoflush, "Post.tags was loaded lazily"),
 ]
 q4.counterexamples = [
     Counterexample("no savepoint: IntegrityError escapes", _NoSavepoint, "raw IntegrityError"),
     Counterexample("session.rollback() on the duplicate", _RollbackOnDuplicate, "threw away"),
     Counterexample("check first, then insert", _CheckThenInsert, "races"),
     Counterexample("duplicate check ignores the author", _TitleTakenByAnyone, "another author"),
+    Counterexample("every IntegrityError mapped to AlreadyExists", _EveryIntegrityErrorIsADuplicate,
+                   "every IntegrityError became 'already exists'"),
+    Counterexample("IntegrityError caught without a savepoint", _CoreInsertNoSavepoint, "outside a SAVEPOINT"),
 ]
