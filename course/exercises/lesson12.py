@@ -31,7 +31,7 @@ from sqlalchemy.orm import strategies
 from sqlalchemy.util import await_only
 
 from ..engines import HIDDEN
-from ..errorkinds import constraint_kind, error_code, is_transient
+from ..lab.errorkinds import constraint_kind, error_code, is_transient
 from ..recorder import SqlLog, record
 from ..schema import Comment, Post, Tag, User, post_tags
 from .core import (
