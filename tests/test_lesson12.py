@@ -16,7 +16,9 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from course.database import open_scratch
 from course.exercises import CORRECT, lesson12
+from course.exercises.lesson12 import counterexamples, dataset, reference, writes
 from course.exercises.rules import Attempt
+from course.lab.errorkinds import constraint_kind
 from course.schema import Comment, Post, Tag, post_tags
 from tests.conftest import private_db
 
@@ -32,8 +34,8 @@ async def db():
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def scratch(db):
-    handle = await open_scratch(db.lesson, scale=lesson12.SCALE)
-    await lesson12.prepare(handle)
+    handle = await open_scratch(db.lesson, scale=reference.SCALE)
+    await dataset.prepare(handle)
     try:
         yield handle
     finally:
@@ -41,7 +43,7 @@ async def scratch(db):
 
 
 async def _titled(scratch, title):
-    return (await lesson12._rows(scratch, "SELECT count(*) FROM posts WHERE title = :t", t=title))[0][0]
+    return (await writes._rows(scratch, "SELECT count(*) FROM posts WHERE title = :t", t=title))[0][0]
 
 
 # ---------------------------------------------------------------- the race: a second connection, committed
@@ -49,7 +51,7 @@ async def _titled(scratch, title):
 
 async def test_the_race_is_run_by_a_second_request_that_commits(scratch):
     attempt = Attempt()
-    await lesson12._race_scenario(Reference, scratch, attempt)
+    await writes._race_scenario(Reference, scratch, attempt)
     other = attempt.extra["other"]
     assert other.fired and other.committed and other.failed is None  # it wrote, on its own connection
     first = attempt.extra["first_outcome"]
@@ -62,7 +64,7 @@ async def test_the_race_is_run_by_a_second_request_that_commits(scratch):
         assert isinstance(first, OperationalError) and first.orig.sqlite_errorname == "SQLITE_BUSY_SNAPSHOT"
         assert attempt.extra["retried"]
     assert isinstance(attempt.extra["duplicate"], AlreadyExists) and attempt.session_usable
-    assert await _titled(scratch, lesson12.RACE_TITLE) == 0  # the other request's committed row is gone
+    assert await _titled(scratch, writes.RACE_TITLE) == 0  # the other request's committed row is gone
 
 
 class _CrashAfterInsert(Reference):
@@ -81,15 +83,15 @@ class _CrashAfterInsert(Reference):
 
 async def test_the_other_requests_row_is_deleted_even_when_the_answer_crashes(scratch):
     attempt = Attempt()
-    await lesson12._race_scenario(_CrashAfterInsert, scratch, attempt)
+    await writes._race_scenario(_CrashAfterInsert, scratch, attempt)
     assert attempt.extra["other"].committed
     assert isinstance(attempt.extra["duplicate"], RuntimeError)
-    assert await _titled(scratch, lesson12.RACE_TITLE) == 0
+    assert await _titled(scratch, writes.RACE_TITLE) == 0
     # and the next requirement on the same scratch database sees no trace of it
     again = Attempt()
-    await lesson12._race_scenario(Reference, scratch, again)
+    await writes._race_scenario(Reference, scratch, again)
     assert again.extra["other"].committed and isinstance(again.extra["duplicate"], AlreadyExists)
-    assert await _titled(scratch, lesson12.RACE_TITLE) == 0
+    assert await _titled(scratch, writes.RACE_TITLE) == 0
 
 
 async def test_a_whole_q4_check_leaves_the_notebook_database_untouched(db):
@@ -259,7 +261,7 @@ class CoreInsertsInSavepoint(Reference):
                 if names:
                     await session.execute(insert(post_tags), [{"post_id": post_id, "tag_id": known[n]} for n in names])
         except IntegrityError as exc:
-            if lesson12.constraint_kind(exc) == "unique":
+            if constraint_kind(exc) == "unique":
                 raise AlreadyExists(title) from exc
             raise
         return post_id
@@ -290,7 +292,7 @@ def test_every_capstone_exercise_has_four_counterexamples():
 
 
 async def test_the_blanket_mapping_is_named_with_the_code_of_the_refusal(db):
-    verdict = await lesson12.q4.evaluate(lesson12._EveryIntegrityErrorIsADuplicate, db=db)
+    verdict = await lesson12.q4.evaluate(counterexamples._EveryIntegrityErrorIsADuplicate, db=db)
     assert verdict.message.startswith("an author who does not exist:"), verdict.message
     code = "23503" if db.is_postgresql else "SQLITE_CONSTRAINT_FOREIGNKEY"
     assert f"code {code}" in verdict.message and "foreign-key violation" in verdict.message
