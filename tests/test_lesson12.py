@@ -19,6 +19,7 @@ from course.exercises import CORRECT, lesson12
 from course.exercises.lesson12 import counterexamples, dataset, reference, writes
 from course.exercises.rules import Attempt
 from course.lab.errorkinds import constraint_kind
+from course.recorder import record
 from course.schema import Comment, Post, Tag, post_tags
 from tests.conftest import private_db
 
@@ -99,6 +100,29 @@ async def test_a_whole_q4_check_leaves_the_notebook_database_untouched(db):
     verdict = await lesson12.q4.evaluate(Reference, db=db)
     assert verdict.status == CORRECT, str(verdict)
     assert await db.counts() == before
+
+
+# ---------------------------------------------------------------- the SQLite BEGIN option the lesson uses
+
+
+async def test_sqlite_begin_immediate_is_emitted_and_recorded_and_ignored_by_postgresql(db):
+    writers = db.engine.execution_options(sqlite_begin="IMMEDIATE")
+    with record(show=False) as log:
+        async with writers.begin() as conn:
+            assert await conn.scalar(select(1)) == 1
+        async with db.engine.begin() as conn:  # the plain engine: BEGIN, hidden as before
+            assert await conn.scalar(select(1)) == 1
+    assert [s.sql for s in log if s.verb == "BEGIN"] == (["BEGIN IMMEDIATE"] if db.is_sqlite else [])
+
+
+async def test_an_unknown_sqlite_begin_mode_is_refused_by_name(db):
+    if db.is_postgresql:
+        async with db.engine.execution_options(sqlite_begin="NOW").begin() as conn:  # SQLite's option only
+            assert await conn.scalar(select(1)) == 1
+        return
+    with pytest.raises(ValueError, match="sqlite_begin='NOW'.*DEFERRED, IMMEDIATE, EXCLUSIVE"):
+        async with db.engine.execution_options(sqlite_begin="NOW").begin():
+            pass
 
 
 # ---------------------------------------------------------------- correct answers of other forms

@@ -609,16 +609,20 @@ q4 = capstone(
     ],
     hints=[
         "The unique index on (author_id, title) is the source of truth: insert, and if the database says "
-        "IntegrityError, it was a duplicate. A SELECT beforehand cannot see a row another request is about "
-        "to insert.",
-        "A failed INSERT breaks the whole transaction unless it ran inside a savepoint: "
+        "it broke a unique constraint, it was a duplicate. A SELECT beforehand cannot see a row another "
+        "request is about to commit.",
+        "A failed INSERT leaves the session (and, on PostgreSQL, the transaction) unusable unless it ran "
+        "inside a savepoint: "
         "async with session.begin_nested(): session.add(post). The savepoint rolls back; the caller's "
-        "earlier work stays.",
-        "try: async with session.begin_nested(): session.add(post) / except IntegrityError as exc: raise "
-        "AlreadyExists(...) from exc. Never session.rollback() in here: that is the caller's transaction.",
+        "earlier work stays. Not every IntegrityError is a duplicate: a missing author breaks the foreign key.",
+        "try: async with session.begin_nested(): ... / except IntegrityError as exc: if constraint_kind(exc) "
+        "!= 'unique': raise / raise AlreadyExists(...) from exc (constraint_kind from course.lab.errorkinds, "
+        "lesson 10). Never session.rollback() in here: that is the caller's transaction.",
     ],
     why=(
-        "The index decides, a savepoint contains the failure, and the caller gets a domain error with its "
-        "transaction intact: race-free, and the session stays usable."
+        "The index decides, a savepoint contains the failure, only a unique violation becomes AlreadyExists, "
+        "and the caller keeps its transaction. On PostgreSQL that holds under concurrent requests; on SQLite a "
+        "writer that read first meets 'database is locked', which your function lets out for the caller to "
+        "retry (or the caller begins with BEGIN IMMEDIATE)."
     ),
 )
