@@ -202,13 +202,6 @@ class GroupedCountsStringCursor(Reference):
         return items, (f"{last.published_at.isoformat()}|{last.id}" if len(rows) > limit else None)
 
 
-def _post(session, author_id, title, body, published_at):
-    post = Post(author_id=author_id, title=title, body=body, status="published",
-                created_at=published_at, published_at=published_at)
-    session.add(post)
-    return post
-
-
 async def _tags(session, tag_names):
     """Known tags in one lookup, new ones built: before the post is added (no autoflush of it)."""
     names = list(dict.fromkeys(tag_names))
@@ -216,40 +209,41 @@ async def _tags(session, tag_names):
     return [known.get(n) or Tag(name=n) for n in names]
 
 
-class ByCode(Reference):
-    """The driver's code read directly: SQLSTATE 23505 or SQLite's extended result name."""
+def telling_duplicates_by(is_duplicate):
+    """A create_post in a savepoint that maps an IntegrityError to AlreadyExists when ``is_duplicate(exc)``."""
 
-    @staticmethod
     async def create_post(session, *, author_id, title, body, tag_names, published_at):
         tags = await _tags(session, tag_names)
         try:
             async with session.begin_nested():
-                post = _post(session, author_id, title, body, published_at)
+                post = Post(author_id=author_id, title=title, body=body, status="published",
+                            created_at=published_at, published_at=published_at)
+                session.add(post)
                 post.tags = tags
         except IntegrityError as exc:
-            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
-            if code in ("23505", "SQLITE_CONSTRAINT_UNIQUE"):
+            if is_duplicate(exc):
                 raise AlreadyExists(title) from exc
             raise
         return post.id
+
+    return staticmethod(create_post)
+
+
+class ByCode(Reference):
+    """The driver's code read directly: SQLSTATE 23505 or SQLite's extended result name."""
+
+    create_post = telling_duplicates_by(
+        lambda exc: (getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None))
+        in ("23505", "SQLITE_CONSTRAINT_UNIQUE")
+    )
 
 
 class ByMessage(Reference):
     """The error text read instead of the code (works on both, if less robust)."""
 
-    @staticmethod
-    async def create_post(session, *, author_id, title, body, tag_names, published_at):
-        tags = await _tags(session, tag_names)
-        try:
-            async with session.begin_nested():
-                post = _post(session, author_id, title, body, published_at)
-                post.tags = tags
-        except IntegrityError as exc:
-            text = str(exc.orig)
-            if "UNIQUE constraint failed" in text or "duplicate key value" in text:
-                raise AlreadyExists(title) from exc
-            raise
-        return post.id
+    create_post = telling_duplicates_by(
+        lambda exc: "UNIQUE constraint failed" in str(exc.orig) or "duplicate key value" in str(exc.orig)
+    )
 
 
 class CheckFirstThenSavepoint(Reference):
