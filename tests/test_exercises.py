@@ -53,6 +53,21 @@ async def test_wrong_answer_is_rejected_by_name(db, exercise_id, index):
     assert case.says.lower() in str(verdict).lower(), str(verdict)
 
 
+ALTERNATIVES = [
+    pytest.param(ex_id, i, id=f"{ex_id}-alternative{i + 1}")
+    for ex_id, ex in sorted(EXERCISES.items())
+    for i in range(len(ex.alternatives))
+]
+
+
+@pytest.mark.parametrize(("exercise_id", "index"), ALTERNATIVES)
+async def test_alternative_correct_answer_is_accepted(db, exercise_id, index):
+    """A correct answer of another form (exists() for in_(), a CTE for a subquery) passes too."""
+    exercise = EXERCISES[exercise_id]
+    verdict = await exercise.evaluate(_answer(exercise, exercise.alternatives[index]), db=db)
+    assert verdict.status == CORRECT, str(verdict)
+
+
 @pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
 def test_every_exercise_has_two_wrong_answers_and_a_hint(exercise_id):
     exercise = EXERCISES[exercise_id]
