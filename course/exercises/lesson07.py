@@ -8,10 +8,7 @@ happened inside the function (not in a flush the checker triggered later).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,47 +16,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 
 from ..schema import Tag, User
 from .core import SESSION_FN, Counterexample, Exercise, normalize
+from .explaining import EXPLAINED as _EXPLAINED
+from .explaining import Explaining as _Explaining
 from .rules import Attempt, LeavesTransactionToCaller, Probe, SameResult, SessionUsable, StatementBudget
-
-
-@dataclass
-class _Explaining(Exercise):
-    """An exercise that names known mistakes the answer raises, instead of quoting the error.
-
-    ``explain(error)`` returns the message for an error it recognises (kept in
-    ``attempt.extra["explained"]`` for the :func:`_explained` probe), or None to let the
-    error through as usual.
-    """
-
-    explain: Callable[[BaseException], str | None] | None = None
-
-    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
-        explained: list[str] = []
-
-        async def wrapped(session: Any, **kw: Any) -> Any:
-            try:
-                return await answer(session, **kw)
-            except Exception as error:
-                message = self.explain(error) if self.explain else None
-                if message is None:
-                    raise
-                explained.append(message)
-                # the answer's session is joined through a savepoint: undo only its part, so the
-                # checker can still read the database (PostgreSQL aborts a failed transaction)
-                await session.rollback()
-                return None
-
-        attempt = await super()._attempt(wrapped, db, call)
-        if explained:
-            attempt.extra["explained"] = explained[0]
-        return attempt
-
-
-def _explained(attempt: Attempt) -> str | None:
-    return attempt.extra.get("explained")
-
-
-_EXPLAINED = Probe(test=_explained, name="no known mistake raised")
 
 
 def _guarded(probe):
