@@ -142,7 +142,6 @@ class Exercise:
     observe: Callable[..., Awaitable[Any]] | None = None
     probe: Callable[..., Awaitable[None]] | None = None
     counterexamples: Sequence[Counterexample] = ()
-    alternatives: Sequence[Callable[..., Any]] = ()  # correct answers of another form (tested in CI)
     scratch_scale: float = 1.0
     functions: Sequence[str] = ()  # FUNCTIONS: the async functions the answer object must have
     requirements: Sequence[Requirement] = ()  # FUNCTIONS: the sub-checks, in order
