@@ -68,9 +68,10 @@ def grade_notebook(path: Path, *, timeout: int = 300) -> Scorecard:
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     lesson = lesson_of(path)
-    env_before = {k: os.environ.get(k) for k in ("COURSE_STRICT", "COURSE_NAMESPACE")}
+    env_before = {k: os.environ.get(k) for k in ("COURSE_STRICT", "COURSE_NAMESPACE", "COURSE_PROGRESS")}
     # the grader judges; it does not stop at the first wrong answer
     os.environ["COURSE_STRICT"] = "0"
+    os.environ["COURSE_PROGRESS"] = "0"  # a learner's checks graded here are not the instructor's progress
     os.environ["COURSE_NAMESPACE"] = "g" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     try:
         client = NotebookClient(
