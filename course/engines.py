@@ -89,7 +89,10 @@ def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
         # a traceback while it discards the connection.
         if not in_greenlet():
             return
-        mode = conn.get_execution_options().get(SQLITE_BEGIN)
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # asked for no transaction: a BEGIN here would leave its writes uncommitted
+        mode = options.get(SQLITE_BEGIN)
         if mode is None:
             conn.exec_driver_sql("BEGIN", execution_options={HIDDEN: True})
             return
