@@ -79,11 +79,19 @@ def test_every_exercise_has_two_wrong_answers_and_a_hint(exercise_id):
     assert exercise.why
 
 
-@pytest.mark.parametrize("exercise_id", [e for e in sorted(EXERCISES) if e[:2] in ("00", "01", "02", "03")])
-def test_lessons_00_to_03_catalogue_four_mistakes_and_accept_another_form(exercise_id):
+@pytest.mark.parametrize("exercise_id", [e for e in sorted(EXERCISES) if e[:2] in ("00", "01", "02", "03", "10", "11")])
+def test_catalogued_lessons_have_four_mistakes_and_accept_another_form(exercise_id):
     """Issue 17: at least four named mistakes per exercise, and a correct answer of another form."""
     exercise = EXERCISES[exercise_id]
     module = lesson_modules()[exercise_id[:2]]
     assert len(exercise.counterexamples) >= 4
     assert len({c.says.lower() for c in exercise.counterexamples}) >= 4  # four different messages
     assert getattr(module, "ALTERNATIVES", {}).get(exercise_id)
+
+
+@pytest.mark.parametrize("exercise_id", ["03.q4", "03.q5"])
+async def test_paging_references_refuse_a_limit_below_one(exercise_id):
+    """The references validate `limit` as lesson 03 teaches: 0 would say has_more forever (q4) or
+    leave no last post to build the next cursor from (q5)."""
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        await EXERCISES[exercise_id].solution_answer(None, None, 0)
