@@ -29,8 +29,9 @@ from sqlalchemy.sql.base import Executable
 
 from ..display import box, esc, highlight_sql, in_notebook, show_html
 from ..recorder import record
+from .explain import explain_error, explain_warning, first_leaf
 from .rules import Attempt, NoLazyLoads, Rule, SameResult, has_top_level_order_by
-from .verdict import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, RuleResult, Verdict
+from .verdict import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, RuleResult, Verdict, plain, rich
 
 STATEMENT = "statement"  # a Select / Insert / Update / Delete the checker executes
 SESSION_FN = "session function"  # async def answer(session, **args)
@@ -173,7 +174,7 @@ class Exercise:
             level = max(1, min(level, len(self.hints)))
             text_, n = self.hints[level - 1], level
         more = f" ({n} of {len(self.hints)}; call hint() again for more)" if n and n < len(self.hints) else ""
-        self._show(box("info", f"Hint {n}{more}" if n else "Hint", f"<div>{esc(text_)}</div>"), text_)
+        self._show(box("info", f"Hint {n}{more}" if n else "Hint", f"<div>{rich(text_)}</div>"), plain(text_))
 
     def solution(self) -> None:
         """Show the reference answer's code."""
@@ -237,7 +238,10 @@ class Exercise:
         if failed:
             message = failed[0].message
             if attempt.warnings:
-                message += f" (SQLAlchemy warned: {attempt.warnings[0]})"
+                warned = attempt.warnings[0]
+                if "cartesian product" in warned:  # the cause of the wrong rows: say it first
+                    message = f"{explain_warning(warned)}. What differs: {message}"
+                message += f" (SQLAlchemy warned: {warned})"
             return self._verdict(INCORRECT, message, merged)
         return self._verdict(CORRECT, self.why, merged)
 
@@ -335,7 +339,7 @@ class Exercise:
                 if self.expected is not None:
                     attempt.expected = await self.expected(conn, **call)
                 session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
-                counter = _LazyLoadCounter(session)
+                counter = _LazyLoadCounter(session, attempt)
                 finished = False
                 try:
                     await self._run(answer, session, call, attempt)
@@ -478,29 +482,60 @@ class _AnswerRaised(Exception):
         self.error = error
 
     def explain(self) -> str:
-        err = self.error
+        """The mistake in the lesson's terms first (when known), then the raw error, quoted."""
+        err, failures = first_leaf(self.error)
         first = (str(err).strip().splitlines() or [""])[0][:300]
         name = type(getattr(err, "orig", None) or err).__name__
-        text_ = f"Your answer raised {type(err).__name__}" + (f" ({name})" if name != type(err).__name__ else "") + f": {first}"
+        raw = f"{type(err).__name__}" + (f" ({name})" if name != type(err).__name__ else "") + f": {first}"
+        if err is not self.error:  # a TaskGroup's ExceptionGroup: name its first cause
+            raw = (
+                f"{type(self.error).__name__} from a TaskGroup: {failures} task(s) failed, the first with {raw}"
+            )
+        text_ = f"Your answer raised {raw}"
         # an error raised while handling another (a cleanup that failed: a session closed in
         # `async with` while tasks still used it) hides the cause: name the first one too
         context = err.__context__
         if context is not None and not err.__suppress_context__ and type(context) is not type(err):
             cause = (str(context).strip().splitlines() or [""])[0][:300]
             text_ += f" (raised while handling {type(context).__name__}: {cause})"
+        diagnosis = explain_error(self.error)
+        if diagnosis:
+            return f"{diagnosis[:1].upper()}{diagnosis[1:]}. {text_}"
         return text_
 
 
 class _LazyLoadCounter:
-    """Counts lazy loads (relationship loads not asked for up front) in one session."""
+    """Counts lazy loads (relationship loads not asked for up front) in one session, and
+    names them: ``Comment.author`` (many-to-one) or ``Post.comments`` (a collection)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, attempt: Attempt | None = None) -> None:
         self.count = 0
+        self.attempt = attempt
         event.listen(session.sync_session, "do_orm_execute", self._on_execute)
 
     def _on_execute(self, state: Any) -> None:
         if state.is_select and state.lazy_loaded_from is not None:
             self.count += 1
+            if self.attempt is not None:
+                note_lazy_attribute(self.attempt, state)
+
+
+def note_lazy_attribute(attempt: Attempt, orm_state: Any) -> None:
+    """Record which relationship an ORM execute loaded lazily (from its loader path)."""
+    try:
+        prop = getattr(orm_state.loader_strategy_path, "prop", None)
+    except Exception:
+        prop = None
+    _note_property(attempt, prop)
+
+
+def _note_property(attempt: Attempt, prop: Any) -> None:
+    if prop is None or not hasattr(prop, "uselist"):
+        return
+    name = f"{prop.parent.class_.__name__}.{prop.key}"
+    if name not in attempt.lazy_attributes:
+        attempt.lazy_attributes.append(name)
+        attempt.lazy_collections[name] = bool(prop.uselist)
 
 
 def _note_lazy_load(attempt: Attempt, exc: BaseException) -> None:
@@ -508,7 +543,15 @@ def _note_lazy_load(attempt: Attempt, exc: BaseException) -> None:
 
     attempt.lazy_loads += 1
     attempt.error = exc
-    _release_frames(_chain(exc))  # no "coroutine was never awaited" echo in a later cell
+    chain = _chain(exc)
+    for error in chain:  # the lazy loader's frame knows the relationship (any session, no listener)
+        tb = error.__traceback__
+        while tb is not None:
+            loader = tb.tb_frame.f_locals.get("self")
+            if type(loader).__name__.endswith("LazyLoader"):  # _LazyLoader in 2.1
+                _note_property(attempt, getattr(loader, "parent_property", None))
+            tb = tb.tb_next
+    _release_frames(chain)  # no "coroutine was never awaited" echo in a later cell
 
 
 def _is_lazy_load(exc: BaseException) -> bool:

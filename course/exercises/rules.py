@@ -28,6 +28,8 @@ class Attempt:
     log: SqlLog = field(default_factory=SqlLog)
     error: BaseException | None = None
     lazy_loads: int = 0
+    lazy_attributes: list[str] = field(default_factory=list)  # relationships loaded lazily: "Comment.author"
+    lazy_collections: dict[str, bool] = field(default_factory=dict)  # name -> is a collection
     session_usable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # what exercise-specific probes found
     warnings: list[str] = field(default_factory=list)  # SQLAlchemy warnings the answer raised
@@ -206,13 +208,29 @@ class NoLazyLoads(Rule):
 
     def judge(self, attempt: Attempt) -> RuleResult:
         if attempt.lazy_loads:
-            return RuleResult(
-                self.name, False,
-                f"{attempt.lazy_loads} attribute(s) were loaded lazily, one query each; load them up"
-                " front: a relationship with selectinload() or joinedload(), a deferred column with"
-                " undefer(), and read attributes before a commit expires them",
-            )
+            return RuleResult(self.name, False, lazy_load_message(attempt))
         return RuleResult(self.name, True)
+
+
+def lazy_load_message(attempt: Attempt) -> str:
+    """Which relationship loaded lazily and the loader option that loads it up front."""
+    names = attempt.lazy_attributes
+    if not names:
+        return (
+            f"{attempt.lazy_loads} attribute(s) were loaded lazily, one query each; load them up"
+            " front: a relationship with selectinload() or joinedload(), a deferred column with"
+            " undefer(), and read attributes before a commit expires them"
+        )
+    options = ", ".join(
+        f"`selectinload({n})`" if attempt.lazy_collections.get(n) else f"`joinedload({n})`" for n in names
+    )
+    which = ", ".join(f"`{n}`" for n in names)
+    return (
+        f"{which} {'was' if len(names) == 1 else 'were'} loaded lazily ({attempt.lazy_loads} attribute(s) "
+        f"loaded lazily, a query each; in async code that is a MissingGreenlet error): load "
+        f"{'it' if len(names) == 1 else 'them'} up front with `.options({options})`"
+        " (selectinload() for a collection, joinedload() for a many-to-one)"
+    )
 
 
 @dataclass
