@@ -12,6 +12,7 @@ session) the learner gets a verdict, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import textwrap
@@ -25,6 +26,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Result, Row
 from sqlalchemy.exc import MissingGreenlet, SAWarning
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql.base import Executable
 
 from ..display import box, esc, highlight_sql, in_notebook, show_html
@@ -287,8 +289,13 @@ class Exercise:
             for requirement in self.requirements:
                 attempt = Attempt()
                 problem = ""
+                leftovers = Leftovers()
                 try:
-                    await asyncio.wait_for(requirement.scenario(answer, scratch, attempt), ANSWER_TIMEOUT)
+                    try:
+                        await asyncio.wait_for(requirement.scenario(answer, scratch, attempt), ANSWER_TIMEOUT)
+                    finally:
+                        await leftovers.stop_tasks(attempt)
+                        await leftovers.release(db.engine, attempt)
                 except NotImplementedError:
                     return self._verdict(
                         NOT_ATTEMPTED, "Replace the `raise NotImplementedError` with your code, then check again."
@@ -301,6 +308,7 @@ class Exercise:
                         _note_lazy_load(attempt, raised.error)
                         attempt.lazy_loads = max(counted, 1)
                     else:
+                        raised.leftovers = leftovers
                         problem = raised.explain()
                 except Exception as exc:  # the checker itself failed
                     if strict():
@@ -340,11 +348,18 @@ class Exercise:
                     attempt.expected = await self.expected(conn, **call)
                 session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
                 counter = _LazyLoadCounter(session, attempt)
+                leftovers = Leftovers()
                 finished = False
                 try:
                     await self._run(answer, session, call, attempt)
                     finished = True
+                except _AnswerRaised as raised:
+                    raised.leftovers = leftovers
+                    raise
                 finally:
+                    # tasks the answer started and left running (a gather that failed half-way)
+                    # still use the session: stop them before the checker touches it again
+                    await leftovers.stop_tasks(attempt)
                     # the counter sees relationship lazy loads; _run also counts an implicit
                     # IO it caught (e.g. a deferred column read outside the greenlet)
                     attempt.lazy_loads = max(attempt.lazy_loads, counter.count)
@@ -354,10 +369,18 @@ class Exercise:
                     # hiding an answer that forgot to flush
                     if finished and self.probe is not None and attempt.error is None:
                         await self.probe(conn, attempt, **call)
-                    attempt.session_usable = await _usable(session)
-                    await session.close()
+                    try:
+                        attempt.session_usable = await _usable(session)
+                        await session.close()
+                    except Exception:  # left mid-operation by tasks sharing it: the connection goes
+                        attempt.session_usable = False
+                        await _discard_connection(conn)
             finally:
-                await outer.rollback()
+                if not conn.closed and not conn.invalidated:
+                    try:
+                        await asyncio.wait_for(outer.rollback(), 5)
+                    except Exception:
+                        await _discard_connection(conn)
         return attempt
 
     async def _run(self, answer: Any, session: AsyncSession, call: dict[str, Any], attempt: Attempt) -> None:
@@ -416,6 +439,7 @@ class Exercise:
             if self.expected is not None:
                 async with scratch.engine.connect() as conn:
                     attempt.expected = await self.expected(conn, **call)
+            leftovers = Leftovers()
             with record(show=False) as log:
                 attempt.log = log
                 try:
@@ -426,7 +450,14 @@ class Exercise:
                     if _is_lazy_load(exc):
                         _note_lazy_load(attempt, exc)
                         return attempt
-                    raise _AnswerRaised(exc) from exc
+                    raised = _AnswerRaised(exc)
+                    raised.leftovers = leftovers
+                    raise raised from exc
+                finally:
+                    # what the answer left open would block dropping the scratch database (and every
+                    # check after this one): stop its tasks, end the transactions it left open
+                    await leftovers.stop_tasks(attempt)
+                    await leftovers.release(db.engine, attempt)
             if self.observe is not None:
                 async with scratch.session() as session:
                     attempt.value = await self.observe(session, returned, **call)
@@ -480,6 +511,7 @@ class _AnswerRaised(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+        self.leftovers: Leftovers | None = None
 
     def explain(self) -> str:
         """The mistake in the lesson's terms first (when known), then the raw error, quoted."""
@@ -498,10 +530,87 @@ class _AnswerRaised(Exception):
         if context is not None and not err.__suppress_context__ and type(context) is not type(err):
             cause = (str(context).strip().splitlines() or [""])[0][:300]
             text_ += f" (raised while handling {type(context).__name__}: {cause})"
+        left = self.leftovers.describe() if self.leftovers is not None else ""
+        if left:
+            text_ += f". {left}"
         diagnosis = explain_error(self.error)
         if diagnosis:
             return f"{diagnosis[:1].upper()}{diagnosis[1:]}. {text_}"
         return text_
+
+
+class Leftovers:
+    """What an answer may leave behind when it stops: tasks still running (a gather whose other
+    tasks carry on after one failed) and, on PostgreSQL, connections still inside a transaction.
+
+    Left alone, those block the checker's cleanup (dropping the scratch database waits on their
+    locks) and so every later check in the notebook. Create it just before the answer runs.
+    """
+
+    def __init__(self) -> None:
+        self.tasks_before = set(asyncio.all_tasks())
+        self.tasks_stopped = 0
+        self.connections_ended = 0
+        self._pids: set[int] = set()
+        event.listen(Pool, "checkout", self._checkout)
+
+    def _checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        get_pid = getattr(getattr(dbapi_connection, "driver_connection", None), "get_server_pid", None)
+        if get_pid is not None:
+            with contextlib.suppress(Exception):
+                self._pids.add(int(get_pid()))
+
+    async def stop_tasks(self, attempt: Attempt | None = None) -> int:
+        """Cancel the tasks the answer started that still run; how many there were."""
+        current = asyncio.current_task()
+        left = [t for t in asyncio.all_tasks() - self.tasks_before if t is not current and not t.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=5)
+        for task in left:  # read their outcome, so no "exception was never retrieved" later
+            if task.done() and not task.cancelled():
+                task.exception()
+        self.tasks_stopped += len(left)
+        if attempt is not None and left:
+            attempt.extra["tasks_left_running"] = attempt.extra.get("tasks_left_running", 0) + len(left)
+        return len(left)
+
+    async def release(self, engine: Any, attempt: Attempt | None = None) -> int:
+        """End (``pg_terminate_backend``) the connections the answer checked out that are still
+        inside a transaction or a statement; stop watching. PostgreSQL only: a SQLite file
+        connection holds no lock once its tasks are gone."""
+        if event.contains(Pool, "checkout", self._checkout):
+            event.remove(Pool, "checkout", self._checkout)
+        pids, self._pids = sorted(self._pids), set()
+        if not pids or engine.dialect.name != "postgresql":
+            return 0
+        async with engine.connect() as conn:
+            ended = (await conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = ANY(CAST(:pids AS integer[])) AND pid <> pg_backend_pid() AND state <> 'idle'"
+            ), {"pids": pids})).all()
+            await conn.commit()
+        self.connections_ended += len(ended)
+        if attempt is not None and ended:
+            attempt.extra["connections_ended"] = attempt.extra.get("connections_ended", 0) + len(ended)
+        return len(ended)
+
+    def describe(self) -> str:
+        parts = []
+        if self.tasks_stopped:
+            parts.append(f"{self.tasks_stopped} task(s) it started were still running")
+        if self.connections_ended:
+            parts.append(f"{self.connections_ended} connection(s) it opened were left inside a transaction")
+        if not parts:
+            return ""
+        return f"When your answer stopped, {' and '.join(parts)}: the checker ended them"
+
+
+async def _discard_connection(conn: AsyncConnection) -> None:
+    """Throw away a connection an answer left mid-operation (closed at the driver, not reused)."""
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
 
 
 class _LazyLoadCounter:
