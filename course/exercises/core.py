@@ -266,10 +266,31 @@ class Exercise:
                 return None, False
             if isinstance(answer, str):
                 return (f"You passed a SQL string. {expected} (text() SQL is not what this one asks for.)", False)
+            if inspect.iscoroutinefunction(answer):
+                return (
+                    "You passed an async function, but this exercise takes the statement itself: build it "
+                    "and pass it unexecuted, `answer = select(...)...` (the checker executes it)", False,
+                )
+            if callable(answer) and not isinstance(answer, type):
+                return (
+                    "You passed a function, but this exercise takes the statement itself: call your builder "
+                    "and pass what it returns, `answer = build()`", False,
+                )
             return (f"You passed {_kind_name(answer)}. {expected}", False)
         if self.kind in (SESSION_FN, DB_FN):
             if inspect.iscoroutinefunction(answer):
                 return None, False
+            if isinstance(answer, Executable):
+                arg = "session" if self.kind == SESSION_FN else "db"
+                run = (
+                    "await session.execute(stmt)" if self.kind == SESSION_FN
+                    else "async with db.session() as session: ... await session.execute(stmt)"
+                )
+                return (
+                    f"You passed a statement, but this exercise takes an async function: wrap it, "
+                    f"`async def answer({arg}): ...` that runs it (`{run}`) and returns what the task asks "
+                    f"for", False,
+                )
             if callable(answer):
                 return (f"You passed a regular (sync) function. {expected} Define it with `async def`.", False)
             return (f"You passed {_kind_name(answer)}. {expected}", False)
@@ -348,6 +369,7 @@ class Exercise:
                     attempt.expected = await self.expected(conn, **call)
                 session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
                 counter = _LazyLoadCounter(session, attempt)
+                attempt.extra["checker_savepoints"] = 1  # create_savepoint: the session's first is ours
                 leftovers = Leftovers()
                 finished = False
                 try:
@@ -407,6 +429,7 @@ class Exercise:
                     returned: Any = result
                 else:
                     returned = await answer(session, **call)
+                    attempt.extra["returned_none"] = returned is None and self.observe is None
             except NotImplementedError:
                 raise
             except Exception as exc:  # judged below, never shown as a traceback
@@ -444,6 +467,7 @@ class Exercise:
                 attempt.log = log
                 try:
                     returned = await answer(scratch, **call)
+                    attempt.extra["returned_none"] = returned is None and self.observe is None
                 except NotImplementedError:
                     raise
                 except Exception as exc:

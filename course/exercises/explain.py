@@ -94,10 +94,18 @@ def explain_error(error: BaseException) -> str | None:
         original = re.search(r"original exception was: (.+)", str(error), re.I)
         cause = f" (the statement that failed: {original.group(1).split(chr(10))[0][:200]})" if original else ""
         return PENDING_ROLLBACK + cause
+    if code == "25P02" or "current transaction is aborted" in text:
+        return (
+            "an earlier statement in this transaction failed, and PostgreSQL aborts the whole transaction at "
+            "the first error: every later statement fails until it is rolled back (SQLite would have let you "
+            "carry on). Wrap the statement that may fail in `async with session.begin_nested():` so that "
+            "only it is undone"
+        )
     if (
         "IllegalStateChangeError" in kinds
         or "another operation is in progress" in text
         or "concurrent operations are not permitted" in text
+        or "session is already flushing" in text
         or "is already in progress" in text and "method" in text
     ):
         return CONCURRENT
@@ -206,6 +214,6 @@ def explain_warning(message: str) -> str:
         return (
             f"a cartesian product: your statement reads {between} with no condition linking them, so every "
             f"row of one is paired with every row of the other. Join them on their key (`.join(Post.author)` "
-            f"or `.join(Post, Post.user_id == User.id)`)"
+            f"or `.join(Post, Post.author_id == User.id)`)"
         )
     return f"SQLAlchemy warned: {message}"
