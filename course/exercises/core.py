@@ -463,7 +463,8 @@ class Exercise:
                 async with scratch.engine.connect() as conn:
                     attempt.expected = await self.expected(conn, **call)
             leftovers = Leftovers()
-            with record(show=False) as log:
+            with record(show=False) as log, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SAWarning)
                 attempt.log = log
                 try:
                     returned = await answer(scratch, **call)
@@ -482,6 +483,9 @@ class Exercise:
                     # check after this one): stop its tasks, end the transactions it left open
                     await leftovers.stop_tasks(attempt)
                     await leftovers.release(db.engine, attempt)
+                    attempt.warnings = [
+                        str(w.message).split(". ")[0] for w in caught if issubclass(w.category, SAWarning)
+                    ]
             if self.observe is not None:
                 async with scratch.session() as session:
                     attempt.value = await self.observe(session, returned, **call)
