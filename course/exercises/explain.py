@@ -167,6 +167,26 @@ def explain_error(error: BaseException) -> str | None:
             "Python's `and` / `or` / `not` on SQL expressions: Python cannot turn them into SQL. Use "
             "`and_()`, `or_()`, `~` / `not_()`, or pass several conditions to `.where(a, b)`"
         )
+    if "they are the same entity" in text or "can't construct a join from" in text and "same" in text:
+        return (
+            "a join of a table to itself needs an alias: `inviter = aliased(User)`, then "
+            "`.join(inviter, User.invited_by_id == inviter.id)`"
+        )
+    if "does not apply to any of the root entities" in text:
+        return (
+            "a loader option is a path from the entity you select: chain it from the relationship that "
+            "reaches it, e.g. `selectinload(Post.comments).joinedload(Comment.author)`"
+        )
+    if "is not persistent within this session" in text:
+        return (
+            "`refresh()` reloads an object that is already in the database; a new one gets there only when "
+            "the session flushes: `await session.flush()` first"
+        )
+    if isinstance(error, AttributeError) and "'nonetype' object has no attribute" in text:
+        return (
+            "your code used None as an object: a lookup found nothing (`session.get()`, `scalar()`, "
+            "`scalar_one_or_none()` and `first()` return None when no row matches). Check for None first"
+        )
     if isinstance(error, sa_exc.InvalidRequestError) and "unique()" in text:
         return (
             "a joined eager load of a collection repeats each parent once per child: call `.unique()` on "
@@ -182,6 +202,8 @@ def _integrity(error: BaseException, code: str, text: str) -> str:
         what = "the row points at a row that does not exist (a foreign key refused it)"
     elif code in ("23502", "SQLITE_CONSTRAINT_NOTNULL") or "not null" in text:
         what = "a required column was left empty (NOT NULL refused the row)"
+    elif code in ("23514", "SQLITE_CONSTRAINT_CHECK") or "check constraint" in text:
+        what = "a value broke a CHECK constraint (the table refuses it)"
     else:
         what = "a constraint refused the row"
     return (
@@ -213,7 +235,7 @@ def explain_warning(message: str) -> str:
         between = " and ".join(f"`{n}`" for n in names[:2]) if names else "two tables"
         return (
             f"a cartesian product: your statement reads {between} with no condition linking them, so every "
-            f"row of one is paired with every row of the other. Join them on their key (`.join(Post.author)` "
-            f"or `.join(Post, Post.author_id == User.id)`)"
+            f"row of one is paired with every row of the other. Join them on their key: `.join()` along a "
+            f"relationship (such as `Post.author`) or with an explicit ON condition"
         )
     return f"SQLAlchemy warned: {message}"
