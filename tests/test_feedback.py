@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 
+import pytest
 import pytest_asyncio
 from sqlalchemy import func, insert, literal_column, select, text
 from sqlalchemy.exc import IntegrityError
@@ -256,6 +257,43 @@ async def test_an_integrity_error_names_the_constraint_kind(db):
     verdict = await judged(_exercise(SESSION_FN, rules=[]), _insert_a_taken_username, db)
     assert verdict.status == ERROR
     assert verdict.message.startswith("A row with the same unique value already exists"), verdict.message
+
+
+async def _author_names_own_session(db):
+    async with db.session() as session:  # no checker-made session: the loader's frame names it
+        comments = (await session.scalars(select(Comment).order_by(Comment.id).limit(3))).all()
+        return [c.author.username for c in comments]
+
+
+async def test_a_lazy_load_in_the_answers_own_session_is_named_too(db):
+    exercise = _exercise(DB_FN, rules=[SameResult()], scratch_scale=0.1, expected=sql_reference(
+        "SELECT u.username FROM comments c JOIN users u ON u.id = c.author_id ORDER BY c.id LIMIT 3", flat=True
+    ))
+    verdict = await judged(exercise, _author_names_own_session, db)
+    assert verdict.status == INCORRECT
+    assert verdict.message.startswith("`Comment.author` was loaded lazily"), verdict.message
+
+
+async def _inviters_without_alias(session):
+    stmt = select(User.username).join(User, User.invited_by_id == User.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _first_tag_name(session):
+    tag = await session.scalar(select(Tag).where(Tag.name == "no-such-tag"))
+    return tag.name
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (_inviters_without_alias, "SQLAlchemy cannot tell where to join from"),
+        (_first_tag_name, "Your code used None as an object: a lookup found nothing"),
+    ],
+)
+async def test_common_python_side_errors_are_named(db, answer, says):
+    verdict = await judged(_exercise(SESSION_FN, rules=[]), answer, db)
+    assert verdict.status == ERROR and verdict.message.startswith(says), verdict.message
 
 
 # ------------------------------------------------------------------ 1. what differs, concretely

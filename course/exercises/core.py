@@ -684,9 +684,12 @@ def _note_lazy_load(attempt: Attempt, exc: BaseException) -> None:
     for error in chain:  # the lazy loader's frame knows the relationship (any session, no listener)
         tb = error.__traceback__
         while tb is not None:
-            loader = tb.tb_frame.f_locals.get("self")
+            snapshot = tb.tb_frame.f_locals  # a dict Python 3.11 keeps on the frame: emptied below
+            loader = snapshot.get("self")
             if type(loader).__name__.endswith("LazyLoader"):  # _LazyLoader in 2.1
                 _note_property(attempt, getattr(loader, "parent_property", None))
+            loader = None
+            snapshot.clear()  # else it keeps the driver's unawaited coroutine alive ("never awaited" later)
             tb = tb.tb_next
     _release_frames(chain)  # no "coroutine was never awaited" echo in a later cell
 

@@ -172,6 +172,11 @@ def explain_error(error: BaseException) -> str | None:
             "a join of a table to itself needs an alias: `inviter = aliased(User)`, then "
             "`.join(inviter, User.invited_by_id == inviter.id)`"
         )
+    if "don't know how to join to" in text:
+        return (
+            "SQLAlchemy cannot tell where to join from: start from one table with `.select_from(...)` and give "
+            "the ON condition; a table joined to itself needs an alias (`inviter = aliased(User)`)"
+        )
     if "does not apply to any of the root entities" in text:
         return (
             "a loader option is a path from the entity you select: chain it from the relationship that "
