@@ -46,3 +46,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On PostgreSQL, drop the shared pristine seed copy the run's ``start()`` calls saved.
+
+    It is a cache (the next start saves it again), but nothing a test run creates outlives it.
+    Only the main process does this, after every xdist worker has finished.
+    """
+    if hasattr(session.config, "workerinput") or active_backend() != "postgresql":
+        return
+    import asyncio
+
+    from course import config as cfg
+    from course import seed
+    from course.engines import make_engine
+
+    async def drop() -> None:
+        engine = make_engine(cfg.resolve_backend(), "public")
+        try:
+            async with engine.begin() as conn:
+                pattern = seed.PRISTINE_PREFIX.replace("_", "\\_") + "%"
+                names = (await conn.exec_driver_sql(
+                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", (pattern,)
+                )).scalars().all()
+                for name in names:
+                    await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await engine.dispose()
+
+    asyncio.run(drop())

@@ -61,8 +61,8 @@ def drop_namespaces_ending(url: str, suffix: str) -> None:
     """Remove what a run left on the server (each notebook's schema and scratch copies)."""
     import asyncio
 
-    from course import admin
     from course import config as cfg
+    from course.tools import admin
 
     async def go() -> None:
         config = cfg.resolve_backend(url)

@@ -119,8 +119,13 @@ def _identifier(text: str) -> str:
 
 
 def course_user() -> str:
-    """The learner's name: ``COURSE_USER`` or the login name."""
-    name = os.environ.get(ENV_USER)
+    """The learner's name: ``COURSE_USER``, else the JupyterHub user, else the login name.
+
+    On a hub whose servers all run as one system user (Zero to JupyterHub: everyone is
+    ``jovyan``, in the same home path) the login name would put every learner in one namespace;
+    the hub names each server's owner in ``JUPYTERHUB_USER``.
+    """
+    name = os.environ.get(ENV_USER) or os.environ.get("JUPYTERHUB_USER")
     if not name:
         try:
             name = getpass.getuser()

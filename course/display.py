@@ -11,10 +11,27 @@ from __future__ import annotations
 
 import html
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .recorder import SqlLog
+
+class _Logged(Protocol):
+    """What a SQL log row needs; ``course.recorder.Statement`` has it (display imports nothing of ours)."""
+
+    sql: str
+    params: Any
+    executemany: bool
+    batch_size: int
+    rows: int | None
+
+
+class _Log(Protocol):
+    """A titled sequence of statements: ``course.recorder.SqlLog``."""
+
+    title: str
+
+    def __iter__(self) -> Iterator[_Logged]: ...
+    def __len__(self) -> int: ...
 
 _KEYWORDS = (
     "SELECT|FROM|WHERE|AND|OR|NOT|IN|IS|NULL|AS|JOIN|LEFT|OUTER|INNER|ON|GROUP BY|ORDER BY|"
@@ -73,7 +90,7 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def sql_log_html(log: SqlLog) -> str:
+def sql_log_html(log: _Log) -> str:
     n = len(log)
     head = f"{esc(log.title)}: <b>{n}</b> statement{'s' if n != 1 else ''}"
     if n == 0:

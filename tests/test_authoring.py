@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from course.authoring import AuthoringError, build, learner_notebook, strip_solutions
+from course.tools.authoring import AuthoringError, build, learner_notebook, strip_solutions
 
 ROOT = Path(__file__).resolve().parent.parent
 

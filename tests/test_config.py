@@ -233,6 +233,20 @@ def test_namespace_without_course_user(tmp_path, monkeypatch: pytest.MonkeyPatch
     assert_identifier(cfg.namespace_for("06", cwd=tmp_path))
 
 
+def test_on_a_hub_the_learner_is_the_hub_user_not_the_shared_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero to JupyterHub runs every server as ``jovyan``: the hub's user name must tell learners apart."""
+    monkeypatch.delenv(cfg.ENV_USER, raising=False)
+    monkeypatch.setenv("USER", "jovyan")
+    monkeypatch.setenv("LOGNAME", "jovyan")
+    monkeypatch.setenv("JUPYTERHUB_USER", "Ann.Lee")
+    assert cfg.course_user() == "ann_lee"
+    monkeypatch.setenv(cfg.ENV_USER, "seat07")  # COURSE_USER still wins
+    assert cfg.course_user() == "seat07"
+    monkeypatch.delenv(cfg.ENV_USER)
+    monkeypatch.delenv("JUPYTERHUB_USER")
+    assert cfg.course_user() == "jovyan"
+
+
 @pytest.mark.parametrize(
     "raw",
     [

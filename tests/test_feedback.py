@@ -30,8 +30,8 @@ from course.exercises import (
 from course.exercises.rules import CaseInsensitiveMatch, SameResult, SavepointAroundFailure
 from course.exercises.verdict import RuleResult, Verdict, plain, rich
 from course.exercises.verdict import distinct as distinct_messages
-from course.grading import Scorecard
 from course.schema import Comment, Post, Tag, User
+from course.tools.grading import Scorecard
 from tests.conftest import private_db
 from tests.feedback_support import assert_renders_cleanly
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from course.exercises import all_exercises, lesson_modules
-from course.grading import NOT_RUN, grade_notebook
+from course.tools.grading import NOT_RUN, grade_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS_WITH_EXERCISES = set(lesson_modules())

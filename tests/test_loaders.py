@@ -1,4 +1,4 @@
-"""course.loaders (lesson 06): the strategy harness, the comparison and the explorer widget."""
+"""course.lab.loaders (lesson 06): the strategy harness, the comparison and the explorer widget."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from course import loaders
+from course.lab import loaders
 from course.schema import User
 from tests.conftest import private_db
 

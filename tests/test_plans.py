@@ -1,4 +1,4 @@
-"""course.plans: EXPLAIN through the active dialect with bound parameters, read as a tree.
+"""course.lab.plans: EXPLAIN through the active dialect with bound parameters, read as a tree.
 
 The parsing tests need no database; the rest run on the active backend
 (COURSE_DATABASE_URL selects PostgreSQL), so CI checks both.
@@ -14,7 +14,7 @@ from sqlalchemy import Index, bindparam, literal_column, select, text
 from sqlalchemy.orm import defer
 
 import course
-from course import plans
+from course.lab import plans
 from course.schema import Comment, Order, Post, User
 from tests.conftest import private_db
 

@@ -301,3 +301,93 @@ async def test_rolled_back_savepoint_in_a_session(db: course.CourseDB) -> None:
     async with db.session() as session:
         names = set((await session.execute(select(Tag.name).where(Tag.id > 30))).scalars())
     assert names == {"kept", "kept-too"}
+
+
+
+# -- PostgreSQL: one pristine copy per database, copied server-side ------------------------
+
+
+@pytest.fixture
+async def pristine(db: course.CourseDB) -> AsyncIterator[str]:
+    """A pristine schema name no other run uses (outside the shared prefix, which a save clears)."""
+    name = f"testpristine_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+async def _reseed(db: course.CourseDB, pristine: str) -> dict[str, int]:
+    """Recreate the notebook's empty tables as ``start()`` does, then load them."""
+    await database._prepare_schema(db.engine, db.backend, db.namespace)
+    async with db.engine.connect() as conn:
+        return await seed.load(conn, db.backend, db.namespace, pristine=pristine)
+
+
+async def _comment_on(db: course.CourseDB, schema: str) -> str | None:
+    async with db.engine.connect() as conn:
+        stmt = select(func.obj_description(func.to_regnamespace(schema), "pg_namespace"))
+        return (await conn.execute(stmt)).scalar_one()
+
+
+@pytest.mark.postgresql
+async def test_the_first_start_saves_a_pristine_copy_the_next_copies_from(db, pristine) -> None:
+    assert await _reseed(db, pristine) == EXPECTED_COUNTS  # no pristine yet: COPY, then saved
+    assert await _comment_on(db, pristine) == seed.PRISTINE_COMPLETE
+    async with db.engine.begin() as conn:  # mark the pristine copy, to see where the next rows come from
+        await conn.exec_driver_sql(f"UPDATE \"{pristine}\".tags SET name = name || '!' WHERE id = 1")
+    assert await _reseed(db, pristine) == EXPECTED_COUNTS
+    rows = await read_back(db)
+    assert rows["tags"][0][1].endswith("!")  # it came from the pristine schema, server-side
+    rows["tags"][0] = (1, rows["tags"][0][1][:-1])
+    assert checksum(rows) == EXPECTED_CHECKSUM  # and every other row is the seed's
+
+
+@pytest.mark.postgresql
+async def test_a_pristine_copy_that_lost_rows_is_not_used(db, pristine) -> None:
+    await _reseed(db, pristine)
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql(f'DELETE FROM "{pristine}".orders WHERE id > 2990')
+    assert await _reseed(db, pristine) == EXPECTED_COUNTS  # fell back to COPY: all 3,000 orders
+    assert checksum(await read_back(db)) == EXPECTED_CHECKSUM
+
+
+@pytest.mark.postgresql
+async def test_an_unfinished_pristine_copy_is_rebuilt(db, pristine) -> None:
+    async with db.engine.begin() as conn:  # a schema of that name without the completion mark
+        await conn.exec_driver_sql(f'CREATE SCHEMA "{pristine}"')
+    assert await _reseed(db, pristine) == EXPECTED_COUNTS
+    assert await _comment_on(db, pristine) == seed.PRISTINE_COMPLETE
+    assert checksum(await read_back(db)) == EXPECTED_CHECKSUM
+
+
+async def _foreign_keys(db: course.CourseDB) -> set[tuple[str, str]]:
+    async with db.engine.connect() as conn:
+        return set(tuple(row) for row in (await conn.exec_driver_sql(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'f' "
+            "AND connamespace = current_schema()::regnamespace"
+        )).all())
+
+
+@pytest.mark.postgresql
+async def test_foreign_keys_come_back_after_the_load(db, pristine) -> None:
+    """The load drops the foreign keys and adds them back: same names and definitions, enforced."""
+    await database._prepare_schema(db.engine, db.backend, db.namespace)
+    created = await _foreign_keys(db)  # as create_all made them
+    assert len(created) == sum(len(t.foreign_key_constraints) for t in Base.metadata.tables.values())
+    for _ in range(2):  # COPY, then the pristine copy
+        await _reseed(db, pristine)
+        assert await _foreign_keys(db) == created
+        async with db.engine.connect() as conn:
+            with pytest.raises(IntegrityError):
+                await conn.execute(insert(Post).values(
+                    id=99_999, author_id=99_999, title="t", body="b", created_at=datetime(2026, 1, 1)
+                ))
+
+
+@pytest.mark.postgresql
+async def test_seed_copy_off_never_saves_a_pristine_copy(db, pristine, monkeypatch) -> None:
+    monkeypatch.setenv(seed.ENV_SEED_COPY, "0")
+    assert await _reseed(db, pristine) == EXPECTED_COUNTS
+    assert await _comment_on(db, pristine) is None

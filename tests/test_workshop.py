@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import course
-from course import admin
 from course import config as cfg
+from course.tools import admin
 
 ROOT = Path(__file__).resolve().parent.parent
 

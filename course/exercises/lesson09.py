@@ -1,7 +1,7 @@
 """Lesson 09 · Connection pooling: size a pool, survive a dropped connection, share a small pool.
 
 Most answers here build or use engines, so the checker watches every pool while an
-answer runs (``course.pooling.PoolWatch`` on the ``Pool`` class: connects, checkouts,
+answer runs (``course.lab.pooling.PoolWatch`` on the ``Pool`` class: connects, checkouts,
 the peak of connections out at once) and judges what the pool did, on either backend.
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool, Pool, QueuePool
 
-from ..pooling import SCOPE, PoolWatch, drop_idle_connection, run_burst
+from ..lab.pooling import SCOPE, PoolWatch, drop_idle_connection, run_burst
 from ..schema import Order
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
 from .rules import Attempt, Probe, SameResult

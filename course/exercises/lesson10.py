@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from ..errorkinds import constraint_kind, is_transient
+from ..lab.errorkinds import constraint_kind, is_transient
 from ..schema import Order, Post, Tag
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
 from .rules import Attempt, Probe, SameResult, SessionUsable, StatementBudget
@@ -762,7 +762,7 @@ q4 = _Adapted(
         "A loop over range(attempts). Inside: a new session and transaction per attempt, and return "
         "work's result from inside it. On an exception decide: retry, or raise?",
         "Raise when the error is not transient (is_transient() from the lesson, or "
-        "course.errorkinds.is_transient) or when this was the last attempt; otherwise "
+        "course.lab.errorkinds.is_transient) or when this was the last attempt; otherwise "
         "await asyncio.sleep(base_delay * 2**attempt * random.uniform(1, 1.5)).",
         "for attempt in range(attempts): try: async with db.session() as session, session.begin(): "
         "return await work(session) / except Exception as exc: if attempt + 1 == attempts or not "

@@ -1,6 +1,6 @@
 """Lesson 11 exercises: indexes, plans and the statement cache.
 
-The checkers read query plans with :mod:`course.plans`, on the checker's own
+The checkers read query plans with :mod:`course.lab.plans`, on the checker's own
 connection, inside the transaction that is rolled back afterwards:
 
 - q1 (defer the body): the SQL sent must not name ``posts.body``.
@@ -29,7 +29,7 @@ from sqlalchemy import Index, event, inspect, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import defer
 
-from .. import plans
+from ..lab import plans
 from ..schema import Order, Post, Tag, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget

@@ -305,7 +305,7 @@ class BurstResult:
         )
 
     def _table_html(self) -> str:
-        from .display import STYLE
+        from ..display import STYLE
 
         table = self.frame().to_html(border=0, na_rep="–", classes="course-table")
         return f'{STYLE}<div class="course-pool-table">{table}</div>'
@@ -585,7 +585,7 @@ async def drop_idle_connection(engine: AsyncEngine, *, killer: AsyncEngine | Non
 
 async def terminate_backend(engine: AsyncEngine, pid: int) -> None:
     """PostgreSQL: ``pg_terminate_backend(pid)`` from ``engine``, then wait until that backend is gone."""
-    from .engines import HIDDEN
+    from ..engines import HIDDEN
 
     async with engine.connect() as conn:
         conn = await conn.execution_options(**{HIDDEN: True})
@@ -596,7 +596,7 @@ async def terminate_backend(engine: AsyncEngine, pid: int) -> None:
 
 async def backend_gone(engine: AsyncEngine, pid: int, *, timeout: float = 5.0) -> bool:
     """PostgreSQL: wait until the backend ``pid`` has left ``pg_stat_activity`` (True), or ``timeout``."""
-    from .engines import HIDDEN
+    from ..engines import HIDDEN
 
     deadline = time.perf_counter() + timeout
     async with engine.connect() as conn:

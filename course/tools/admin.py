@@ -14,8 +14,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config as cfg
-from .engines import check_reachable, make_engine
+from .. import config as cfg
+from ..engines import check_reachable, make_engine
 
 PREFIX = "course_"
 #: how long a DROP waits for a kernel that holds a lock on the schema before giving up
@@ -233,7 +233,7 @@ async def run_drop(user: str) -> int:
 
 
 def main(action: str, user: str | None) -> int:
-    from .errors import CourseError
+    from ..errors import CourseError
 
     try:
         if action == "list":

@@ -28,12 +28,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .display import in_notebook
-from .engines import HIDDEN
+from ..display import in_notebook
+from ..engines import HIDDEN
+from ..recorder import record
+from ..schema import User
+from ..seed import COUNTRIES, REFERENCE_DATE
 from .plots import Chart
-from .recorder import record
-from .schema import User
-from .seed import COUNTRIES, REFERENCE_DATE
 
 #: The columns :func:`user_rows` fills, in table order (everything but ``id``).
 USER_COLUMNS = (

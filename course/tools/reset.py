@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config as cfg
+from .. import config as cfg
 
 BACKUP_DIR = ".backup"
 _START = re.compile(r"""course\.start\(\s*["']([^"']+)["']""")
@@ -117,8 +117,8 @@ def reset_notebook(lesson: Lesson) -> Path | None:
 
 
 def main(root: Path, wanted: str | None) -> int:
+    from ..errors import CourseError
     from .admin import drop_namespaces
-    from .errors import CourseError
 
     all_lessons = lessons(root)
     if not all_lessons:

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exercises import all_exercises
-from .exercises.verdict import MIME, NOT_ATTEMPTED, distinct, plain
+from ..exercises import all_exercises
+from ..exercises.verdict import MIME, NOT_ATTEMPTED, distinct, plain
 
 NOT_RUN = "not run"
 _ICON = {"correct": "✅", "incorrect": "❌", "not attempted": "✏️", "error": "⚠️", NOT_RUN: "⏸"}

@@ -36,9 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from .display import STYLE, esc, highlight_sql
-from .engines import HIDDEN
-from .recorder import Statement
+from ..display import STYLE, esc, highlight_sql
+from ..engines import HIDDEN
+from ..recorder import Statement
 
 __all__ = ["Plan", "PlanNode", "explain"]
 

@@ -25,11 +25,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import immediateload, joinedload, raiseload, selectinload, subqueryload
 
-from .display import esc, sql_log_html
+from ..display import esc, sql_log_html
+from ..recorder import SqlLog
+from ..recorder import record as _record
+from ..schema import Comment, Post, Tag, User
 from .plots import Chart  # re-exported: lessons build charts from here
-from .recorder import SqlLog
-from .recorder import record as _record
-from .schema import Comment, Post, Tag, User
 
 #: The entities the explorer offers, and the relationship paths from each one.
 ENTITIES: dict[str, type] = {"User": User, "Post": Post, "Comment": Comment, "Tag": Tag}
@@ -176,7 +176,7 @@ async def statements_for(
     if path not in PATHS[entity]:
         raise ValueError(f"{entity} has no path {path!r} here; choose one of {', '.join(PATHS[entity])}")
     if db is None:
-        from .database import current
+        from ..database import current
 
         db = current()
     stmt, code = _statement(entity, path, strategy, parents)
@@ -282,7 +282,7 @@ async def measure(
     the time is the best run. ``result`` is what the approach returned.
     """
     if db is None:
-        from .database import current
+        from ..database import current
 
         db = current()
     out = []
@@ -443,7 +443,7 @@ async def explorer(
     this same event loop.
     """
     if db is None:
-        from .database import current
+        from ..database import current
 
         db = current()
     explorer_ = LoaderExplorer(db, asyncio.get_running_loop(), entity=entity, path=path,

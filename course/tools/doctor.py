@@ -111,8 +111,8 @@ def check_kernel() -> Check:
 
 
 def check_backend() -> tuple[Check, object | None]:
-    from . import config as cfg
-    from .errors import CourseError
+    from .. import config as cfg
+    from ..errors import CourseError
 
     source = cfg.backend_source()
     try:
@@ -145,10 +145,10 @@ def check_backend() -> tuple[Check, object | None]:
 
 
 def check_seeding() -> Check:
-    from .errors import CourseError
+    from ..errors import CourseError
 
     async def seed() -> tuple[dict[str, int], dict[str, int], float]:
-        from .database import start
+        from ..database import start
 
         began = time.perf_counter()
         db = await start("doctor")
@@ -163,7 +163,7 @@ def check_seeding() -> Check:
     except CourseError as exc:
         return Check("seeding", False, exc.message, exc.hint or "")
     except Exception as exc:
-        from .config import hide_secret
+        from ..config import hide_secret
 
         return Check("seeding", False, f"{type(exc).__name__}: {hide_secret(str(exc)).splitlines()[0]}",
                      "Run `python -m course doctor` again; if it repeats, report it with this line.")

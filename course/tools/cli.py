@@ -1,0 +1,132 @@
+"""``python -m course``: tools for authors and instructors.
+
+  build [--check]         regenerate notebooks/ from solutions/ (or check they are in sync)
+  grade PATH... [--json]  run learner notebooks and print a scorecard per exercise, rule by rule
+  doctor                  check this setup (Python, SQLAlchemy, drivers, kernel, database, seeding)
+  reset [LESSON]          restore a lesson's notebook (your copy backed up) and drop its database
+  use BACKEND             sqlite, postgresql (the server binder/start runs) or a postgresql+asyncpg:// URL
+  admin list [--user N]   list learners' schemas (PostgreSQL) or database files (SQLite)
+  admin drop --user N     drop one learner's schemas or files
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+
+def _root() -> Path:
+    here = Path.cwd()
+    for candidate in (here, *here.parents):
+        if (candidate / "solutions").is_dir() and (candidate / "pyproject.toml").exists():
+            return candidate
+    return Path(__file__).resolve().parents[2]
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .authoring import build
+
+    result = build(_root(), check=args.check)
+    for problem in result.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if args.check:
+        for path in result.stale:
+            print(f"stale: {path} (run `python -m course build`)", file=sys.stderr)
+        if not result.stale and not result.problems:
+            print("notebooks/ is in sync with solutions/")
+        return 1 if result.stale or result.problems else 0
+    for path in result.written:
+        print(f"wrote {path}")
+    if not result.written and not result.problems:
+        print("nothing to do: notebooks/ already in sync")
+    return 1 if result.problems else 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from .grading import grade
+
+    paths = [Path(p) for p in args.paths]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print("error: no such notebook: " + ", ".join(map(str, missing)), file=sys.stderr)
+        return 2
+    cards = grade(paths, json_path=Path(args.json) if args.json else None)
+    for card in cards:
+        print(card.render())
+        print()
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run
+
+    return run()
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from .reset import main as reset
+
+    return reset(_root(), args.lesson)
+
+
+def cmd_use(args: argparse.Namespace) -> int:
+    from .. import config as cfg
+    from ..errors import CourseError
+
+    try:
+        config = cfg.backend_choice(args.backend)
+        if config.backend == "postgresql":
+            from .admin import ping
+
+            asyncio.run(ping(config))  # a choice that cannot work is not saved
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.backend.strip().lower() in ("postgresql", "postgres"):
+            print("On Binder the server starts with the session: wait a few seconds and try again\n"
+                  "(its log: ~/.course-postgres/start.log).", file=sys.stderr)
+        return 1
+    cfg.save_backend(config)
+    where = "" if config.url is None else f" at {config.safe_url}"
+    print(f"from now on course.start() uses {config.label}{where}: run your notebook's setup cell again")
+    if os.environ.get(cfg.ENV_URL) is not None:
+        print(f"note: {cfg.ENV_URL} is set in this environment and takes precedence over this choice")
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from .admin import main as admin
+
+    return admin(args.action, args.user)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="regenerate notebooks/ from solutions/")
+    b.add_argument("--check", action="store_true", help="only check; exit 1 naming each stale notebook")
+    b.set_defaults(func=cmd_build)
+    g = sub.add_parser("grade", help="execute learner notebooks and print scorecards")
+    g.add_argument("paths", nargs="+", help="notebooks to grade")
+    g.add_argument("--json", metavar="FILE", help="also write the scorecards as JSON")
+    g.set_defaults(func=cmd_grade)
+    d = sub.add_parser("doctor", help="check this setup and say what to fix")
+    d.set_defaults(func=cmd_doctor)
+    r = sub.add_parser("reset", help="restore a lesson's notebook (backed up) and its database")
+    r.add_argument("lesson", nargs="?", help="03, 3 or 03_aggregation_and_pagination; none: list them")
+    r.set_defaults(func=cmd_reset)
+    u = sub.add_parser("use", help="choose the backend for every later course.start()")
+    u.add_argument("backend", help="sqlite, postgresql, or a postgresql+asyncpg:// URL")
+    u.set_defaults(func=cmd_use)
+    a = sub.add_parser("admin", help="instructors: list or drop learners' namespaces")
+    a.add_argument("action", choices=["list", "drop"])
+    a.add_argument("--user", help="the learner (COURSE_USER or login name)")
+    a.set_defaults(func=cmd_admin)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
