@@ -112,6 +112,38 @@ def test_hints_render_code_without_backticks(capsys):
     assert capsys.readouterr().out.strip().endswith("Wrap it: async with session.begin_nested():")
 
 
+def test_every_hint_and_why_renders_without_backticks():
+    from course.exercises import all_exercises
+    from tests.feedback_support import HTML_TAG, visible_text
+
+    for exercise in all_exercises().values():
+        for message in [*exercise.hints, exercise.why]:
+            assert "`" not in plain(message) and not HTML_TAG.search(plain(message)), (exercise.id, message)
+            assert "`" not in visible_text(rich(message)), (exercise.id, message)
+
+
+async def test_the_pool_listener_of_a_check_is_removed_after_it(db, monkeypatch):
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    from course.exercises import core
+
+    made = []
+    original = core.Leftovers.__init__
+
+    def remember(self):
+        original(self)
+        made.append(self)
+
+    monkeypatch.setattr(core.Leftovers, "__init__", remember)
+    await _exercise(SESSION_FN, rules=[]).evaluate(_carries_on_after_a_failed_flush, db=db)
+    await _exercise(DB_FN, rules=[], scratch_scale=0.1, calls=({"user_ids": [1, 2]},)).evaluate(
+        _count_posts_one_session, db=db
+    )
+    assert len(made) == 2
+    assert not any(event.contains(Pool, "checkout", leftovers._checkout) for leftovers in made)
+
+
 # ------------------------------------------------------------------ 2. database errors explained
 
 USERS_BY_COUNTRY = sql_reference(

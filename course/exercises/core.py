@@ -382,6 +382,7 @@ class Exercise:
                     # tasks the answer started and left running (a gather that failed half-way)
                     # still use the session: stop them before the checker touches it again
                     await leftovers.stop_tasks(attempt)
+                    await leftovers.release(db.engine, attempt)  # connections it opened itself, if any
                     # the counter sees relationship lazy loads; _run also counts an implicit
                     # IO it caught (e.g. a deferred column read outside the greenlet)
                     attempt.lazy_loads = max(attempt.lazy_loads, counter.count)
