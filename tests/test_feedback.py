@@ -426,6 +426,14 @@ async def test_a_function_that_returns_none_is_asked_about_return(db):
     assert (await exercise.evaluate(_stub, db=db)).status == NOT_ATTEMPTED
 
 
+async def test_none_as_the_answer_is_not_the_stub(db):
+    verdict = await judged(_exercise(expected=FIVE_USERS), None, db)
+    assert verdict.status == ERROR and "did a function that builds it forget `return`" in verdict.message
+    verdict = await judged(_exercise(SESSION_FN, expected=FIVE_USERS), None, db)
+    assert verdict.status == ERROR and "pass your function itself" in verdict.message
+    assert (await judged(_exercise(expected=FIVE_USERS), ..., db)).status == NOT_ATTEMPTED
+
+
 async def test_lists_and_tuples_compare_by_value(db):
     exercise = _exercise(SESSION_FN, expected=FIVE_USERS)
     assert (await judged(exercise, _rows_as_lists, db)).status == CORRECT

@@ -252,9 +252,17 @@ class Exercise:
 
     def _kind_problem(self, answer: Any) -> tuple[str | None, bool]:
         """(message naming the expected kind, or None; whether this is the untouched stub)."""
-        if answer is ... or answer is None:
+        if answer is ...:  # the untouched stub: `answer = ...  # YOUR CODE HERE`
             return None, True
         expected = f"This exercise takes {_KIND_EXAMPLES[self.kind]}."
+        if answer is None:
+            if self.kind == STATEMENT:
+                return (
+                    "Your answer is None, not a statement: did a function that builds it forget `return`, or "
+                    "did you assign what a call that returns nothing gave back (`print(...)`, `session.add(...)`)?",
+                    False,
+                )
+            return (f"Your answer is None: pass your function itself (`answer = my_function`). {expected}", False)
         if inspect.iscoroutine(answer):
             answer.close()
             return (
