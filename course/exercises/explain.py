@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from ..engines import _chain as _wrapped
+
 # Python 3.11+ (asyncio.TaskGroup raises it); a name ruff's older target does not know
 _GROUP: Any = getattr(builtins, "BaseExceptionGroup", ())
 _QUOTED = re.compile(r'"([^"]+)"')
@@ -26,15 +28,7 @@ _QUOTED = re.compile(r'"([^"]+)"')
 
 def chain(error: BaseException) -> Iterator[BaseException]:
     """The error, what it wraps (``.orig``), its cause and context, each once."""
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [error]
-    while todo:
-        item = todo.pop(0)
-        if item is None or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        yield item
-        todo += [getattr(item, "orig", None), item.__cause__, item.__context__]
+    return iter(_wrapped(error))
 
 
 def first_leaf(error: BaseException) -> tuple[BaseException, int]:
