@@ -5,8 +5,8 @@
 - SQLite files go to a folder private to this run.
 - Tests marked ``postgresql`` or ``sqlite`` are *selected* by the active backend
   (deselected, not skipped, on the other one), so a skip always means a problem.
-- Tests marked ``e2e`` (JupyterLab in a real browser) are deselected unless ``-m``
-  names them: ``pytest -m e2e``.
+- Tests marked ``e2e`` (JupyterLab in a real browser) and ``hub`` (a real JupyterHub) are
+  deselected unless ``-m`` names them: ``pytest -m e2e``, ``pytest -m hub``.
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ def active_backend() -> str:
     return "postgresql" if os.environ.get("COURSE_DATABASE_URL") else "sqlite"
 
 
-def e2e_selected(config: pytest.Config) -> bool:
-    """True when ``-m`` names the ``e2e`` marker (then ``-m`` alone decides about those tests)."""
-    return re.search(r"\be2e\b", config.getoption("markexpr", "") or "") is not None
+def selected(config: pytest.Config, marker: str) -> bool:
+    """True when ``-m`` names the marker (then ``-m`` alone decides about those tests)."""
+    return re.search(rf"\b{marker}\b", config.getoption("markexpr", "") or "") is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     backend = active_backend()
     other = "sqlite" if backend == "postgresql" else "postgresql"
-    with_e2e = e2e_selected(config)
+    on_demand = [m for m in ("e2e", "hub") if not selected(config, m)]
     keep, drop = [], []
     for item in items:
-        unwanted = item.get_closest_marker(other) or (not with_e2e and item.get_closest_marker("e2e"))
+        unwanted = item.get_closest_marker(other) or any(item.get_closest_marker(m) for m in on_demand)
         (drop if unwanted else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

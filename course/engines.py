@@ -137,6 +137,13 @@ def explain_connect_failure(exc: BaseException, config: BackendConfig) -> Databa
             hint="Check the user name and password in COURSE_DATABASE_URL, or create the role:\n"
             "  createuser --createdb YOUR_NAME",
         )
+    if "53300" in states:  # too_many_connections: the server's max_connections or the role's limit
+        return DatabaseUnavailable(
+            f"PostgreSQL at {server} has no connection left for you ({where}): {text}",
+            hint="Every open notebook keeps a few connections. Shut down the kernels of lessons you\n"
+            "have finished (Kernel > Shut Down All Kernels). Instructors: raise max_connections\n"
+            "(docs/instructors.md, 'Connections') or the role's CONNECTION LIMIT.",
+        )
     if "3D000" in states:
         db = url.database if url else "?"
         return DatabaseUnavailable(

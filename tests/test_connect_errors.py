@@ -78,6 +78,30 @@ async def test_role_that_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None
     assert "createuser" in error.hint
 
 
+async def test_no_connection_slot_left_is_explained_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class that exhausts max_connections: a role with CONNECTION LIMIT 1 reproduces it here
+    without touching the server's settings (both give SQLSTATE 53300)."""
+    import asyncpg
+
+    role = f"course_limit_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+        held = await asyncpg.connect(f"postgresql://{role}@127.0.0.1:5432/test")  # the one slot
+        try:
+            began = time.monotonic()
+            error = await start_fails(monkeypatch, f"postgresql+asyncpg://{role}@127.0.0.1:5432/test")
+            assert time.monotonic() - began < 10
+        finally:
+            await held.close()
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+    assert "no connection left" in error.message
+    assert "max_connections" in error.hint and "CONNECTION LIMIT" in error.hint
+    assert "Shut Down All Kernels" in error.hint
+
+
 async def test_database_that_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"no_such_db_{uuid.uuid4().hex[:8]}"
     error = await start_fails(monkeypatch, f"{LOCAL}/{name}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from course.exercises import CORRECT, INCORRECT, all_exercises
+from course.exercises import CORRECT, INCORRECT, all_exercises, lesson_modules
 from course.exercises.verdict import plain
 from tests.conftest import private_db
 from tests.feedback_support import assert_renders_cleanly
@@ -57,9 +57,38 @@ async def test_wrong_answer_is_rejected_by_name(db, exercise_id, index):
     assert_renders_cleanly(verdict)
 
 
+ALTERNATIVES = [
+    pytest.param(ex_id, i, id=f"{ex_id}-{label}")
+    for module in lesson_modules().values()
+    for ex_id, answers in sorted(getattr(module, "ALTERNATIVES", {}).items())
+    for i, (label, _answer_) in enumerate(answers)
+]
+
+
+@pytest.mark.parametrize(("exercise_id", "index"), ALTERNATIVES)
+async def test_correct_answer_of_another_form_is_accepted(db, exercise_id, index):
+    """A lesson module's ``ALTERNATIVES``: right answers written differently from the reference."""
+    exercise = EXERCISES[exercise_id]
+    module = lesson_modules()[exercise_id.split(".")[0]]
+    _label, build = module.ALTERNATIVES[exercise_id][index]
+    verdict = await exercise.evaluate(_answer(exercise, build), db=db)
+    assert verdict.status == CORRECT, str(verdict)
+    assert_renders_cleanly(verdict)
+
+
 @pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
 def test_every_exercise_has_two_wrong_answers_and_a_hint(exercise_id):
     exercise = EXERCISES[exercise_id]
     assert len(exercise.counterexamples) >= 2
     assert exercise.hints
     assert exercise.why
+
+
+@pytest.mark.parametrize("exercise_id", [e for e in sorted(EXERCISES) if e[:2] in ("00", "01", "02", "03")])
+def test_lessons_00_to_03_catalogue_four_mistakes_and_accept_another_form(exercise_id):
+    """Issue 17: at least four named mistakes per exercise, and a correct answer of another form."""
+    exercise = EXERCISES[exercise_id]
+    module = lesson_modules()[exercise_id[:2]]
+    assert len(exercise.counterexamples) >= 4
+    assert len({c.says.lower() for c in exercise.counterexamples}) >= 4  # four different messages
+    assert getattr(module, "ALTERNATIVES", {}).get(exercise_id)

@@ -1,6 +1,18 @@
 """Lesson 01 · Async ORM essentials: statements, add + flush, get + change, delete-orphan.
 
 References are raw SQL on the checker's connection, independent of the solutions.
+
+Misconceptions catalogued (one counterexample each):
+
+- q1: the ``is_active`` filter dropped or flipped (every extra user active, read back by a
+  probe); no ORDER BY; raw SQL with the value pasted in; ids where ``User`` objects were asked.
+- q2: no flush (the id is still None); ``refresh()`` instead of ``flush()``; a second query for
+  ``max(id)``; a commit inside a function that does not own the transaction.
+- q3: no flush (the change stays in the session); ``scalar_one()`` on a missing id; no check
+  for a missing tag; a ``refresh()`` after the flush (a statement too many).
+- q4: the whole post deleted; a Core delete of the row (the replies' foreign key); a
+  ``session.delete()`` that leaves the object in the loaded collection; the replies not loaded
+  (the flush loads them lazily); no flush.
 The answers that write are judged by what reached the database: ``observe`` reads
 the tables through the session's own connection (``session.connection()`` never
 autoflushes, on 2.0 or 2.1), so a change left pending in the session is seen as
@@ -29,6 +41,7 @@ from .rules import (
     SameResult,
     StatementBudget,
 )
+from .userfacts import shared, user_facts_probe
 from .verdict import RuleResult
 
 _QUIET = {HIDDEN: True}
@@ -46,6 +59,16 @@ def _q1_solution():
     return select(User).filter_by(country="DE", is_active=False).order_by(User.id)
 
 
+def _q1_active(attempt: Attempt) -> str | None:
+    n = shared(attempt, "extra", lambda r: r["is_active"])
+    if n:
+        return (
+            f"{n} extra users, every one active: the 1.x query keeps only inactive users, "
+            "filter_by(..., is_active=False)"
+        )
+    return None
+
+
 q1 = Exercise(
     id="01.q1",
     title="A 1.x query, spelled the 2.x way",
@@ -54,8 +77,10 @@ q1 = Exercise(
     expected=sql_reference(
         "SELECT id FROM users WHERE country = 'DE' AND NOT is_active ORDER BY id", flat=True
     ),
+    probe=user_facts_probe(),
     rules=[
         Columns(["User"]),
+        Probe(test=_q1_active, name="only inactive users"),
         SameResult(ordered=True, what="users"),
         StatementBudget(1),
         BoundParameters(["DE"]),
@@ -70,13 +95,13 @@ q1 = Exercise(
         Counterexample(
             "active flag dropped",
             lambda: select(User).filter_by(country="DE").order_by(User.id),
-            "extra users",
+            "every one active",
         ),
         Counterexample("no ORDER BY", lambda: select(User).filter_by(country="DE", is_active=False), "no ORDER BY"),
         Counterexample(
             "active instead of inactive",
             lambda: select(User).filter_by(country="DE", is_active=True).order_by(User.id),
-            "missing users",
+            "every one active",
         ),
         Counterexample(
             "raw SQL with the value pasted in",
@@ -508,3 +533,47 @@ q4 = Exercise(
         Counterexample("no flush", _q4_no_flush, "the DELETE was never sent"),
     ],
 )
+
+
+# ---------------------------------------------------------------- correct answers of another form
+async def _q2_insert_returning(session, username, email, display_name, country, created_at):
+    from sqlalchemy import insert
+
+    return await session.scalar(
+        insert(User)
+        .values(username=username, email=email, display_name=display_name, country=country, created_at=created_at)
+        .returning(User.id)
+    )
+
+
+async def _q3_select_one_or_none(session, tag_id, new_name):
+    tag = (await session.execute(select(Tag).where(Tag.id == tag_id))).scalar_one_or_none()
+    if tag is None:
+        return None
+    tag.name = new_name
+    await session.flush()
+    return tag
+
+
+async def _q4_select_with_options(session, post_id, comment_id):
+    post = (
+        await session.execute(
+            select(Post)
+            .where(Post.id == post_id)
+            .options(selectinload(Post.comments).selectinload(Comment.replies))
+        )
+    ).scalar_one()
+    post.comments.remove(next(c for c in post.comments if c.id == comment_id))
+    await session.flush()
+    return [c.id for c in post.comments]
+
+
+ALTERNATIVES = {
+    "01.q1": [
+        ("where() with ~", lambda: select(User).where(User.country == "DE", ~User.is_active).order_by(User.id)),
+        ("is_(False)", lambda: select(User).where(User.country == "DE", User.is_active.is_(False)).order_by(User.id)),
+    ],
+    "01.q2": [("insert().returning(User.id)", _q2_insert_returning)],
+    "01.q3": [("select() and scalar_one_or_none()", _q3_select_one_or_none)],
+    "01.q4": [("select() with the loader options", _q4_select_with_options)],
+}

@@ -3,6 +3,23 @@
 References are raw SQL, independent of the learner-facing solutions. Where a
 reference returns datetimes, it declares its column types (``text().columns()``)
 so SQLite's stored text comes back as ``datetime`` like the ORM answer's.
+
+Misconceptions catalogued (one counterexample each, in ``counterexamples``):
+
+- q1: the flag forgotten (extra rows all inactive); Python ``or`` between comparisons
+  (one country left); values pasted into SQL text; ``or_()`` where both must hold (users
+  from other countries); a country left out of the list.
+- q2: plain ``like()`` / ``endswith()`` (case-insensitive only on SQLite: judged from the
+  SQL, LIKE versus ILIKE / lower(); ``contains()`` too); two spellings instead of ignoring case; a pattern that
+  is not anchored (other domains); a pattern without ``%`` (matches nothing).
+- q3: NULL logins forgotten; NOT of a comparison (still skips NULL); Python ``is None``
+  (constant false); ``!= None`` (IS NOT NULL, the opposite test); ``or_()`` around all three.
+- q4: an f-string in ``text()``; BETWEEN ending at midnight on 31 December; no LIMIT;
+  oldest first; user text as a LIKE pattern without ``autoescape`` (``_`` is a wildcard).
+- q5: ``desc()`` leaving NULLs to the backend; ``nulls_first()``; no tie-breaker;
+  ascending order; inactive users included.
+
+``ALTERNATIVES`` lists correct answers of another form; the tests require them accepted.
 """
 
 from __future__ import annotations
@@ -11,11 +28,12 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, not_, or_, select, text
+from sqlalchemy import DateTime, Integer, String, desc, func, not_, nulls_last, or_, select, text
 
 from ..schema import User
 from .core import STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+from .userfacts import some, user_facts_probe
 
 
 def _typed_reference(query: str, **types: Any):
@@ -58,6 +76,39 @@ def _one_country_probe(attempt: Attempt) -> str | None:
     return None
 
 
+def _q1_other_countries(attempt: Attempt) -> str | None:
+    strays = sorted({r["country"] for r in some(attempt, "extra", lambda r: r["country"] not in COUNTRIES)})
+    if strays:
+        return (
+            f"your result has users from other countries ({', '.join(strays[:3])}): a condition that "
+            "should hold together with the others was joined with or_(). Both must be true: pass them "
+            "to where() separated by a comma (AND)"
+        )
+    return None
+
+
+def _q1_country_left_out(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list) and got):
+        return None
+    have = {r[-1] for r in got if isinstance(r, tuple)}
+    lost = sorted({r[-1] for r in want if isinstance(r, tuple)} - have)
+    if lost and have:
+        return f"no user from {', '.join(map(repr, lost))} came back: is that country in your list?"
+    return None
+
+
+def _q1_inactive(attempt: Attempt) -> str | None:
+    extra = (attempt.extra.get("user_facts") or {}).get("extra") or []
+    inactive = some(attempt, "extra", lambda r: not r["is_active"])
+    if extra and len(inactive) == len(extra):
+        return (
+            f"{len(inactive)} extra rows, every one an inactive user: the is_active condition is "
+            "missing. Add User.is_active to where()"
+        )
+    return None
+
+
 def _q1_solution():
     return (
         select(User.id, User.username, User.country)
@@ -84,8 +135,12 @@ q1 = Exercise(
         "SELECT id, username, country FROM users "
         "WHERE is_active AND country IN ('NL', 'SE', 'PL') ORDER BY id"
     ),
+    probe=user_facts_probe(),
     rules=[
         Probe(test=_one_country_probe, name="every country asked for"),
+        Probe(test=_q1_other_countries, name="only the three countries"),
+        Probe(test=_q1_country_left_out, name="all three countries"),
+        Probe(test=_q1_inactive, name="only active users"),
         Columns(["id", "username", "country"]),
         SameResult(ordered=True),
         StatementBudget(1),
@@ -104,7 +159,7 @@ q1 = Exercise(
             lambda: select(User.id, User.username, User.country)
             .where(User.country.in_(COUNTRIES))
             .order_by(User.id),
-            "extra rows",
+            "every one an inactive user",
         ),
         Counterexample("python or", _q1_python_or, "python's `or`"),
         Counterexample(
@@ -119,7 +174,14 @@ q1 = Exercise(
             lambda: select(User.id, User.username, User.country)
             .where(or_(User.is_active, User.country.in_(COUNTRIES)))
             .order_by(User.id),
-            "extra rows",
+            "joined with or_()",
+        ),
+        Counterexample(
+            "a country left out of the list",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active, User.country.in_(["NL", "SE"]))
+            .order_by(User.id),
+            "no user from 'PL' came back",
         ),
     ],
 )
@@ -130,13 +192,45 @@ _CASE_INSENSITIVE = re.compile(r"\bILIKE\b|\blower\s*\(|\bupper\s*\(", re.IGNORE
 
 
 def _case_insensitive_probe(attempt: Attempt) -> str | None:
-    if _CASE_INSENSITIVE.search(_sql_of(attempt)):
+    sql = _sql_of(attempt)
+    if _CASE_INSENSITIVE.search(sql):
         return None
+    if len(re.findall(r"\bLIKE\b", sql, re.IGNORECASE)) > 1 and re.search(r"\bOR\b", sql, re.IGNORECASE):
+        return (
+            "you listed spellings one by one: every spelling you did not list (EXAMPLE.COM, eXample.com, "
+            "...) is missed on PostgreSQL, whose LIKE is case-sensitive. Ask for case-insensitive "
+            "matching instead: one .ilike() (or .iendswith())"
+        )
     return (
-        "case-sensitive match: plain LIKE compares letter case on PostgreSQL ('example.com' is not "
-        "'EXAMPLE.COM'); it only looks right on SQLite, whose LIKE ignores ASCII case. Ask for "
+        "your statement sends plain LIKE, which is case-sensitive on PostgreSQL: it finds only the "
+        "letter case you wrote ('%@example.com' finds 285 of the 306 addresses there, missing the 21 "
+        "at Example.com). It only looks right on SQLite, whose LIKE ignores ASCII case. Ask for "
         "case-insensitive matching on every backend: .ilike() (or .iendswith())"
     )
+
+
+def _q2_pattern(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list)):
+        return None
+    if want and got == []:
+        return (
+            "no address matched: a LIKE pattern must match the whole value, so a pattern without % "
+            "only finds an address equal to it. Put % in front: '%@EXAMPLE.COM'"
+        )
+    wrong = [r[1] for r in got if isinstance(r, tuple) and len(r) == 2 and isinstance(r[1], str)
+             and not r[1].lower().endswith("@example.com")]
+    if wrong:
+        return (
+            f"{len(wrong)} addresses that do not end with @example.com came back (e.g. {wrong[0]!r}): a % "
+            "after the domain lets anything follow it. End the pattern with the domain: '%@EXAMPLE.COM'"
+        )
+    return None
+
+
+def _emails(condition):
+    """A q2-shaped statement with ``condition`` as its filter (for the counterexamples)."""
+    return select(User.id, User.email).where(condition).order_by(User.id)
 
 
 def _q2_solution():
@@ -152,7 +246,8 @@ q2 = Exercise(
         "SELECT id, email FROM users WHERE lower(email) LIKE '%@example.com' ORDER BY id"
     ),
     rules=[
-        Probe(test=_case_insensitive_probe, name="case-insensitive match"),
+        Probe(test=_case_insensitive_probe, name="case-insensitive on every backend"),
+        Probe(test=_q2_pattern, name="the pattern matches the domain, at the end"),
         Columns(["id", "email"]),
         SameResult(ordered=True),
         StatementBudget(1),
@@ -166,25 +261,37 @@ q2 = Exercise(
     counterexamples=[
         Counterexample(
             "plain like, capitals",
-            lambda: select(User.id, User.email).where(User.email.like("%@EXAMPLE.COM")).order_by(User.id),
-            "case-sensitive match",
+            lambda: _emails(User.email.like("%@EXAMPLE.COM")),
+            "case-sensitive on PostgreSQL",
         ),
         Counterexample(
             "two spellings with like",
             lambda: select(User.id, User.email)
             .where(or_(User.email.like("%@example.com"), User.email.like("%@Example.com")))
             .order_by(User.id),
-            "case-sensitive match",
+            "listed spellings one by one",
         ),
         Counterexample(
             "pattern too wide",
-            lambda: select(User.id, User.email).where(User.email.ilike("%EXAMPLE%")).order_by(User.id),
-            "extra rows",
+            lambda: _emails(User.email.ilike("%EXAMPLE%")),
+            "do not end with @example.com",
         ),
         Counterexample(
             "forgot the wildcard",
-            lambda: select(User.id, User.email).where(User.email.ilike("@EXAMPLE.COM")).order_by(User.id),
-            "missing rows",
+            lambda: _emails(User.email.ilike("@EXAMPLE.COM")),
+            "must match the whole value",
+        ),
+        Counterexample(
+            # right rows on SQLite (its LIKE ignores ASCII case): judged by the SQL it emitted
+            "endswith(), case-sensitive on PostgreSQL",
+            lambda: _emails(User.email.endswith("@example.com")),
+            "case-sensitive on PostgreSQL",
+        ),
+        Counterexample(
+            # the same with contains(): 306 rows on SQLite, 285 on PostgreSQL
+            "contains(), case-sensitive on PostgreSQL",
+            lambda: _emails(User.email.contains("@example.com")),
+            "missing the 21 at Example.com",
         ),
     ],
 )
@@ -215,6 +322,21 @@ def _constant_false_probe(attempt: Attempt) -> str | None:
     return None
 
 
+def _q3_has_phone(attempt: Attempt) -> str | None:
+    if re.search(r"phone IS NOT NULL", _sql_of(attempt), re.IGNORECASE):
+        return (
+            "your statement asks for phone IS NOT NULL: users who have a phone. 'No phone' is "
+            "User.phone.is_(None)"
+        )
+    with_phone = some(attempt, "extra", lambda r: r["phone"] is not None)
+    if with_phone:
+        return (
+            f"{len(with_phone)} of your users have a phone: 'no phone' must hold for every row. Keep "
+            "User.phone.is_(None) as its own condition, next to the or_() (a comma means AND)"
+        )
+    return None
+
+
 def _q3_solution():
     return (
         select(User.id, User.last_login)
@@ -236,8 +358,10 @@ q3 = Exercise(
         "AND (last_login IS NULL OR last_login < '2025-10-01') ORDER BY id",
         id=Integer, last_login=DateTime,
     ),
+    probe=user_facts_probe(),
     rules=[
         Probe(test=_constant_false_probe, name="a WHERE clause made of SQL"),
+        Probe(test=_q3_has_phone, name="only users without a phone"),
         Probe(test=_never_logged_in_probe, name="never-logged-in users included"),
         Columns(["id", "last_login"]),
         SameResult(ordered=True),
@@ -277,7 +401,14 @@ q3 = Exercise(
             lambda: select(User.id, User.last_login)
             .where(User.phone != None, or_(User.last_login.is_(None), User.last_login < CUTOFF))  # noqa: E711 - a wrong answer on purpose
             .order_by(User.id),
-            "missing rows",
+            "phone IS NOT NULL",
+        ),
+        Counterexample(
+            "or_() around all three conditions",
+            lambda: select(User.id, User.last_login)
+            .where(or_(User.phone.is_(None), User.last_login.is_(None), User.last_login < CUTOFF))
+            .order_by(User.id),
+            "have a phone",
         ),
     ],
 )
@@ -302,11 +433,36 @@ def _last_day_probe(attempt: Attempt) -> str | None:
     return None
 
 
+def _q4_wildcards(attempt: Attempt) -> str | None:
+    sql = _sql_of(attempt)
+    if re.search(r"\bI?LIKE\b", sql, re.IGNORECASE) and not re.search(r"\bESCAPE\b", sql, re.IGNORECASE):
+        return (
+            "the search text goes into LIKE as a pattern: a _ or % the admin types is a wildcard, not "
+            "a character (searching al_ finds every alan_). Escape it: "
+            "User.username.startswith(term, autoescape=True)"
+        )
+    return None
+
+
+def _q4_limit(attempt: Attempt) -> str | None:
+    got = attempt.value
+    if isinstance(got, list) and len(got) > 5 and not re.search(r"\bLIMIT\b|\bFETCH\b", _sql_of(attempt), re.I):
+        return f"{len(got)} rows came back and the box shows at most 5: add .limit(5) after the order_by()"
+    return None
+
+
+def _q4_oldest_first(attempt: Attempt) -> str | None:
+    order = _order_by_clause(attempt)
+    if "created_at" in order and not re.search(r"created_at\s+DESC", order, re.IGNORECASE):
+        return "your ORDER BY sorts created_at ascending, oldest first: newest first is User.created_at.desc()"
+    return None
+
+
 def _q4_solution(term="brian"):
     return (
         select(User.id, User.username, User.created_at)
         .where(
-            User.username.startswith(term),
+            User.username.startswith(term, autoescape=True),
             User.created_at >= datetime(2025, 1, 1),
             User.created_at < datetime(2026, 1, 1),
         )
@@ -341,7 +497,10 @@ q4 = Exercise(
         id=Integer, username=String, created_at=DateTime,
     ),
     rules=[
+        Probe(test=_q4_wildcards, name="the search text matched literally"),
         Probe(test=_last_day_probe, name="the whole last day"),
+        Probe(test=_q4_limit, name="at most five rows"),
+        Probe(test=_q4_oldest_first, name="newest first"),
         Columns(["id", "username", "created_at"]),
         SameResult(ordered=True),
         StatementBudget(1),
@@ -350,18 +509,22 @@ q4 = Exercise(
     hints=[
         "Three conditions: the username starts with the search text, and created_at falls in 2025. Then "
         "sort newest first and keep five.",
-        "Use User.username.startswith(term) (the text travels as a bound parameter), a half-open range "
+        "Use User.username.startswith(term, autoescape=True) (the text travels as a bound parameter, its "
+        "_ and % escaped), a half-open range "
         "created_at >= 1 Jan 2025 and < 1 Jan 2026, .order_by(User.created_at.desc(), User.id) (id breaks ties) and .limit(5).",
         "BETWEEN ... AND datetime(2025, 12, 31) stops at midnight on 31 December: it misses that day.",
     ],
-    why="startswith() binds the search text; a half-open date range (>= start, < next start) has no gap.",
+    why=(
+        "startswith(autoescape=True) binds the search text and escapes its wildcards; a half-open date "
+        "range (>= start, < next start) has no gap."
+    ),
     counterexamples=[
         Counterexample("f-string in text()", _q4_fstring, "pasted into the SQL text"),
         Counterexample(
             "between ... 31 December",
             lambda: select(User.id, User.username, User.created_at)
             .where(
-                User.username.startswith(TERM),
+                User.username.startswith(TERM, autoescape=True),
                 User.created_at.between(datetime(2025, 1, 1), datetime(2025, 12, 31)),
             )
             .order_by(User.created_at.desc())
@@ -372,24 +535,36 @@ q4 = Exercise(
             "no limit",
             lambda: select(User.id, User.username, User.created_at)
             .where(
-                User.username.startswith(TERM),
+                User.username.startswith(TERM, autoescape=True),
                 User.created_at >= datetime(2025, 1, 1),
                 User.created_at < datetime(2026, 1, 1),
             )
             .order_by(User.created_at.desc()),
-            "extra rows",
+            "add .limit(5)",
         ),
         Counterexample(
             "oldest first",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.startswith(TERM, autoescape=True),
+                User.created_at >= datetime(2025, 1, 1),
+                User.created_at < datetime(2026, 1, 1),
+            )
+            .order_by(User.created_at)
+            .limit(5),
+            "oldest first",
+        ),
+        Counterexample(
+            "the search text as a pattern (no autoescape)",
             lambda: select(User.id, User.username, User.created_at)
             .where(
                 User.username.startswith(TERM),
                 User.created_at >= datetime(2025, 1, 1),
                 User.created_at < datetime(2026, 1, 1),
             )
-            .order_by(User.created_at)
+            .order_by(User.created_at.desc(), User.id)
             .limit(5),
-            "missing rows",
+            "wildcard",
         ),
     ],
 )
@@ -425,6 +600,21 @@ def _tie_breaker_probe(attempt: Attempt) -> str | None:
     )
 
 
+def _q5_ascending(attempt: Attempt) -> str | None:
+    order = _order_by_clause(attempt)
+    if "last_login" in order and not re.search(r"last_login\s+DESC", order, re.IGNORECASE):
+        return "your ORDER BY sorts last_login ascending, oldest login first: most recent first is .desc()"
+    return None
+
+
+def _q5_inactive(attempt: Attempt) -> str | None:
+    inactive = some(attempt, "extra", lambda r: not r["is_active"])
+    extra = (attempt.extra.get("user_facts") or {}).get("extra") or []
+    if extra and len(inactive) == len(extra):
+        return f"{len(extra)} extra row(s), all inactive users: add User.is_active to where()"
+    return None
+
+
 def _q5_solution():
     return (
         select(User.id, User.last_login)
@@ -444,6 +634,8 @@ q5 = Exercise(
         id=Integer, last_login=DateTime,
     ),
     rules=[
+        Probe(test=_q5_ascending, name="most recent first"),
+        Probe(test=_q5_inactive, name="only active users"),
         Probe(test=_nulls_placed_probe, name="NULLs placed explicitly"),
         Probe(test=_tie_breaker_probe, name="a tie-breaker"),
         Columns(["id", "last_login"]),
@@ -456,6 +648,7 @@ q5 = Exercise(
         "The users who never logged in all tie (NULL): add User.id as a second ORDER BY key.",
     ],
     why="NULL placement is backend-specific by default; nulls_last() plus a unique tie-breaker is portable.",
+    probe=user_facts_probe(),
     counterexamples=[
         Counterexample(
             "desc() only",
@@ -483,7 +676,55 @@ q5 = Exercise(
             lambda: select(User.id, User.last_login)
             .where(User.country == "SE", User.is_active)
             .order_by(User.last_login.asc().nulls_last(), User.id),
-            "wrong order",
+            "oldest login first",
+        ),
+        Counterexample(
+            "inactive users too",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE")
+            .order_by(User.last_login.desc().nulls_last(), User.id),
+            "all inactive users",
         ),
     ],
 )
+
+
+# ---------------------------------------------------------------- correct answers of another form
+ALTERNATIVES = {
+    "02.q1": [
+        ("or_() of three comparisons", lambda: select(User.id, User.username, User.country)
+         .where(User.is_active, or_(*(User.country == c for c in COUNTRIES))).order_by(User.id)),
+        ("chained where() and is_(True)", lambda: select(User.id, User.username, User.country)
+         .where(User.is_active.is_(True)).where(User.country.in_(COUNTRIES)).order_by(User.id)),
+    ],
+    "02.q2": [
+        ("iendswith()", lambda: select(User.id, User.email)
+         .where(User.email.iendswith("@EXAMPLE.COM")).order_by(User.id)),
+        ("lower() LIKE a lower-case pattern", lambda: select(User.id, User.email)
+         .where(func.lower(User.email).like("%@example.com")).order_by(User.id)),
+    ],
+    "02.q3": [
+        ("| between the two cases", lambda: select(User.id, User.last_login)
+         .where(User.phone.is_(None), User.last_login.is_(None) | (User.last_login < CUTOFF)).order_by(User.id)),
+        ("== None (SQLAlchemy renders IS NULL)", lambda: select(User.id, User.last_login)
+         .where(User.phone == None, or_(User.last_login == None, User.last_login < CUTOFF))  # noqa: E711 - renders IS NULL
+         .order_by(User.id)),
+    ],
+    "02.q4": [
+        ("like() with the text escaped by hand", lambda: select(User.id, User.username, User.created_at)
+         .where(
+             User.username.like(TERM.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%", escape="/"),
+             User.created_at >= datetime(2025, 1, 1),
+             User.created_at < datetime(2026, 1, 1),
+         )
+         .order_by(User.created_at.desc(), User.id).limit(5)),
+    ],
+    "02.q5": [
+        ("IS NULL as the first sort key", lambda: select(User.id, User.last_login)
+         .where(User.country == "SE", User.is_active)
+         .order_by(User.last_login.is_(None), User.last_login.desc(), User.id)),
+        ("nulls_last(desc(...)) as functions", lambda: select(User.id, User.last_login)
+         .where(User.country == "SE", User.is_active)
+         .order_by(nulls_last(desc(User.last_login)), User.id)),
+    ],
+}

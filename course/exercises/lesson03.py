@@ -1,5 +1,14 @@
 """Lesson 03 exercises: columns, aggregation, existence checks and keyset pagination.
 
+Misconceptions catalogued (one counterexample each): q1 whole entities, inactive users
+included, the NULL test the wrong way round, the phone condition forgotten, a value pasted
+into SQL; q2 no HAVING, a join counted per order, an aggregate in WHERE, every user counted,
+users with any order; q3 count then compare, the count returned, rows loaded and tested in
+Python, any order instead of a paid one, the Result returned; q4 >= instead of >, no
+fetch-one-extra, OFFSET in disguise, no ORDER BY, a second query to count; q5 keyset on
+created_at alone (< and <=), no tie-breaker, <= on the id, a cursor on the last page.
+``ALTERNATIVES`` lists correct answers of another form (the tests require them accepted).
+
 References are written independently of the solutions: raw SQL, and for the
 pages a plain Python slice of every matching id (no keyset logic to share a
 bug with).
@@ -18,6 +27,7 @@ from ..recorder import Statement
 from ..schema import Order, Post, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+from .userfacts import FACTS, shared, user_facts_probe
 
 # --------------------------------------------------------------------------- shared probes
 
@@ -68,6 +78,30 @@ def _selects_from(attempt: Attempt, table: str) -> list[Statement]:
 # --------------------------------------------------------------------------- q1
 
 
+def _q1_inactive(attempt: Attempt) -> str | None:
+    n = shared(attempt, "extra", lambda r: not r["is_active"])
+    if n:
+        return f"{n} extra rows, every one an inactive user: add User.is_active to where()"
+    return None
+
+
+def _q1_phone_test(attempt: Attempt) -> str | None:
+    found = attempt.extra.get(FACTS) or {}
+    facts = found.get("facts") or {}
+    extra = found.get("extra") or []
+    if not (extra and all(i in facts and facts[i]["phone"] is None for i in extra)):
+        return None
+    if re.search(r"phone IS NULL", " ".join(s.sql for s in _queries(attempt)), re.IGNORECASE):
+        return (
+            f"{len(extra)} of your rows are users without a phone: is_(None) means IS NULL, no phone. "
+            "Users who have one are .is_not(None)"
+        )
+    return (
+        f"{len(extra)} of your rows are users without a phone: the phone condition is missing. "
+        "Add User.phone.is_not(None)"
+    )
+
+
 def _q1_solution():
     return (
         select(User.id, User.email, User.display_name)
@@ -85,8 +119,11 @@ q1 = Exercise(
         "SELECT id, email, display_name FROM users "
         "WHERE country = 'DE' AND is_active AND phone IS NOT NULL ORDER BY id"
     ),
+    probe=user_facts_probe(),
     rules=[
         Columns(["id", "email", "display_name"]),
+        Probe(_q1_inactive, name="only active users"),
+        Probe(_q1_phone_test, name="only users with a phone"),
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters(["DE"]),
@@ -110,14 +147,21 @@ q1 = Exercise(
             lambda: select(User.id, User.email, User.display_name)
             .where(User.country == "DE", User.phone.is_not(None))
             .order_by(User.id),
-            "extra rows",
+            "every one an inactive user",
         ),
         Counterexample(
             "the NULL test the wrong way round",
             lambda: select(User.id, User.email, User.display_name)
             .where(User.country == "DE", User.is_active, User.phone.is_(None))
             .order_by(User.id),
-            "missing rows",
+            "is_(None) means IS NULL",
+        ),
+        Counterexample(
+            "the phone condition forgotten",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(User.country == "DE", User.is_active)
+            .order_by(User.id),
+            "the phone condition is missing",
         ),
         Counterexample(
             "the country pasted into the SQL",
@@ -136,11 +180,10 @@ Q2_MIN_BUYERS = 25
 
 
 def _q2_solution():
-    buyers = func.count(distinct(User.id)).label("buyers")
+    buyers = func.count(User.id).label("buyers")
     return (
         select(User.country, buyers)
-        .join(Order, Order.user_id == User.id)
-        .where(Order.status == "paid")
+        .where(User.orders.any(Order.status == "paid"))  # EXISTS: each user once, however many orders
         .group_by(User.country)
         .having(buyers >= 25)
         .order_by(buyers.desc(), User.country)
@@ -161,14 +204,35 @@ def _q2_counts(attempt: Attempt) -> str | None:
     if not too_high:
         return None
     country, n, right = too_high[0]
-    sql = " ".join(s.sql for s in _queries(attempt)).upper()
+    statements = _queries(attempt)
+    sql = " ".join(s.sql for s in statements).upper()
     if "JOIN" in sql and "DISTINCT" not in sql:
         return (
             f"the counts are too high ({country}: {n}, but {right} users): after the join each user "
-            "appears once per paid order, so count(User.id) counts orders. Count distinct users: "
-            "func.count(distinct(User.id))"
+            "appears once per paid order, so count(User.id) counts orders. Ask per user instead: "
+            "where(User.orders.any(Order.status == \"paid\")) (or count distinct users after the join)"
+        )
+    if not any("paid" in _param_values(s) for s in statements) and "'PAID'" not in sql:
+        if "EXISTS" in sql or "JOIN" in sql or " IN (" in sql:
+            return (
+                f"the counts are too high ({country}: {n}, but {right}): you counted users with any "
+                "order; only a paid order makes a buyer: User.orders.any(Order.status == \"paid\")"
+            )
+        return (
+            f"the counts are too high ({country}: {n}, but {right}): you counted every user of the "
+            "country, buyers or not. Keep only users with a paid order: "
+            "where(User.orders.any(Order.status == \"paid\"))"
         )
     return f"the counts are too high ({country}: {n}, but {right} users with a paid order)"
+
+
+def _param_values(statement: Statement) -> list[Any]:
+    params = statement.params
+    if isinstance(params, dict):
+        return list(params.values())
+    if isinstance(params, (list, tuple)):
+        return list(params)
+    return []
 
 
 def _q2_having(attempt: Attempt) -> str | None:
@@ -189,6 +253,7 @@ q2 = Exercise(
     title="Buyers per country, big markets only",
     kind=STATEMENT,
     solution_answer=_q2_solution,
+    # independent of the solution's EXISTS: a join, counted distinct
     expected=sql_reference(
         "SELECT u.country, count(DISTINCT u.id) AS buyers "
         "FROM users u JOIN orders o ON o.user_id = u.id "
@@ -205,21 +270,23 @@ q2 = Exercise(
         BoundParameters(["paid"]),
     ],
     hints=[
-        "Join users to their orders, keep the paid ones with where(), then group_by(User.country).",
-        "A user with three paid orders appears three times after the join: count them once with "
-        "func.count(distinct(User.id)).label(\"buyers\").",
-        "WHERE filters rows before grouping; HAVING filters the groups: .having(buyers >= 25). "
+        "Keep the users who have a paid order: .where(User.orders.any(Order.status == \"paid\")) (an "
+        "EXISTS, as in this lesson), then group_by(User.country) and count them.",
+        "buyers = func.count(User.id).label(\"buyers\"): each user is one row, however many orders they "
+        "have. WHERE filters rows before grouping; HAVING filters the groups: .having(buyers >= 25).",
         "Then .order_by(buyers.desc(), User.country).",
     ],
-    why="WHERE filters rows, HAVING filters groups, and DISTINCT keeps a join from counting a user once per order.",
+    why=(
+        "EXISTS (any()) keeps each user once however many orders match; WHERE filters rows, HAVING "
+        "filters groups."
+    ),
     counterexamples=[
         Counterexample(
             "missing HAVING",
-            lambda: select(User.country, func.count(distinct(User.id)).label("buyers"))
-            .join(Order, Order.user_id == User.id)
-            .where(Order.status == "paid")
+            lambda: select(User.country, func.count(User.id).label("buyers"))
+            .where(User.orders.any(Order.status == "paid"))
             .group_by(User.country)
-            .order_by(func.count(distinct(User.id)).desc(), User.country),
+            .order_by(func.count(User.id).desc(), User.country),
             ".having(",
         ),
         Counterexample(
@@ -246,7 +313,16 @@ q2 = Exercise(
             .group_by(User.country)
             .having(func.count(User.id) >= 25)
             .order_by(func.count(User.id).desc(), User.country),
-            "too high",
+            "buyers or not",
+        ),
+        Counterexample(
+            "any order, not a paid one",
+            lambda: select(User.country, func.count(User.id).label("buyers"))
+            .where(User.orders.any())
+            .group_by(User.country)
+            .having(func.count(User.id) >= 25)
+            .order_by(func.count(User.id).desc(), User.country),
+            "users with any order",
         ),
     ],
 )
@@ -271,6 +347,16 @@ def _q3_is_bool(attempt: Attempt) -> str | None:
             "await session.scalar(...), which gives True or False"
         )
     return f"return a bool (True or False), not {value!r} ({type(value).__name__})"
+
+
+def _q3_paid(attempt: Attempt) -> str | None:
+    statements = _queries(attempt)
+    if statements and not any("paid" in _param_values(s) or "'paid'" in s.sql for s in statements):
+        return (
+            "your query never mentions the status: it asks whether the user has any order at all. "
+            "Add Order.status == \"paid\" to the condition"
+        )
+    return None
 
 
 def _q3_stops_early(attempt: Attempt) -> str | None:
@@ -334,6 +420,7 @@ q3 = Exercise(
     calls=({"user_id": 155}, {"user_id": 5}, {"user_id": 9999}),
     rules=[
         Probe(_q3_is_bool, name="returns a bool"),
+        Probe(_q3_paid, name="a paid order, not any order"),
         Probe(_q3_stops_early, name="stops at the first match"),
         SameResult(),
         StatementBudget(1),
@@ -349,7 +436,7 @@ q3 = Exercise(
         Counterexample("count, then compare", _q3_count, "counts every matching order"),
         Counterexample("the count itself", _q3_count_returned, "a bool"),
         Counterexample("load the orders, test in Python", _q3_load_rows, "fetched"),
-        Counterexample("any order, not a paid one", _q3_any_status, "not right"),
+        Counterexample("any order, not a paid one", _q3_any_status, "any order at all"),
         Counterexample("the Result, not its value", _q3_result, "session.scalar"),
     ],
 )
@@ -678,3 +765,67 @@ q5 = Exercise(
         Counterexample("a next cursor on the last page", _q5_always_next, "return none"),
     ],
 )
+
+
+# --------------------------------------------------------------------------- other correct forms
+
+
+async def _q3_scalar_one(session, user_id):
+    paid = exists().where(Order.user_id == user_id, Order.status == "paid")
+    return (await session.execute(select(paid))).scalar_one()
+
+
+async def _q3_query_exists(session, user_id):
+    paid = select(Order.id).where(Order.user_id == user_id, Order.status == "paid")
+    return await session.scalar(select(paid.exists()))
+
+
+async def _q4_expanded(session, after_id, limit):
+    stmt = select(Post.id).where(Post.status == "published", Post.id > (after_id or 0))
+    ids = list((await session.scalars(stmt.order_by(Post.id).limit(limit + 1))).all())
+    return ids[:limit], len(ids) > limit
+
+
+async def _q5_expanded(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
+    if after is not None:
+        at, pk = after
+        stmt = stmt.where(or_(Post.created_at < at, and_(Post.created_at == at, Post.id < pk)))
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
+
+
+def _q2_buyers(count: Any, condition: Any) -> Any:
+    buyers = count.label("buyers")
+    return (
+        select(User.country, buyers).where(condition).group_by(User.country)
+        .having(buyers >= 25).order_by(buyers.desc(), User.country)
+    )
+
+
+ALTERNATIVES = {
+    "03.q1": [
+        ("chained where() and != None", lambda: select(User.id, User.email, User.display_name)
+         .where(User.country == "DE").where(User.is_active, User.phone != None)  # noqa: E711 - renders IS NOT NULL
+         .order_by(User.id)),
+    ],
+    "03.q2": [
+        ("exists() correlated by hand", lambda: _q2_buyers(
+            func.count(User.id), exists().where(Order.user_id == User.id, Order.status == "paid"))),
+        ("count(*) instead of count(id)", lambda: _q2_buyers(
+            func.count(), User.orders.any(Order.status == "paid"))),
+        ("in_() a subquery of buyers", lambda: _q2_buyers(
+            func.count(User.id), User.id.in_(select(Order.user_id).where(Order.status == "paid")))),
+        ("a join, counted distinct", lambda: select(User.country, func.count(distinct(User.id)).label("buyers"))
+         .join(Order, Order.user_id == User.id).where(Order.status == "paid").group_by(User.country)
+         .having(func.count(distinct(User.id)) >= 25)
+         .order_by(func.count(distinct(User.id)).desc(), User.country)),
+    ],
+    "03.q3": [
+        ("exists() from the select", _q3_query_exists),
+        ("execute(...).scalar_one()", _q3_scalar_one),
+    ],
+    "03.q4": [("a cursor of 0 for the first page", _q4_expanded)],
+    "03.q5": [("the expanded or_/and_ form", _q5_expanded)],
+}

@@ -1,0 +1,76 @@
+"""What the users rows an answer got wrong have in common (lessons 00-03).
+
+A checker that only says "12 extra rows" leaves the learner to guess. Most wrong filters on
+``users`` leave a trace in the rows: every extra row is an inactive user (a forgotten
+``is_active``), every missing row has no phone (``is_(None)`` the wrong way round), ... A
+probe reads those columns for the ids that differ, inside the check's transaction, and the
+rules below name the condition the rows share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .rules import Attempt
+
+FACTS = "user_facts"
+
+
+def _ids(rows: Any, position: int) -> list[int]:
+    if not isinstance(rows, list):
+        return []
+    out = []
+    for row in rows:
+        value = row[position] if isinstance(row, tuple) and len(row) > position else row
+        if isinstance(value, int) and not isinstance(value, bool):
+            out.append(value)
+    return out
+
+
+def differing_ids(attempt: Attempt, position: int = 0) -> tuple[list[int], list[int]]:
+    """(extra, missing): user ids the answer returned and should not have, and the reverse."""
+    got, want = _ids(attempt.value, position), _ids(attempt.expected, position)
+    got_set, want_set = set(got), set(want)
+    return [i for i in got if i not in want_set], [i for i in want if i not in got_set]
+
+
+def user_facts_probe(position: int = 0) -> Callable[..., Any]:
+    """A probe storing, for each extra and missing user id, its is_active, phone and country."""
+
+    async def probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
+        extra, missing = differing_ids(attempt, position)
+        ids = sorted(set(extra) | set(missing))[:2000]
+        facts: dict[int, dict[str, Any]] = {}
+        if ids:
+            rows = await conn.execute(
+                text("SELECT id, is_active, phone, country, last_login FROM users WHERE id IN :ids")
+                .bindparams(bindparam("ids", expanding=True)),
+                {"ids": ids},
+            )
+            for r in rows.all():
+                facts[r[0]] = {"is_active": bool(r[1]), "phone": r[2], "country": r[3], "last_login": r[4]}
+        attempt.extra[FACTS] = {"extra": extra, "missing": missing, "facts": facts}
+
+    return probe
+
+
+def shared(attempt: Attempt, side: str, test: Callable[[dict[str, Any]], bool]) -> int:
+    """How many of the ``side`` ("extra" / "missing") rows pass ``test``; 0 unless all of them do."""
+    found = attempt.extra.get(FACTS) or {}
+    ids: Sequence[int] = found.get(side) or []
+    facts = found.get("facts") or {}
+    rows = [facts[i] for i in ids if i in facts]
+    if rows and len(rows) == len(ids) and all(test(r) for r in rows):
+        return len(rows)
+    return 0
+
+
+def some(attempt: Attempt, side: str, test: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The ``side`` rows that pass ``test``."""
+    found = attempt.extra.get(FACTS) or {}
+    facts = found.get("facts") or {}
+    return [facts[i] for i in (found.get(side) or []) if i in facts and test(facts[i])]
