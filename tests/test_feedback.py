@@ -278,6 +278,24 @@ async def test_a_syntax_error_from_a_pasted_value_says_injection(db):
     assert "that is SQL injection" in verdict.message and "bound" in verdict.message, verdict.message
 
 
+async def _search_leaking_through_an_error(session):
+    term = "x' AND 1 = CAST((SELECT email FROM users ORDER BY id LIMIT 1) AS INTEGER) --"
+    return (await session.execute(text(f"SELECT id FROM users WHERE username = '{term}'"))).all()
+
+
+async def test_an_injection_that_leaks_through_the_error_text_is_named(db):
+    verdict = await judged(_exercise(SESSION_FN, rules=[SameResult()], expected=sql_reference(
+        "SELECT id FROM users WHERE 1 = 0"
+    )), _search_leaking_through_an_error, db)
+    if db.backend == "postgresql":  # the cast fails, and its message carries the e-mail address
+        assert verdict.status == ERROR
+        assert verdict.message.startswith("The database ran part of a value as SQL"), verdict.message
+        assert "SQL injection" in verdict.message
+    else:  # SQLite casts the text to 0: no error, no leak; SameResult alone cannot see the pasting
+        # (an exercise that must, adds BoundParameters: lesson 10 does)
+        assert verdict.status == CORRECT
+
+
 async def _insert_a_taken_username(session):
     await session.execute(insert(User).values(
         email="x@example.com", username=(await session.scalar(select(User.username).limit(1))),

@@ -136,6 +136,13 @@ def explain_error(error: BaseException) -> str | None:
     if code == "42P01" or "no such table" in text:
         name = _name_after(str(error), "no such table:") or _quoted(error)
         return f"there is no table {name} in this database: check the name (the models' tables are users, posts, comments, tags, orders)"
+    if _injected(error):
+        return (
+            "the database ran part of a value as SQL: your SQL text has a value pasted into it (an f-string "
+            "or +), and a quote in that value closed the string so the rest ran as SQL (SQL injection; an "
+            "error message is one way it leaks data). Pass values as bound parameters (`text(\"... :name\")` "
+            "with a dict, or compare columns with `==`)"
+        )
     if code in ("42601", "SQLITE_ERROR") and (
         "syntax error" in text or "unterminated quoted string" in text or "unrecognized token" in text
     ) or code == "42601":
@@ -192,6 +199,18 @@ def explain_error(error: BaseException) -> str | None:
             "the result before `.all()` (or load the collection with `selectinload()`)"
         )
     return None
+
+
+_INJECTED = re.compile(r"'\s*(?:OR|AND|UNION)\b|'\s*\)?\s*--|'\s*;", re.I)
+
+
+def _injected(error: BaseException) -> bool:
+    """A failed statement with no bound parameters whose text closes a string and goes on as SQL."""
+    for item in chain(error):
+        statement = getattr(item, "statement", None)
+        if isinstance(item, sa_exc.DBAPIError) and statement and not getattr(item, "params", None):
+            return bool(_INJECTED.search(statement))
+    return False
 
 
 def _integrity(error: BaseException, code: str, text: str) -> str:
