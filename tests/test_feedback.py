@@ -516,6 +516,20 @@ async def test_an_answer_that_leaves_a_transaction_open_does_not_poison_the_next
     assert first < 15 and time.perf_counter() - started < 15
 
 
+async def test_a_kernel_task_is_never_taken_for_the_answers():
+    from course.exercises.core import _kernel_task
+
+    def made_in(filename):
+        namespace = {}
+        exec(compile("async def handler():\n    pass\n", filename, "exec"), namespace)
+        return namespace["handler"]()
+
+    kernel = asyncio.ensure_future(made_in("/venv/lib/python3.11/site-packages/ipykernel/kernelbase.py"))
+    cell = asyncio.ensure_future(made_in("/tmp/ipykernel_4242/3141592653.py"))
+    assert _kernel_task(kernel) and not _kernel_task(cell)
+    await asyncio.gather(kernel, cell)
+
+
 # ------------------------------------------------------------------ 4. correct on SQLite, wrong on PostgreSQL
 
 NAMES_WITH_ADA = sql_reference("SELECT id FROM users WHERE lower(username) LIKE '%' || lower(:part) || '%'", flat=True)

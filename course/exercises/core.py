@@ -600,7 +600,10 @@ class Leftovers:
     async def stop_tasks(self, attempt: Attempt | None = None) -> int:
         """Cancel the tasks the answer started that still run; how many there were."""
         current = asyncio.current_task()
-        left = [t for t in asyncio.all_tasks() - self.tasks_before if t is not current and not t.done()]
+        left = [
+            t for t in asyncio.all_tasks() - self.tasks_before
+            if t is not current and not t.done() and not _kernel_task(t)
+        ]
         for task in left:
             task.cancel()
         if left:
@@ -642,6 +645,18 @@ class Leftovers:
         if not parts:
             return ""
         return f"When your answer stopped, {' and '.join(parts)}: the checker ended them"
+
+
+_KERNEL_PARTS = ("ipykernel", "tornado", "zmq", "jupyter_client", "anyio", "comm", "ipywidgets")
+
+
+def _kernel_task(task: asyncio.Task[Any]) -> bool:
+    """A task the Jupyter kernel started meanwhile (a message handler), not the answer's: never cancelled."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    filename = (getattr(code, "co_filename", "") or "").replace(os.sep, "/")
+    # a package's own folder (".../ipykernel/kernelbase.py"); a notebook cell's code lives in
+    # "/tmp/ipykernel_<pid>/<hash>.py" and is the learner's
+    return any(f"/{part}/" in filename for part in _KERNEL_PARTS)
 
 
 async def _discard_connection(conn: AsyncConnection) -> None:
