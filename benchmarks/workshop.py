@@ -110,17 +110,20 @@ async def _work(learner: Learner, data_dir: str, think: tuple[float, float], rng
             await manager.shutdown_kernel(now=True)
 
 
-async def _sample_connections(url: str, every: float, stop: asyncio.Event) -> int:
+async def _sample_connections(url: str, every: float, stop: asyncio.Event, users: list[str]) -> int:
+    """Peak of the connections the learners' kernels hold (their application_name carries the
+    namespace, which starts with the user: other jobs on the same server are not counted)."""
     import asyncpg
 
     dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
     conn = await asyncpg.connect(dsn)
+    patterns = [f"course:course\\_{user}\\_%" for user in users]
     peak = 0
     try:
         while not stop.is_set():
             n = await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name LIKE 'course:%'"
+                "AND application_name LIKE ANY($1::text[])", patterns,
             )
             peak = max(peak, n)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -133,7 +136,7 @@ async def _sample_connections(url: str, every: float, stop: asyncio.Event) -> in
 async def _session(learners: list[Learner], url: str, think: tuple[float, float], sample: float,
                    cell_timeout: float, seed: int) -> tuple[float, int]:
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_connections(url, sample, stop))
+    sampler = asyncio.create_task(_sample_connections(url, sample, stop, [x.name for x in learners]))
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="course-workshop-") as data_dir:
         await asyncio.gather(*(

@@ -7,6 +7,7 @@ The public API is small:
   statement the block emits.
 - ``course.frame(result)``: a pandas DataFrame of a result or list of rows.
 - ``with course.expect(SomeError):``: show a failure on purpose, as an explained box.
+- ``course.progress()``: which exercises you have done, and the next one (``"06"``: one lesson).
 - ``course.versions()``: what is running (Python, SQLAlchemy, drivers).
 
 Heavy libraries (pandas, matplotlib, ipywidgets) load only when used.
@@ -35,10 +36,19 @@ __all__ = [
     "current",
     "expect",
     "frame",
+    "progress",
     "sql",
     "start",
     "versions",
 ]
+
+
+def progress(lesson: str | None = None):
+    """Your progress: every exercise (correct, not yet, not attempted), the next one to do and a
+    chart; ``course.progress("06")`` shows one lesson. Read from the record ``check()`` keeps."""
+    from .exercises.progress import overview  # the one upward import (tests/test_layout.py)
+
+    return overview(lesson)
 
 
 def versions() -> dict[str, str]:

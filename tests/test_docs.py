@@ -77,3 +77,56 @@ def test_the_checker_sees_links_and_skips_code(tmp_path: Path):
     )
     assert links(page) == ["x.md", "y z.md", "img.png", "r.md"]
     assert anchors(page) == {"a-title-with-punctuation"}
+
+
+# ------------------------------------------------------------------ quoted errors are real
+
+def _page(name: str) -> str:
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")
+
+
+def test_cheatsheet_quotes_what_a_row_really_raises():
+    """`row["username"]` and `row.keys()` fail with the errors the cheat sheet quotes."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT 1 AS username")).one()
+    raised = {}
+    for name, attempt in {"index": lambda: row["username"], "keys": lambda: row.keys()}.items():
+        with pytest.raises(Exception) as caught:
+            attempt()
+        raised[name] = f"{type(caught.value).__name__}: {caught.value}"
+    cheatsheet = _page("cheatsheet.md")
+    assert raised["index"].startswith("TypeError") and raised["index"] in cheatsheet
+    assert raised["keys"].startswith("AttributeError") and raised["keys"] in cheatsheet
+    assert row._fields == ("username",)  # the 2.x spelling the cheat sheet offers
+
+
+def test_troubleshooting_quotes_pending_rollback_error_as_sqlalchemy_words_it():
+    """The quoted PendingRollbackError is the installed SQLAlchemy's, up to its version in the links."""
+    import sqlalchemy as sa
+    from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Tag(Base):
+        __tablename__ = "tags"
+        id = mapped_column(sa.Integer, primary_key=True)
+        name = mapped_column(sa.String, unique=True, nullable=False)
+
+    engine = sa.create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Tag(name="python"))
+        session.commit()
+        session.add(Tag(name="python"))
+        with pytest.raises(sa.exc.IntegrityError):
+            session.flush()
+        with pytest.raises(sa.exc.PendingRollbackError) as caught:
+            session.execute(sa.select(1))
+    quoted = f"sqlalchemy.exc.PendingRollbackError: {caught.value}"
+    version = "".join(sa.__version__.split(".")[:2])  # "20" or "21": the links' only difference
+    page = _page("troubleshooting.md").replace("sqlalche.me/e/21/", f"sqlalche.me/e/{version}/")
+    assert quoted in page

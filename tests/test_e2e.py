@@ -15,6 +15,11 @@ used, not the learner copies, so the exercise cells run real answers and their v
 test-artifacts/e2e/ (ignored by git). docs/screenshot.png, shown in the README, is
 test-artifacts/e2e/lesson06.png reduced to 256 colours with Pillow (``quantize(256)``,
 ``save(..., optimize=True)``).
+
+The last test opens the course website's lesson 00 (built beforehand by ``python -m course site``
+into ``site/`` or ``COURSE_SITE_DIR``; CI's site phase does) from a local server and checks its
+navigation, a SQL log table, the diagram, the folded solution and offline search; its screenshot,
+reduced the same way, is docs/site.png.
 """
 
 from __future__ import annotations
@@ -269,3 +274,70 @@ def test_lesson_09_pool_playground(page, lab):
     finally:
         screenshot(page, "09", ".course-pool-playground")
 
+
+
+# ------------------------------------------------------------------ the course website
+
+
+@pytest.fixture(scope="module")
+def site_url() -> Iterator[str]:
+    """The site `python -m course site` built (COURSE_SITE_DIR, default site/), served on a free port."""
+    import functools
+    import os
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from pathlib import Path
+
+    folder = Path(os.environ.get("COURSE_SITE_DIR", ROOT / "site"))
+    if not (folder / "lessons" / "00_start_here.html").exists():
+        pytest.fail(f"no site in {folder}: build it first with python -m course site --out {folder}")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_site_lesson_00_has_navigation_a_sql_log_and_the_diagram(browser, site_url):
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(15_000)
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    try:
+        page = context.new_page()
+        page.goto(f"{site_url}/lessons/00_start_here.html")
+        # navigation: the sidebar lists every lesson in order, this one marked as current
+        nav = page.locator("nav.bd-docs-nav a.reference.internal")
+        titles = [t.strip() for t in nav.all_inner_texts()]
+        lessons = [t for t in titles if re.match(r"\d\d · ", t)]
+        assert [t[:2] for t in lessons] == [f"{n:02d}" for n in range(13)], titles
+        assert page.locator("nav.bd-docs-nav li.current > a").first.inner_text().startswith("00 · Start here")
+        # a SQL log table, as the notebook shows it
+        log = page.locator(".course-sql-log table").first
+        log.scroll_into_view_if_needed()
+        assert log.is_visible() and "SELECT" in log.inner_text()
+        # the verdict box, the schema drawn as a diagram (not code), the solution folded away
+        assert page.locator(".course-verdict", has_text="Correct").count() == 1
+        page.locator("pre.mermaid svg").wait_for(timeout=20_000)
+        solution = page.locator("details.hide", has_text="BEGIN SOLUTION").first
+        assert solution.count() == 1 and solution.get_attribute("open") is None
+        assert page.get_by_text("Open in Binder").count() == 1
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.locator(".course-sql-log").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "site00.png"))
+        # the search works offline: the sidebar's search finds a lesson by a word in it
+        page.goto(f"{site_url}/search.html?q=selectinload")
+        page.locator("#search-results li a", has_text="06 · Relationship loader strategies").first.wait_for(timeout=20_000)
+    finally:
+        context.close()
+    outside = sorted({u for u in requests if not u.startswith((site_url, "data:", "blob:"))})
+    assert not outside, f"the site fetched from elsewhere: {outside}"

@@ -155,6 +155,9 @@ class Exercise:
     async def check(self, answer: Any = ..., *, db: Any = None) -> None:
         """Judge ``answer`` and show the verdict (in strict mode, a wrong answer raises)."""
         verdict = await self.evaluate(answer, db=db)
+        from .record import record_verdict  # the learner's progress record (not the answer)
+
+        record_verdict(verdict)
         if in_notebook():
             from IPython.display import display
 

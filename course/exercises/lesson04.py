@@ -8,13 +8,14 @@ count that is too high (a join that multiplied rows), a join run the wrong way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
-from ..schema import Comment, Order, Post, Tag, User
+from ..schema import Comment, Order, Post, Tag, User, post_tags
 from .core import STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
 
@@ -96,6 +97,41 @@ def _per_user_counts(
 
 
 # ---------------------------------------------------------------------------- q1
+_CARTESIAN = re.compile(r'cartesian product between FROM element\(s\) "([^"]+)" and FROM element "([^"]+)"')
+
+
+def _cartesian(attempt: Attempt) -> str | None:
+    """SQLAlchemy's cartesian-product warning: a table in FROM that nothing joins."""
+    for warning in attempt.warnings:
+        found = _CARTESIAN.search(warning)
+        if found:
+            return (
+                f'a cartesian product: "{found.group(1)}" sits in FROM joined to nothing, so every row is '
+                f'paired with every row of "{found.group(2)}". A table you filter or select on must be '
+                "joined: along a relationship, .join(Post.tags) and .join(Post.author)"
+            )
+    return None
+
+
+def _q1_which_user(attempt: Attempt) -> str | None:
+    """The join to users that leads somewhere else than the post's author."""
+    reads = [q.sql for q in attempt.log.queries if q.verb == "SELECT"]
+    if not reads or _rows(attempt) is None or attempt.value == attempt.expected:
+        return None
+    sql = reads[0]
+    if re.search(r"\bJOIN comments\b", sql):
+        return (
+            "your users come through comments: those are the commenters, not the author. A post's author "
+            "is posts.author_id; join along Post.author"
+        )
+    if re.search(r"users\.id = posts\.id|posts\.id = users\.id", sql):
+        return (
+            "your ON clause matches users.id to posts.id, two unrelated numbers. A post's author is "
+            "posts.author_id: .join(Post.author) writes the right condition for you"
+        )
+    return None
+
+
 def _q1_solution():
     return (
         select(Post.id, User.username)
@@ -118,6 +154,8 @@ q1 = Exercise(
     ),
     rules=[
         Columns(["id", "username"]),
+        Probe(test=_cartesian, name="every table joined"),
+        Probe(test=_q1_which_user, name="the post's author"),
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters(["joins"]),
@@ -144,7 +182,7 @@ q1 = Exercise(
             .join(Post.tags)
             .where(Tag.name == "joins")
             .order_by(Post.id),
-            "extra rows",
+            "the commenters, not the author",
         ),
         Counterexample(
             "joins users on the wrong column",
@@ -153,7 +191,12 @@ q1 = Exercise(
             .join(Post.tags)
             .where(Tag.name == "joins")
             .order_by(Post.id),
-            "missing rows",
+            "users.id to posts.id",
+        ),
+        Counterexample(
+            "tags joined, author forgotten",
+            lambda: select(Post.id, User.username).join(Post.tags).where(Tag.name == "joins").order_by(Post.id),
+            "cartesian product",
         ),
     ],
 )
@@ -175,6 +218,21 @@ _Q2_MISSING = (
     "condition in the ON clause: User.posts.and_(...)"
 )
 
+def _q2_undone(attempt: Attempt) -> str | None:
+    reads = [q.sql for q in attempt.log.queries if q.verb == "SELECT"]
+    if not reads or attempt.value == attempt.expected:
+        return None
+    sql = reads[0]
+    where = sql.split("WHERE", 1)[1] if "WHERE" in sql else ""
+    if "LEFT OUTER JOIN posts" in sql and "posts.status" in where:
+        return (
+            "your outer join is undone by WHERE: posts.status = 'draft' is false for the NULL row a user "
+            "without drafts gets, so WHERE drops that user again. Move the condition into the ON clause: "
+            ".outerjoin(User.posts.and_(Post.status == 'draft'))"
+        )
+    return None
+
+
 q2 = Exercise(
     id="04.q2",
     title="Every user's number of drafts, zero included",
@@ -186,6 +244,7 @@ q2 = Exercise(
     ),
     rules=[
         Columns(["id", "drafts"]),
+        Probe(test=_q2_undone, name="the outer join kept"),
         _per_user_counts(
             ["drafts"],
             what="drafts",
@@ -221,7 +280,7 @@ q2 = Exercise(
             .where(Post.status == "draft")
             .group_by(User.id)
             .order_by(User.id),
-            "WHERE condition on the outer-joined table",
+            "outer join is undone by WHERE",
         ),
         Counterexample(
             "count(*)",
@@ -261,6 +320,12 @@ def _q3_direction(attempt: Attempt) -> str | None:
     got, want = pair
     if got == want:
         return None
+    if any(r[2] is None for r in got) and len(got) > len(want):
+        n = sum(1 for r in got if r[2] is None)
+        return (
+            f"{n} rows have invited_by None: users nobody invited, kept by an outer join. The task "
+            "leaves them out: an inner .join() keeps only the users who have an inviter"
+        )
     if all(r[1] == r[2] for r in got):
         return (
             "invited_by is each user's own username: select the alias's column "
@@ -283,6 +348,15 @@ def _q3_variant(*, backwards: bool = False, own_name: bool = False, outer: bool 
     stmt = select(User.id, User.username, name.label("invited_by"))
     stmt = stmt.outerjoin(inviter, on) if outer else stmt.join(inviter, on)
     return stmt.order_by(User.id)
+
+
+def _q3_of_type():
+    inviter = aliased(User, name="inviter")
+    return (
+        select(User.id, User.username, inviter.username.label("invited_by"))
+        .join(User.invited_by.of_type(inviter))
+        .order_by(User.id)
+    )
 
 
 q3 = Exercise(
@@ -319,7 +393,7 @@ q3 = Exercise(
         ),
         Counterexample("the join runs backwards", lambda: _q3_variant(backwards=True), "wrong way"),
         Counterexample("alias joined but not selected", lambda: _q3_variant(own_name=True), "own username"),
-        Counterexample("outer join keeps everyone", lambda: _q3_variant(outer=True), "extra rows"),
+        Counterexample("outer join keeps everyone", lambda: _q3_variant(outer=True), "users nobody invited"),
     ],
 )
 
@@ -382,6 +456,12 @@ def _q4_inner_posts():
     )
 
 
+def _q4_scalar_subqueries():
+    posts = select(func.count(Post.id)).where(Post.author_id == User.id).scalar_subquery()
+    spent = select(func.coalesce(func.sum(Order.total_cents), 0)).where(Order.user_id == User.id).scalar_subquery()
+    return select(User.id, posts.label("posts"), spent.label("spent_cents")).order_by(User.id)
+
+
 q4 = Exercise(
     id="04.q4",
     title="Posts and money spent, per user, without inflation",
@@ -432,3 +512,39 @@ q4 = Exercise(
         Counterexample("inner join to the posts subquery", _q4_inner_posts, "missing"),
     ],
 )
+
+
+# correct answers of another form: tests/test_exercises.py requires each one accepted
+ALTERNATIVES = {
+    "04.q1": [
+        ("explicit ON clauses, through post_tags by hand", lambda: select(Post.id, User.username)
+        .join(User, User.id == Post.author_id)
+        .join(post_tags, post_tags.c.post_id == Post.id)
+        .join(Tag, Tag.id == post_tags.c.tag_id)
+        .where(Tag.name == "joins")
+        .order_by(Post.id)),
+        ("the tag as an EXISTS (Post.tags.any())", lambda: select(Post.id, User.username)
+        .join(Post.author)
+        .where(Post.tags.any(Tag.name == "joins"))
+        .order_by(Post.id)),
+    ],
+    "04.q2": [
+        ("a correlated count per user", lambda: select(
+            User.id,
+            select(func.count(Post.id))
+            .where(Post.author_id == User.id, Post.status == "draft")
+            .scalar_subquery()
+            .label("drafts"),
+        ).order_by(User.id)),
+        ("an explicit ON clause holding the status condition", lambda: select(User.id, func.count(Post.id).label("drafts"))
+        .outerjoin(Post, (Post.author_id == User.id) & (Post.status == "draft"))
+        .group_by(User.id)
+        .order_by(User.id)),
+    ],
+    "04.q3": [
+        ("a join along User.invited_by.of_type(inviter)", _q3_of_type),
+    ],
+    "04.q4": [
+        ("one correlated scalar subquery per number", _q4_scalar_subqueries),
+    ],
+}

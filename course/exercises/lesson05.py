@@ -8,9 +8,11 @@ and a solution agreeing is evidence, not a tautology.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from sqlalchemy import and_, exists, func, literal, select, text
+from sqlalchemy import and_, exists, func, literal, not_, select, text
+from sqlalchemy.orm import aliased
 
 from ..schema import Comment, Order, Post, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
@@ -154,6 +156,64 @@ def _q1_counts_too_high(attempt: Attempt) -> str | None:
     return None
 
 
+_FROM_SUBQUERY = re.compile(r"\b(?:FROM|JOIN)\s*\(\s*SELECT\b", re.I)
+
+
+def _q1_derived_table(attempt: Attempt) -> str | None:
+    """The task practises a derived table: a subquery in FROM/JOIN (``.subquery()``) or a CTE."""
+    reads = [q for q in attempt.log.queries if q.verb in ("SELECT", "WITH")]
+    if not reads:
+        return None
+    sql = reads[0].sql
+    if _FROM_SUBQUERY.search(sql) or reads[0].verb == "WITH":
+        return None
+    how = (
+        "a correlated scalar subquery in the SELECT list"
+        if re.search(r"\(\s*SELECT\b", sql, re.I)
+        else "a GROUP BY over the join" if re.search(r"\bGROUP BY\b", sql, re.I) else "a query"
+    )
+    return (
+        f"the right numbers, but from {how}, not a derived table: this exercise practises "
+        "counting in a subquery in FROM. Build select(Post.author_id, func.count(Post.id)...)"
+        ".group_by(Post.author_id).subquery() (or .cte()) and outer-join it to User"
+    )
+
+
+def _q1_scalar_subquery():
+    n = (
+        select(func.count(Post.id))
+        .where(Post.author_id == User.id, Post.status == "published")
+        .scalar_subquery()
+        .label("published_posts")
+    )
+    return select(User.id, n).where(User.country == "NL").order_by(User.id)
+
+
+def _q1_join_on_condition():
+    return (
+        select(User.id, func.count(Post.id).label("published_posts"))
+        .outerjoin(Post, and_(Post.author_id == User.id, Post.status == "published"))
+        .where(User.country == "NL")
+        .group_by(User.id)
+        .order_by(User.id)
+    )
+
+
+def _q1_cte():
+    published = (
+        select(Post.author_id, func.count(Post.id).label("n"))
+        .where(Post.status == "published")
+        .group_by(Post.author_id)
+        .cte("published")
+    )
+    return (
+        select(User.id, func.coalesce(published.c.n, 0).label("published_posts"))
+        .join_from(User, published, User.id == published.c.author_id, isouter=True)
+        .where(User.country == "NL")
+        .order_by(User.id)
+    )
+
+
 q1 = Exercise(
     id="05.q1",
     title="Published posts per Dutch user, zeros included",
@@ -172,6 +232,7 @@ q1 = Exercise(
         Probe(_q1_counts_too_high, name="published posts only"),
         Columns(["id", "published_posts"]),
         SameResult(ordered=True),
+        Probe(_q1_derived_table, name="a derived table (a subquery in FROM)"),
         StatementBudget(1),
         BoundParameters(["NL", "published"]),
     ],
@@ -190,6 +251,8 @@ q1 = Exercise(
         Counterexample("inner join to the derived table", _q1_inner_join, "inner join"),
         Counterexample("WHERE on the outer-joined table", _q1_where_on_outer_join, "a where on the joined table"),
         Counterexample("every status counted", _q1_every_status, "too high"),
+        Counterexample("right rows from a scalar subquery", _q1_scalar_subquery, "not a derived table"),
+        Counterexample("right rows from GROUP BY over the join", _q1_join_on_condition, "GROUP BY over the join"),
     ],
 )
 
@@ -254,6 +317,60 @@ def _q2_by_id():
     return select(Post.id, comment_count).where(Post.author_id == 346).order_by(Post.id)
 
 
+def _q2_uncorrelated(attempt: Attempt) -> str | None:
+    """The same count on every row: a subquery that does not refer to the outer post."""
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if not got or not want or len(got) < 2 or any(len(r) < 2 for r in got):
+        return None
+    values = {r[-1] for r in got}
+    if len(values) == 1 and len({r[-1] for r in want}) > 1:
+        return (
+            f"every post has the same count ({values.pop()}): your subquery is uncorrelated, it counts "
+            "comments of all posts instead of the post on this row. It must refer to the outer query's "
+            "posts (Comment.post_id == Post.id, with the same Post as the outer select, not an alias), "
+            "and keep only comments in its own FROM: .correlate(Post) makes that explicit"
+        )
+    return None
+
+
+def _q2_no_link():
+    n = select(func.count(Comment.id)).scalar_subquery().label("comment_count")
+    return select(Post.id, n).where(Post.author_id == 346).order_by(n.desc(), Post.id)
+
+
+def _q2_aliased_inside():
+    other = aliased(Post)
+    n = select(func.count(Comment.id)).where(Comment.post_id == other.id).scalar_subquery().label("comment_count")
+    return select(Post.id, n).where(Post.author_id == 346).order_by(n.desc(), Post.id)
+
+
+def _q2_outer_join_group():
+    n = func.count(Comment.id).label("comment_count")
+    return (
+        select(Post.id, n)
+        .outerjoin(Post.comments)
+        .where(Post.author_id == 346)
+        .group_by(Post.id)
+        .order_by(n.desc(), Post.id)
+    )
+
+
+def _q2_order(attempt: Attempt) -> str | None:
+    """Right rows, wrong order: which sort key is missing."""
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if not got or not want or got == want or sorted(got) != sorted(want):
+        return None
+    if [r[-1] for r in got] == [r[-1] for r in want]:
+        return (
+            "sorted by comment_count, but posts with equal counts are in another order: break the tie "
+            "with Post.id, ascending, as the second ORDER BY key: .order_by(comment_count.desc(), Post.id)"
+        )
+    return (
+        "the right rows, not sorted by comment_count: most-commented first is "
+        ".order_by(comment_count.desc(), Post.id)"
+    )
+
+
 q2 = Exercise(
     id="05.q2",
     title="An author's posts by comment count",
@@ -264,12 +381,14 @@ q2 = Exercise(
         "WHERE p.author_id = 346 GROUP BY p.id ORDER BY count(c.id) DESC, p.id"
     ),
     rules=[
+        Probe(_q2_uncorrelated, name="one count per post (correlated)"),
         Probe(_ones_for_zeros, name="posts without comments count 0"),
         Probe(
             _zero_rows_kept("posts", "a correlated count subquery in the SELECT list keeps every post"),
             name="posts without comments kept",
         ),
         Columns(["id", "comment_count"]),
+        Probe(_q2_order, name="most-commented first, ties by id"),
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters([Q2_AUTHOR]),
@@ -285,8 +404,10 @@ q2 = Exercise(
     counterexamples=[
         Counterexample("join and group by", _q2_join_group, "posts with a count of 0 are missing"),
         Counterexample("outer join with count(*)", _q2_count_star, "count(*)"),
-        Counterexample("ties broken the wrong way", _q2_ties_reversed, "wrong order"),
-        Counterexample("ordered by id only", _q2_by_id, "wrong order"),
+        Counterexample("ties broken the wrong way", _q2_ties_reversed, "break the tie"),
+        Counterexample("ordered by id only", _q2_by_id, "not sorted by comment_count"),
+        Counterexample("subquery with no link to the post", _q2_no_link, "uncorrelated"),
+        Counterexample("an alias of Post inside the subquery", _q2_aliased_inside, "uncorrelated"),
     ],
 )
 
@@ -461,6 +582,14 @@ async def _q4_depth_from_zero(session, user_id):
     tree = select(User.id, literal(0).label("depth")).where(User.invited_by_id == user_id).cte("tree", recursive=True)
     tree = tree.union_all(select(User.id, tree.c.depth + 1).join(tree, User.invited_by_id == tree.c.id))
     result = await session.execute(select(tree.c.id, tree.c.depth).order_by(tree.c.id))
+    return result.all()
+
+
+async def _q4_from_the_user(session, user_id):
+    """Start at the user (depth 0) and leave them out at the end: the same rows."""
+    tree = select(User.id, literal(0).label("depth")).where(User.id == user_id).cte("tree", recursive=True)
+    tree = tree.union_all(select(User.id, tree.c.depth + 1).join(tree, User.invited_by_id == tree.c.id))
+    result = await session.execute(select(tree.c.id, tree.c.depth).where(tree.c.depth > 0).order_by(tree.c.id))
     return result.all()
 
 
@@ -715,3 +844,139 @@ q5 = Exercise(
         Counterexample("window without partition_by", _q5_no_partition, "partition_by"),
     ],
 )
+
+
+# ----------------------------------------------------------------------------- q6 NOT IN and NULL
+
+
+def _q6_solution():
+    invitee = aliased(User, name="invitee")
+    return select(User.id).where(~exists().where(invitee.invited_by_id == User.id)).order_by(User.id)
+
+
+async def _q6_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
+    nobody = await conn.execute(text("SELECT id FROM users WHERE invited_by_id IS NULL"))
+    attempt.extra["not_invited"] = {r[0] for r in nobody}
+    total = await conn.execute(text("SELECT count(*) FROM users"))
+    attempt.extra["all_users"] = total.scalar_one()
+
+
+def _q6_which_users(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not isinstance(got, list) or not isinstance(want, list) or sorted(got) == sorted(want):
+        return None
+    reads = [q.sql for q in attempt.log.queries if q.verb in ("SELECT", "WITH")]
+    sql = reads[0] if reads else ""
+    if not got and want and re.search(r"\bNOT IN\b", sql, re.I):
+        return (
+            "no users at all: NOT IN over a column that holds NULL. invited_by_id is NULL for every "
+            "user nobody invited, and x NOT IN (..., NULL) is never true (it is unknown), so no row "
+            "passes. The NULL is the culprit, not the subquery: use ~exists() / ~User.invitees.any(), "
+            "or keep the NULLs out of the subquery with .where(User.invited_by_id.is_not(None))"
+        )
+    if len(got) == attempt.extra.get("all_users") and re.search(r"\bEXISTS\b", sql, re.I):
+        return (
+            "every user passes: your EXISTS subquery is uncorrelated. User.invited_by_id == User.id "
+            "names only one users table, so the subquery keeps its own FROM users and asks 'does anyone "
+            "invite themself?' for every row. Give the invitees their own name: invitee = aliased(User), "
+            "then ~exists().where(invitee.invited_by_id == User.id)"
+        )
+    if set(got) == attempt.extra.get("not_invited"):
+        return (
+            "you listed the users nobody invited (invited_by_id IS NULL). The question is the other "
+            "direction: users whom no one names as their inviter, i.e. no row with invited_by_id == their id"
+        )
+    if got and set(got).isdisjoint(want):
+        return (
+            "you listed the users who did invite someone: negate the test, ~exists() (NOT EXISTS), "
+            "not exists()"
+        )
+    return None
+
+
+def _q6_not_in():
+    return select(User.id).where(User.id.not_in(select(User.invited_by_id))).order_by(User.id)
+
+
+def _q6_unaliased():
+    return select(User.id).where(~exists().where(User.invited_by_id == User.id)).order_by(User.id)
+
+
+def _q6_not_invited():
+    return select(User.id).where(User.invited_by_id.is_(None)).order_by(User.id)
+
+
+def _q6_inviters():
+    invitee = aliased(User, name="invitee")
+    return select(User.id).where(exists().where(invitee.invited_by_id == User.id)).order_by(User.id)
+
+
+q6 = Exercise(
+    id="05.q6",
+    title="Users who invited nobody",
+    kind=STATEMENT,
+    solution_answer=_q6_solution,
+    expected=sql_reference(
+        "SELECT u.id FROM users u LEFT JOIN users i ON i.invited_by_id = u.id WHERE i.id IS NULL ORDER BY u.id",
+        flat=True,
+    ),
+    probe=_q6_probe,
+    rules=[
+        Probe(_q6_which_users, name="users no one names as inviter"),
+        Columns(["id"]),
+        SameResult(ordered=True, what="users"),
+        StatementBudget(1),
+    ],
+    hints=[
+        "A user invited nobody when no row of users has invited_by_id equal to their id. The "
+        "column you test against is nullable: think about what NOT IN does with a NULL.",
+        "Two roles of one table: invitee = aliased(User, name=\"invitee\"), then "
+        "~exists().where(invitee.invited_by_id == User.id).",
+        "select(User.id).where(~exists().where(invitee.invited_by_id == User.id)).order_by(User.id), "
+        "or ~User.invitees.any().",
+    ],
+    why="NOT EXISTS asks 'no such row' and is not fooled by the NULLs a nullable column holds; "
+    "NOT IN over that column returns nothing at all.",
+    counterexamples=[
+        Counterexample("NOT IN over a nullable column", _q6_not_in, "NOT IN over a column that holds NULL"),
+        Counterexample("exists() without an alias", _q6_unaliased, "uncorrelated"),
+        Counterexample("users nobody invited", _q6_not_invited, "invited_by_id IS NULL"),
+        Counterexample("exists() not negated", _q6_inviters, "did invite someone"),
+    ],
+)
+
+
+# correct answers of another form: tests/test_exercises.py requires each one accepted
+ALTERNATIVES = {
+    "05.q1": [
+        ("a CTE instead of a subquery", _q1_cte),
+    ],
+    "05.q2": [
+        ("an outer join along Post.comments and GROUP BY", _q2_outer_join_group),
+    ],
+    "05.q3": [
+        ("~User.orders.any(...)", lambda: select(User.id).where(~User.orders.any(Order.status == "cancelled")).order_by(User.id)),
+        ("NOT IN (orders.user_id is NOT NULL)", lambda: select(User.id)
+        .where(User.id.not_in(select(Order.user_id).where(Order.status == "cancelled")))
+        .order_by(User.id)),
+        ("an outer join to cancelled orders, IS NULL", lambda: select(User.id)
+        .outerjoin(Order, and_(Order.user_id == User.id, Order.status == "cancelled"))
+        .where(Order.id.is_(None))
+        .order_by(User.id)),
+    ],
+    "05.q4": [
+        ("start at the user (depth 0), keep depth > 0", _q4_from_the_user),
+    ],
+    "05.q5": [
+        ("rank() with the id as tie-breaker", lambda: _q5_ranked((Post.published_at.desc(), Post.id.desc()), ranking=func.rank)),
+    ],
+    "05.q6": [
+        ("~User.invitees.any()", lambda: select(User.id).where(~User.invitees.any()).order_by(User.id)),
+        ("NOT IN with the NULLs filtered out", lambda: select(User.id)
+        .where(User.id.not_in(select(User.invited_by_id).where(User.invited_by_id.is_not(None))))
+        .order_by(User.id)),
+        ("not_(exists()) with an anonymous alias", lambda: select(User.id)
+        .where(not_(exists().where(aliased(User).invited_by_id == User.id)))
+        .order_by(User.id)),
+    ],
+}

@@ -12,10 +12,10 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from sqlalchemy import and_, select, text
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import contains_eager, defer, joinedload, load_only, selectinload
+from sqlalchemy.orm import contains_eager, defer, joinedload, load_only, selectinload, with_loader_criteria
 
 from ..schema import Comment, Post, User
 from .core import SESSION_FN, Counterexample, Exercise
@@ -55,6 +55,34 @@ def _kind_of(returned: Any) -> str:
     return f"you returned a {type(returned).__name__}; end with list((await session.scalars(stmt)).all())"
 
 
+def _collection_not_loaded(objects: list[Any], key: str) -> dict[str, Any] | None:
+    """A collection the answer did not load, named before anything touches it.
+
+    Reading it would be a lazy load that needs SQL (MissingGreenlet in async code); naming the
+    relationship says what to load. Many-to-ones are left to the lazy-load counter: one whose
+    target is already in the session is answered from memory and is no mistake.
+    """
+    missing = [o for o in objects if key in sa_inspect(o).unloaded]
+    if not missing:
+        return None
+    return {"not_loaded": f"{type(missing[0]).__name__}.{key}", "n": len(missing), "of": len(objects)}
+
+
+def _not_loaded_probe() -> Probe:
+    def test(attempt: Attempt) -> str | None:
+        value = attempt.value
+        if isinstance(value, dict) and "not_loaded" in value:
+            name = value["not_loaded"]
+            return (
+                f"{name} was not loaded ({value['n']} of {value['of']} objects): reading it in async "
+                "code needs SQL, so it raises MissingGreenlet (awaited one by one, it is an N+1). "
+                f"Load it up front with a loader option, e.g. selectinload({name})"
+            )
+        return None
+
+    return Probe(test=test, name="the collections the task reads are loaded")
+
+
 def _objects_probe(cls: type, how: str) -> Probe:
     def test(attempt: Attempt) -> str | None:
         value = attempt.value
@@ -86,6 +114,8 @@ async def _q1_observe(session: AsyncSession, returned: Any) -> Any:
     users = _objects_of(returned, User)
     if users is None:
         return {"kind": _kind_of(returned)}
+    if (not_loaded := _collection_not_loaded(users, "posts")) is not None:
+        return not_loaded
     return [(u.id, tuple(p.id for p in u.posts)) for u in users]
 
 
@@ -110,6 +140,11 @@ async def _q1_off_by_one(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q1_joined_unique(session: AsyncSession) -> list[User]:
+    stmt = select(User).where(User.id.between(1, 10)).options(joinedload(User.posts)).order_by(User.id)
+    return list((await session.scalars(stmt)).unique().all())
+
+
 q1 = Exercise(
     id="06.q1",
     title="Users 1 to 10 with their posts",
@@ -117,8 +152,8 @@ q1 = Exercise(
     solution_answer=_q1_solution,
     expected=_q1_expected,
     observe=_q1_observe,
-    rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), SameResult(ordered=True, what="users"),
-           StatementBudget(2)],
+    rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), _not_loaded_probe(),
+           SameResult(ordered=True, what="users"), StatementBudget(2)],
     hints=[
         "Select the User objects with ids 1 to 10, ordered by id, and load their posts in the same "
         "call: a loader option on the statement, .options(...).",
@@ -130,7 +165,7 @@ q1 = Exercise(
     why="One loader option turns 1 + N round trips (or a MissingGreenlet) into two statements.",
     counterexamples=[
         Counterexample("N+1 with awaitable_attrs", _q1_n_plus_1, "N+1"),
-        Counterexample("no loader option", _q1_no_loader, "loaded lazily"),
+        Counterexample("no loader option", _q1_no_loader, "User.posts was not loaded"),
         Counterexample("joinedload without unique()", _q1_joined_no_unique, "unique()"),
         Counterexample("users 1 to 9", _q1_off_by_one, "missing"),
     ],
@@ -172,6 +207,8 @@ async def _q2_observe(session: AsyncSession, returned: Any) -> Any:
     posts = _objects_of(returned, Post)
     if posts is None:
         return {"kind": _kind_of(returned)}
+    if (not_loaded := _collection_not_loaded(posts, "tags")) is not None:
+        return not_loaded
     return [(p.id, p.author.username, tuple(t.name for t in p.tags)) for p in posts]
 
 
@@ -206,6 +243,11 @@ async def _q2_drafts_too(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q2_selectin_both(session: AsyncSession) -> list[Post]:
+    stmt = _q2_newest().options(selectinload(Post.author), selectinload(Post.tags))
+    return list((await session.scalars(stmt)).all())
+
+
 q2 = Exercise(
     id="06.q2",
     title="The 20 newest published posts with author and tags",
@@ -213,8 +255,8 @@ q2 = Exercise(
     solution_answer=_q2_solution,
     expected=_q2_expected,
     observe=_q2_observe,
-    rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), SameResult(ordered=True, what="posts"),
-           StatementBudget(3)],
+    rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), _not_loaded_probe(),
+           SameResult(ordered=True, what="posts"), StatementBudget(3)],
     hints=[
         "Two relationships to load: Post.author (one user per post) and Post.tags (a collection, "
         "many-to-many). Each can have its own loader option inside one .options(...).",
@@ -227,7 +269,7 @@ q2 = Exercise(
     why="Mixing strategies per relationship (JOIN for to-one, IN for collections) keeps it to 2 statements.",
     counterexamples=[
         Counterexample("joinedload on the tags, no unique()", _q2_joined_tags, "unique()"),
-        Counterexample("no loader for the tags", _q2_no_tags_loader, "loaded lazily"),
+        Counterexample("no loader for the tags", _q2_no_tags_loader, "Post.tags was not loaded"),
         Counterexample("tags awaited in a loop", _q2_tags_in_a_loop, "N+1"),
         Counterexample("drafts included, newest by created_at", _q2_drafts_too, "missing"),
     ],
@@ -295,6 +337,11 @@ async def _q3_get(session: AsyncSession, post_id: int) -> Post:
     assert post is not None
     await post.awaitable_attrs.comments
     return post
+
+
+async def _q3_all_joined(session: AsyncSession, post_id: int) -> Post:
+    stmt = select(Post).where(Post.id == post_id).options(joinedload(Post.comments).joinedload(Comment.author))
+    return (await session.scalars(stmt)).unique().one()
 
 
 q3 = Exercise(
@@ -403,6 +450,14 @@ async def _q4_wrong_column(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(_q4_newest().options(defer(Post.title)))).all())
 
 
+async def _q4_title_only(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q4_newest().options(load_only(Post.title)))).all())
+
+
+async def _q4_defer_body(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q4_newest().options(defer(Post.body)))).all())
+
+
 q4 = Exercise(
     id="06.q4",
     title="Post titles without their bodies",
@@ -432,6 +487,7 @@ q4 = Exercise(
         Counterexample("whole Post objects", _q4_whole_posts, "fetched the body"),
         Counterexample("columns instead of objects", _q4_columns, "Post objects"),
         Counterexample("deferred the title instead", _q4_wrong_column, "post.title not loaded"),
+        Counterexample("load_only without the date", _q4_title_only, "post.published_at not loaded"),
     ],
 )
 
@@ -444,7 +500,12 @@ _USERS_IN_FROM = re.compile(r"\b(?:FROM|JOIN)\s+users\b", re.I)
 def _q5_probe_test(attempt: Attempt) -> str | None:
     queries = attempt.log.queries
     if queries and len(_USERS_IN_FROM.findall(queries[0].sql)) > 1:
-        yours = "an EXISTS subquery (.has())" if re.search(r"\bEXISTS\b", queries[0].sql, re.I) else "the join"
+        sql = queries[0].sql
+        yours = (
+            "an EXISTS subquery (.has())" if re.search(r"\bEXISTS\b", sql, re.I)
+            else "an IN subquery" if re.search(r"\bIN\s*\(\s*SELECT\b", sql, re.I)
+            else "the join"
+        )
         return (
             f"the users table appears twice in your statement: joinedload() adds its own join "
             f"(users_1) next to {yours} you wrote; join once, filter on that join, and let "
@@ -492,6 +553,40 @@ async def _q5_join_no_loader(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(_q5_japan())).all())
 
 
+async def _q5_has_and_joinedload(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .where(Post.author.has(User.country == "JP"))
+        .options(joinedload(Post.author))
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(30)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q5_in_and_joinedload(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .where(Post.author_id.in_(select(User.id).where(User.country == "JP")))
+        .options(joinedload(Post.author))
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(30)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q5_explicit_on(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .join(User, User.id == Post.author_id)
+        .where(User.country == "JP")
+        .options(contains_eager(Post.author))
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(30)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q5_has_and_selectin(session: AsyncSession) -> list[Post]:
     stmt = (
         select(Post)
@@ -515,7 +610,7 @@ q5 = Exercise(
         NoLazyLoads(),
         SameResult(ordered=True, what="posts"),
         StatementBudget(1),
-        Probe(test=_q5_probe_test, name="users joined once"),
+        Probe(test=_q5_probe_test, name="users named once in the statement"),
     ],
     hints=[
         "You must join users anyway, to filter on User.country. The question is who fills post.author: "
@@ -530,6 +625,8 @@ q5 = Exercise(
         Counterexample("join plus joinedload", _q5_join_and_joinedload, "appears twice"),
         Counterexample("join, no loader", _q5_join_no_loader, "loaded lazily"),
         Counterexample("has() plus selectinload", _q5_has_and_selectin, "1 should be enough"),
+        Counterexample("has() plus joinedload", _q5_has_and_joinedload, "EXISTS subquery (.has())"),
+        Counterexample("in_() plus joinedload", _q5_in_and_joinedload, "an IN subquery"),
     ],
 )
 
@@ -619,26 +716,50 @@ async def _q6_selectin_criteria(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).all())
 
 
-def _q6_collections_test(attempt: Attempt) -> str | None:
-    got, want = attempt.value, attempt.expected
-    if not isinstance(got, list) or not isinstance(want, list):
+def _published_collections(*, dropped_why: str, extra_why: str, check_repeats: bool = False) -> Any:
+    """Judge [(user id, (post ids...))]: every user kept, .posts holding only published posts."""
+
+    def test(attempt: Attempt) -> str | None:
+        got, want = attempt.value, attempt.expected
+        if not isinstance(got, list) or not isinstance(want, list):
+            return None
+        wanted = dict(want)
+        returned = [user_id for user_id, _ in got]
+        dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
+        if dropped:
+            return (
+                f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}): "
+                + dropped_why
+            )
+        if check_repeats and len(set(returned)) < len(returned):
+            return "some users come back more than once: a join to posts repeats each user once per post"
+        extra = [user_id for user_id, posts in got if user_id in wanted and set(posts) - set(wanted[user_id])]
+        if extra:
+            return (
+                f"{len(extra)} user(s) have posts in .posts that are not published (e.g. user {extra[0]}): "
+                + extra_why
+            )
         return None
-    wanted = dict(want)
-    returned = {user_id for user_id, _ in got}
-    dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
-    if dropped:
-        return (
-            f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}): an "
-            "inner join, or a WHERE condition on Post, drops them; outer join with the condition in ON"
-        )
-    extra = [user_id for user_id, posts in got if user_id in wanted and set(posts) - set(wanted[user_id])]
-    if extra:
-        return (
-            f"{len(extra)} user(s) have posts in .posts that are not published (e.g. user {extra[0]}): "
-            "contains_eager fills the collection with whatever rows the join brought, so the join "
-            "itself must keep only published posts"
-        )
-    return None
+
+    return test
+
+
+_q6_collections_test = _published_collections(
+    dropped_why="an inner join, or a WHERE condition on Post, drops them; outer join with the condition in ON",
+    extra_why="contains_eager fills the collection with whatever rows the join brought, so the join "
+    "itself must keep only published posts",
+)
+
+
+async def _q6_explicit_on(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(Post, and_(Post.author_id == User.id, Post.status == "published"))
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
 
 
 q6 = Exercise(
@@ -673,3 +794,130 @@ q6 = Exercise(
         Counterexample("selectinload with criteria", _q6_selectin_criteria, "1 should be enough"),
     ],
 )
+
+
+# ---------------------------------------------------------------- q7
+
+
+async def _q7_solution(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .where(User.id <= 10)
+        .options(selectinload(User.posts.and_(Post.status == "published")))
+        .order_by(User.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q7_expected(conn: AsyncConnection) -> list[tuple[int, tuple[int, ...]]]:
+    rows = await _rows(
+        conn,
+        "SELECT u.id, p.id FROM users u "
+        "LEFT JOIN posts p ON p.author_id = u.id AND p.status = 'published' "
+        "WHERE u.id BETWEEN 1 AND 10 ORDER BY u.id, p.id",
+    )
+    return _grouped(rows)
+
+
+_q7_collections_test = _published_collections(
+    dropped_why="the status condition went into the users query (a join plus WHERE), so it filtered the "
+    "users. Put it on the loader instead: selectinload(User.posts.and_(Post.status == 'published'))",
+    extra_why="a plain loader fills the whole collection. Loader criteria filter it: "
+    "selectinload(User.posts.and_(Post.status == 'published')), or with_loader_criteria(Post, ...)",
+    check_repeats=True,
+)
+
+
+def _q7_users() -> Any:
+    return select(User).where(User.id <= 10).order_by(User.id)
+
+
+async def _q7_unfiltered(session: AsyncSession) -> list[User]:
+    return list((await session.scalars(_q7_users().options(selectinload(User.posts)))).all())
+
+
+async def _q7_filter_in_where(session: AsyncSession) -> list[User]:
+    stmt = _q7_users().join(User.posts).where(Post.status == "published").options(selectinload(User.posts))
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q7_criteria_alone(session: AsyncSession) -> list[User]:
+    stmt = _q7_users().options(with_loader_criteria(Post, Post.status == "published"))
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q7_joined_no_unique(session: AsyncSession) -> list[User]:
+    stmt = _q7_users().options(joinedload(User.posts.and_(Post.status == "published")))
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q7_global_criteria(session: AsyncSession) -> list[User]:
+    stmt = _q7_users().options(
+        selectinload(User.posts), with_loader_criteria(Post, Post.status == "published")
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q7_joined_unique(session: AsyncSession) -> list[User]:
+    stmt = _q7_users().options(joinedload(User.posts.and_(Post.status == "published")))
+    return list((await session.scalars(stmt)).unique().all())
+
+
+q7 = Exercise(
+    id="06.q7",
+    title="Users with only their published posts, by loader criteria",
+    kind=SESSION_FN,
+    solution_answer=_q7_solution,
+    expected=_q7_expected,
+    observe=_q1_observe,
+    rules=[
+        _objects_probe(User, "select(User)..."),
+        NoLazyLoads(),
+        _not_loaded_probe(),
+        Probe(test=_q7_collections_test, name="every user, only published posts"),
+        SameResult(ordered=True, what="users"),
+        StatementBudget(2),
+    ],
+    hints=[
+        "All ten users must come back (users 4 and 5 have no posts at all): the users query itself "
+        "must not filter on posts. The filter belongs to the loader that fills .posts.",
+        "A relationship attribute takes extra criteria: User.posts.and_(Post.status == 'published'), "
+        "and a loader option accepts it.",
+        "select(User).where(User.id <= 10).options(selectinload(User.posts.and_(Post.status == "
+        "'published'))).order_by(User.id)",
+    ],
+    why="Loader criteria filter what a relationship loader brings, without touching the parent query.",
+    counterexamples=[
+        Counterexample("plain selectinload", _q7_unfiltered, "not published"),
+        Counterexample("status filtered in the users query", _q7_filter_in_where, "filtered the users"),
+        Counterexample("with_loader_criteria, but no loader", _q7_criteria_alone, "User.posts was not loaded"),
+        Counterexample("joinedload with criteria, no unique()", _q7_joined_no_unique, "unique()"),
+    ],
+)
+
+
+# correct answers of another form: tests/test_exercises.py requires each one accepted
+ALTERNATIVES = {
+    "06.q1": [
+        ("joinedload and unique()", _q1_joined_unique),
+    ],
+    "06.q2": [
+        ("selectinload for both", _q2_selectin_both),
+    ],
+    "06.q3": [
+        ("joinedload along the path and unique()", _q3_all_joined),
+    ],
+    "06.q4": [
+        ("defer(Post.body)", _q4_defer_body),
+    ],
+    "06.q5": [
+        ("an explicit ON clause and contains_eager", _q5_explicit_on),
+    ],
+    "06.q6": [
+        ("an explicit ON clause and contains_eager", _q6_explicit_on),
+    ],
+    "06.q7": [
+        ("selectinload and with_loader_criteria", _q7_global_criteria),
+        ("joinedload with criteria and unique()", _q7_joined_unique),
+    ],
+}

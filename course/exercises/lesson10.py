@@ -4,6 +4,35 @@ The checkers run the answer and look at what it did: the rows it returned, wheth
 user input reached the SQL text, whether the session still works, what was left in
 the database (earlier work kept, nothing partial committed, nothing overwritten),
 how many times a unit of work was tried and how long the answer waited.
+
+Mistake catalogue: misconception -> detector -> the phrase its message carries (each one
+has a counterexample in this module, tested on both backends).
+
+- q1 search box: input pasted into SQL (the term found in the statement text) ->
+  "pasted into the SQL text"; LIKE wildcards left live (extra ids for "%") -> "wildcards";
+  a plain LIKE, right on SQLite only (LIKE without ILIKE/lower in the SQL) ->
+  "case-sensitive"; every title fetched and searched in Python (rows fetched, no LIKE) ->
+  "the search ran in Python".
+- q2 get or create: the duplicate not handled (error) -> "IntegrityError"; session.rollback()
+  losing earlier work (tags gone afterwards) -> "threw away"; caught without a savepoint
+  (PendingRollbackError) -> "PendingRollbackError"; upsert without looking the id up ->
+  "look the existing tag's id up".
+- q3 import: the class name as the kind -> "you reported 'IntegrityError'"; a rollback per
+  bad row (accepted rows gone) -> "threw them away"; one flush for all -> "IntegrityError";
+  merge() overwriting -> "overwritten"; no savepoint (PendingRollbackError) ->
+  "PendingRollbackError"; a blanket ``except IntegrityError`` as "already exists" (every
+  refusal reported "unique") -> "blanket".
+- q4 retry: every exception retried, or every DBAPIError (attempts on a duplicate) ->
+  "you retried an IntegrityError"; one session for all attempts (failed writes committed) ->
+  "new transaction"; no backoff (gap between failure and retry) -> "wait at least"; the last
+  error swallowed -> "raise the last error".
+- q5 sort by a user's column: text()/literal_column() of the input (its text in the SQL,
+  whether the statement ran or PostgreSQL's error quoted it) -> "identifier injection";
+  getattr(User, name) without an allow-list (a real, unlisted column sorted) -> "exposes any
+  attribute"; no tie-breaker (one ORDER BY key) -> "no tie-breaker"; column(name) (the input
+  as a quoted name) -> "quoted name"; the name as a bound parameter -> "parameters carry
+  values"; a refusal that is not a ValueError naming the allowed columns -> "raise
+  ValueError"; a refusal only by the database -> "reached the database".
 """
 
 from __future__ import annotations
@@ -17,10 +46,10 @@ from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 
 from ..lab.errorkinds import constraint_kind, is_transient
-from ..schema import Order, Post, Tag
+from ..schema import Order, Post, Tag, User
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
 from .rules import Attempt, Probe, SameResult, SessionUsable, StatementBudget
 
@@ -110,6 +139,33 @@ def _q1_wildcards(attempt: Attempt) -> str | None:
     )
 
 
+def _q1_case(attempt: Attempt) -> str | None:
+    """LIKE without lower() or ILIKE: case-insensitive on SQLite (for ASCII) only by accident."""
+    for s in attempt.log.queries:
+        sql = s.sql.upper()
+        if " LIKE " in sql and " ILIKE " not in sql and "LOWER(" not in sql and "UPPER(" not in sql:
+            return (
+                "your search is case-sensitive where it matters: a plain LIKE ignores case on SQLite "
+                "(for ASCII letters), but not on PostgreSQL, where 'upsert' would not find 'Upsert'. "
+                "Ask for 'ignoring case' explicitly: .icontains(term, autoescape=True) sends ILIKE on "
+                "PostgreSQL and lower(...) LIKE lower(...) on SQLite"
+            )
+    return None
+
+
+def _q1_filtered_in_sql(attempt: Attempt) -> str | None:
+    """Every title fetched and searched in Python: right ids, all the posts over the wire."""
+    want = attempt.expected if isinstance(attempt.expected, list) else []
+    fetched = max((s.rows or 0 for s in attempt.log.queries), default=0)
+    if fetched > max(50, 5 * len(want)) and not any(" LIKE " in s.sql.upper() for s in attempt.log.queries):
+        return (
+            f"your function fetched {fetched} rows to return {len(want)}: the search ran in Python, "
+            "after every title crossed the wire. Filter in SQL (WHERE title ILIKE ...), where an index "
+            "or at least the database's own scan does the work"
+        )
+    return None
+
+
 async def _q1_fstring(session, term):
     sql = f"SELECT id FROM posts WHERE title LIKE '%{term}%' ORDER BY id"
     return (await session.execute(text(sql))).scalars().all()
@@ -141,6 +197,8 @@ q1 = Exercise(
     rules=[
         Probe(test=_q1_not_pasted, name="the term travels as a bound parameter"),
         Probe(test=_q1_wildcards, name="% and _ in the term are literal"),
+        Probe(test=_q1_case, name="case ignored on both backends"),
+        Probe(test=_q1_filtered_in_sql, name="searched in SQL"),
         SameResult(ordered=True, what="post ids"),
         StatementBudget(1),
     ],
@@ -408,6 +466,14 @@ def _q3_kinds(attempt: Attempt) -> str | None:
         return None
     if not isinstance(got, list) or len(got) != len(want):
         return f"expected a list with one entry per row ({len(want)}), got {got!r}"[:200]
+    refused = [g for g, w in zip(got, want, strict=False) if w is not None]
+    if len(set(want) - {None}) > 1 and refused and all(g == "unique" for g in refused):
+        return (
+            "every refusal reported as 'unique': a blanket 'except IntegrityError' treated as "
+            "'already exists' also calls a missing user (foreign key), a NULL status (not null) and a "
+            "negative total (check) duplicates. Read the code (e.orig.sqlstate / e.orig.sqlite_errorname), "
+            "as constraint_kind() does"
+        )
     i = next(i for i, (g, w) in enumerate(zip(got, want, strict=False)) if g != w)
     row = {k: v for k, v in _Q3_ROWS[i].items() if k != "created_at"}
     if want[i] is None:
@@ -518,9 +584,9 @@ _BASE_DELAY = 0.02
 _MARK = "retry-check"  # the status of the orders the checker's work writes
 
 
-def _lost_connection() -> OperationalError:
-    """What SQLAlchemy raises when the connection drops mid-statement (simulated)."""
-    return OperationalError(
+def _lost_connection() -> InterfaceError:
+    """What SQLAlchemy raises on asyncpg when the connection drops mid-statement (simulated)."""
+    return InterfaceError(
         "INSERT INTO orders ...", None,
         ConnectionResetError("connection reset by peer (simulated by the checker)"),
         connection_invalidated=True,
@@ -780,3 +846,378 @@ q4 = _Adapted(
         Counterexample("return None when out of attempts", _q4_swallow_last, "raise the last error"),
     ],
 )
+
+
+# ---------------------------------------------------------------------------- q5
+
+#: The columns a user may sort the user list by (the reference's allow-list).
+_Q5_ALLOWED = ("id", "username", "country", "created_at")
+#: A blind-injection payload: the order of the rows answers "does user 1's email start with 'a'?"
+_Q5_ERROR_TEXT = "CAST((SELECT email FROM users WHERE id = 1) AS INTEGER)"  # PostgreSQL's error quotes it
+_Q5_INJECTION = "CASE WHEN substr((SELECT email FROM users WHERE id = 1), 1, 1) = 'a' THEN id ELSE -id END"
+#: The names the checker tries; the gravest finding over all of them is the verdict.
+_Q5_SORTS = ["country", "created_at", _Q5_ERROR_TEXT, _Q5_INJECTION, "email", "username"]
+_Q5_PAGE = 5
+
+
+@dataclass
+class _SortCall:
+    """One call of the learner's function: what it returned or raised, and the SQL it sent."""
+
+    sort: str
+    value: Any = None
+    error: BaseException | None = None
+    statements: list[Any] = field(default_factory=list)
+
+
+def _q5_each_sort(users_page):
+    """Call the learner's users_page once per sort name, each inside a savepoint, noting the
+    SQL it sent and what came back (a ValueError for a refused name is the right answer)."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import event
+
+    from .core import normalize
+
+    async def run(session, sorts):
+        calls = []
+        connection = await session.connection()  # the checker's connection: listen on it alone
+        for sort in sorts:
+            call = _SortCall(sort)
+
+            def note(conn, cursor, statement, parameters, context, executemany, call=call):
+                if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                    params = parameters if isinstance(parameters, (list, tuple)) else list((parameters or {}).values())
+                    call.statements.append(SimpleNamespace(sql=statement, params=tuple(params)))
+
+            event.listen(connection.sync_connection, "before_cursor_execute", note)
+            try:
+                async with session.begin_nested():
+                    call.value = normalize(await users_page(session, sort))
+            except NotImplementedError:
+                raise
+            except Exception as exc:  # judged by the rules, never shown as a traceback
+                call.error = exc
+            finally:
+                event.remove(connection.sync_connection, "before_cursor_execute", note)
+            calls.append(call)
+        return calls
+
+    return run
+
+
+async def _q5_solution(session, sort):
+    sortable = {"id": User.id, "username": User.username, "country": User.country, "created_at": User.created_at}
+    if sort not in sortable:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sortable)}")
+    stmt = select(User.id).order_by(sortable[sort], User.id).limit(5)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q5_expected(conn, sorts):
+    """Each allowed name's first page, from SQL the checker writes itself; None for a refusal."""
+    out = []
+    for sort in sorts:
+        if sort in _Q5_ALLOWED:
+            sql = f"SELECT id FROM users ORDER BY {sort}, id LIMIT {_Q5_PAGE}"  # sort is from our own list
+            out.append(list((await conn.execute(text(sql))).scalars()))
+        else:
+            out.append(None)
+    return out
+
+
+def _order_by_keys(sql: str) -> list[str]:
+    import re
+
+    found = re.search(r"ORDER BY (.*?)(?:\sLIMIT\s|\sOFFSET\s|\sFETCH\s|$)", sql, re.S | re.I)
+    return [key.strip() for key in found.group(1).split(",")] if found else []
+
+
+def _q5_pasted(call: _SortCall) -> bool:
+    """The user's text appears in the SQL as SQL (not quoted as a name, not as a parameter)."""
+    needle = call.sort.lower()
+    return any(needle in s.sql.lower() and f'"{needle}"' not in s.sql.lower() for s in call.statements)
+
+
+_INJECTION = (
+    "identifier injection: sort={shown!r} was pasted into the SQL text, so whoever picks the sort "
+    "column writes SQL (text() and literal_column() run what they are given; the order of the rows, "
+    "or PostgreSQL's error text, then answers an attacker's questions about any table). A bound "
+    "parameter cannot fix it: parameters carry values, never identifiers (ORDER BY ? sorts by a "
+    "constant). Map the allowed names to columns and raise ValueError for the rest"
+)
+
+
+def _q5_findings(call: _SortCall, want: Any) -> tuple[int, str] | None:
+    """(priority, message) for one call; the lowest priority over all calls is the verdict."""
+    shown = call.sort if len(call.sort) < 30 else call.sort[:27] + "..."
+    if want is None:  # a name that must be refused
+        if not call.sort.isidentifier() and _q5_pasted(call):
+            return 0, _INJECTION.format(shown=shown)
+        if any(f'"{call.sort.lower()}"' in s.sql.lower() for s in call.statements):
+            return 1, (
+                f"sort={shown!r} reached the SQL as a quoted name: column(name) cannot break out of its "
+                "quotes, but it lets a user sort by any column (SQLite even sorts by an unknown name as a "
+                "string constant). Check the name against an allow-list first and raise ValueError"
+            )
+        if any(call.sort in map(str, s.params or ()) for s in call.statements):
+            return 2, (
+                f"sort={shown!r} travelled as a bound parameter: parameters carry values, not column "
+                "names, so ORDER BY ? sorts every row by the same constant. Map allowed names to "
+                "columns instead, and raise ValueError for any other name"
+            )
+        if call.error is None:
+            return 3, (
+                f"sort={shown!r} is not one of the sortable columns ({', '.join(_Q5_ALLOWED)}), yet your "
+                "function sorted by it: getattr(User, name) or User.__table__.c[name] without an "
+                "allow-list exposes any attribute, and the order of the rows leaks a column you never "
+                "show (every email's first letters, here). Keep an explicit allow-list"
+            )
+        if call.statements:
+            return 4, (
+                f"sort={shown!r} reached the database, which refused it ({type(call.error).__name__}): "
+                "refuse a name before building SQL with it, by checking an allow-list, and raise ValueError"
+            )
+        if not isinstance(call.error, ValueError):
+            return 8, (
+                f"sort={shown!r} raised {type(call.error).__name__}; raise ValueError with a message that "
+                "names the allowed columns, so the caller can answer 400 and the user can pick again"
+            )
+        if not any(name in str(call.error) for name in _Q5_ALLOWED):
+            return 9, (
+                f"the ValueError for sort={shown!r} says {str(call.error)[:80]!r}: name the allowed columns "
+                f"in it ({', '.join(_Q5_ALLOWED)}), so the user knows what to pick"
+            )
+        return None
+    if call.error is not None:
+        return 5, f"sort={shown!r} is allowed, but your function raised {type(call.error).__name__}: {str(call.error)[:120]}"
+    keys = _order_by_keys(call.statements[-1].sql) if call.statements else []
+    if call.sort != "id" and keys and len(keys) < 2:
+        return 6, (
+            f"sort={shown!r}: no tie-breaker in ORDER BY {', '.join(keys)}. Many users share a "
+            f"{call.sort}, and rows with equal keys come back in whatever order the database likes, so "
+            "pages overlap or skip users. Add User.id as a second ORDER BY key"
+        )
+    if call.value != want:
+        return 7, f"sort={shown!r}: expected the ids {want} (ascending, ties by id), got {call.value!r}"
+    return None
+
+
+def _q5_verdict(attempt: Attempt) -> str | None:
+    calls, expected = attempt.value, attempt.expected
+    if not isinstance(calls, list):
+        return None
+    found = [f for call, want in zip(calls, expected or [], strict=False) if (f := _q5_findings(call, want))]
+    return min(found)[1] if found else None
+
+
+async def _q5_text(session, sort):
+    stmt = select(User.id).order_by(text(sort), User.id).limit(5)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q5_getattr(session, sort):
+    stmt = select(User.id).order_by(getattr(User, sort), User.id).limit(5)
+    return (await session.scalars(stmt)).all()
+
+
+def _q5_columns() -> dict[str, Any]:
+    """The allow-list as the counterexamples spell it: name -> column."""
+    return {name: getattr(User, name) for name in _Q5_ALLOWED}
+
+
+async def _q5_no_tiebreak(session, sort):
+    sortable = _q5_columns()
+    if sort not in sortable:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sortable)}")
+    return (await session.scalars(select(User.id).order_by(sortable[sort]).limit(5))).all()
+
+
+async def _q5_column(session, sort):
+    from sqlalchemy import column
+
+    stmt = select(User.id).order_by(column(sort), User.id).limit(5)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q5_bound(session, sort):
+    from sqlalchemy import literal
+
+    stmt = select(User.id).order_by(literal(sort), User.id).limit(5)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q5_key_error(session, sort):
+    sortable = _q5_columns()
+    return (await session.scalars(select(User.id).order_by(sortable[sort], User.id).limit(5))).all()
+
+
+async def _q5_literal_column(session, sort):
+    from sqlalchemy import literal_column
+
+    return (await session.scalars(select(User.id).order_by(literal_column(sort), User.id).limit(5))).all()
+
+
+async def _q5_table_columns(session, sort):
+    if sort not in _Q5_ALLOWED:
+        raise ValueError(f"cannot sort by {sort!r}; allowed: {', '.join(_Q5_ALLOWED)}")
+    return (await session.scalars(select(User.id).order_by(User.__table__.c[sort], User.id).limit(5))).all()
+
+
+async def _q5_getattr_checked(session, sort):
+    allowed = frozenset({"id", "username", "country", "created_at"})
+    if sort not in allowed:
+        raise ValueError(f"unknown sort {sort!r}, use one of: {sorted(allowed)}")
+    column_ = getattr(User, sort)
+    return list(await session.scalars(select(User.id).order_by(column_.asc(), User.id.asc()).limit(5)))
+
+
+q5 = _Adapted(
+    id="10.q5",
+    title="Sort by the column the user picks",
+    kind=SESSION_FN,
+    solution_answer=_q5_solution,
+    adapt=_q5_each_sort,
+    expected=_q5_expected,
+    calls=({"sorts": _Q5_SORTS},),
+    rules=[Probe(test=_q5_verdict, name="allowed names sorted, every other name refused")],
+    hints=[
+        "A bound parameter cannot name a column, and text(sort) runs whatever the user typed. Decide "
+        "in Python which column a name means: only names you chose may become a column.",
+        "A dict from allowed name to column: {'id': User.id, 'username': User.username, ...}. Raise "
+        "ValueError (naming the allowed names) for anything else; sort by the column, then User.id.",
+        "if sort not in SORTABLE: raise ValueError(...); select(User.id).order_by(SORTABLE[sort], "
+        "User.id).limit(5)",
+    ],
+    why=(
+        "Only names you listed become columns: injected SQL, and real columns you never meant to "
+        "expose (email), are refused before any SQL is built. User.id breaks ties, so pages are stable."
+    ),
+    counterexamples=[
+        Counterexample("order_by(text(sort))", _q5_text, "identifier injection"),
+        Counterexample("order_by(literal_column(sort))", _q5_literal_column, "bound parameter cannot fix it"),
+        Counterexample("getattr(User, sort), no allow-list", _q5_getattr, "exposes any attribute"),
+        Counterexample("allow-list, no tie-breaker", _q5_no_tiebreak, "no tie-breaker"),
+        Counterexample("column(sort)", _q5_column, "quoted name"),
+        Counterexample("the name as a bound parameter", _q5_bound, "parameters carry values"),
+        Counterexample("dict lookup raises KeyError", _q5_key_error, "raise ValueError"),
+    ],
+)
+
+
+# ------------------------------------------------------- more wrong answers, and right ones
+
+async def _q1_case_sensitive(session, term):
+    stmt = select(Post.id).where(Post.title.contains(term, autoescape=True)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_in_python(session, term):
+    rows = (await session.execute(select(Post.id, Post.title).order_by(Post.id))).all()
+    return [post_id for post_id, title in rows if term.lower() in title.lower()]
+
+
+async def _q1_lower_contains(session, term):
+    from sqlalchemy import func
+
+    stmt = select(Post.id).where(func.lower(Post.title).contains(term.lower(), autoescape=True)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_text_escaped(session, term):
+    escaped = term.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    stmt = text("SELECT id FROM posts WHERE lower(title) LIKE lower(:pattern) ESCAPE '/' ORDER BY id")
+    return (await session.execute(stmt, {"pattern": f"%{escaped}%"})).scalars().all()
+
+
+q1.counterexamples = [
+    *q1.counterexamples,
+    Counterexample("contains(): case-sensitive on PostgreSQL", _q1_case_sensitive, "case-sensitive"),
+    Counterexample("every title searched in Python", _q1_in_python, "the search ran in Python"),
+]
+
+
+async def _q2_savepoint(session, name):
+    try:
+        async with session.begin_nested():
+            tag = Tag(name=name)
+            session.add(tag)
+        return tag.id, True
+    except IntegrityError:
+        return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
+async def _q3_blanket_unique(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                session.add(Order(**row))
+        except IntegrityError:
+            outcome.append("unique")  # "already exists", whatever the database said
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q3_codes_by_hand(session, rows):
+    kinds = {"23505": "unique", "23503": "foreign_key", "23502": "not_null", "23514": "check",
+             "SQLITE_CONSTRAINT_UNIQUE": "unique", "SQLITE_CONSTRAINT_PRIMARYKEY": "unique",
+             "SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key", "SQLITE_CONSTRAINT_NOTNULL": "not_null",
+             "SQLITE_CONSTRAINT_CHECK": "check"}
+    outcome = []
+    for row in rows:
+        savepoint = await session.begin_nested()
+        try:
+            session.add(Order(**row))
+            await session.flush()
+        except IntegrityError as exc:
+            await savepoint.rollback()
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
+            outcome.append(kinds.get(code))
+        else:
+            await savepoint.commit()
+            outcome.append(None)
+    return outcome
+
+
+q3.counterexamples = [
+    *q3.counterexamples,
+    Counterexample("blanket except IntegrityError: 'already exists'", _q3_blanket_unique, "blanket"),
+]
+
+
+async def _q4_while_loop(db, work, attempts, base_delay):
+    attempt = 0
+    while True:
+        try:
+            async with db.session() as session, session.begin():
+                result = await work(session)
+            return result
+        except Exception as exc:
+            attempt += 1
+            if attempt >= attempts or not is_transient(exc):
+                raise
+            await asyncio.sleep(base_delay * 2 ** (attempt - 1) + random.random() * base_delay)
+
+
+#: Correct answers of another form: the tests require each one judged correct.
+ALTERNATIVES = {
+    "10.q1": [
+        ("lower(title) contains lower(term), autoescape", _q1_lower_contains),
+        ("text() with an escaped, bound pattern and ESCAPE", _q1_text_escaped),
+    ],
+    "10.q2": [
+        ("a savepoint around the INSERT", _q2_savepoint),
+    ],
+    "10.q3": [
+        ("explicit savepoint object, codes mapped by hand", _q3_codes_by_hand),
+    ],
+    "10.q4": [
+        ("a while loop, additive jitter", _q4_while_loop),
+    ],
+    "10.q5": [
+        ("User.__table__.c[name] after an allow-list check", _q5_table_columns),
+        ("getattr(User, name) after an allow-list check", _q5_getattr_checked),
+    ],
+}

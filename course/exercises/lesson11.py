@@ -14,6 +14,23 @@ connection, inside the transaction that is rolled back afterwards:
 - q4 (ids in chunks): 40,000 ids; no statement may carry more parameters than
   asyncpg sends (32,767), and a runaway answer (one query per id) is
   stopped after a few dozen statements instead of running 40,000 of them.
+
+Mistake catalogue: misconception -> detector -> the phrase its message carries (each one
+has a counterexample in this module, tested on both backends).
+
+- q1: the body loaded (``posts.body`` in the SQL; the whole post, or the wrong column
+  deferred) -> "posts.body"; rows instead of objects -> "Post objects"; the tag condition
+  forgotten (more posts, no tags in the SQL) -> "never mentions tags"; ids first, then the
+  posts (two SELECTs, the second by IN) -> "the ids first".
+- q2: the index's condition as a bound parameter -> "bound parameter"; no status condition
+  (cancelled orders too) -> "extra"; the live statuses listed instead of the index's
+  condition -> "status != 'cancelled'"; a function around created_at (the plan searches by
+  user only) -> "date range"; the user id pasted into the SQL -> "bound parameter".
+- q3: the range column first -> "starts with created_at"; status alone -> "covers only
+  status"; an index on another table -> "no new index on orders"; a partial index where a
+  composite one serves every status -> "partial index".
+- q4: one IN for every id -> "32767"; one query per id -> "one query per id"; the last chunk
+  dropped -> "missing"; the database's order kept -> "wrong order".
 """
 
 from __future__ import annotations
@@ -128,6 +145,29 @@ async def _q1_columns(session: AsyncSession) -> list[Any]:
     return list((await session.execute(stmt)).all())
 
 
+def _q1_tag_condition(attempt: Attempt) -> str | None:
+    """Extra posts and no tag in the SQL: the filter on Tag.name was forgotten."""
+    got, want = attempt.value, attempt.expected
+    if not isinstance(got, list) or not isinstance(want, list) or len(got) <= len(want):
+        return None
+    if any("tags" in s.sql for s in _queries(attempt)):
+        return None
+    return (
+        f"{len(got)} posts where {len(want)} are tagged 'indexes': your SQL never mentions tags. Join "
+        "Post.tags (or use Post.tags.any(...)) and keep only Tag.name == 'indexes'"
+    )
+
+
+def _q1_one_round_trip(attempt: Attempt) -> str | None:
+    reads = [s for s in _queries(attempt) if s.verb == "SELECT"]
+    if len(reads) == 2 and any(" IN " in s.sql for s in reads[1:]):
+        return (
+            "your answer took 2 statements: the ids first, then the posts WHERE id IN (...). One "
+            "statement can do both: select(Post).join(Post.tags).where(Tag.name == 'indexes')"
+        )
+    return None
+
+
 q1 = Exercise(
     id="11.q1",
     title="Posts of a tag, without their bodies",
@@ -138,6 +178,8 @@ q1 = Exercise(
     rules=[
         Probe(_q1_objects, name="Post objects"),
         Probe(_q1_no_body, name="posts.body left out"),
+        Probe(_q1_one_round_trip, name="one round trip"),
+        Probe(_q1_tag_condition, name="only the posts tagged 'indexes'"),
         StatementBudget(1),
         SameResult(ordered=True, what="posts"),
     ],
@@ -589,3 +631,129 @@ q4 = Exercise(
         Counterexample("the database's order", _q4_database_order, "wrong order"),
     ],
 )
+
+
+# ------------------------------------------------------- more wrong answers, and right ones
+
+async def _q1_every_post(session: AsyncSession) -> list[Post]:
+    stmt = select(Post).options(defer(Post.body)).order_by(Post.id)  # the tag condition forgotten
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_ids_then_posts(session: AsyncSession) -> list[Post]:
+    ids = (await session.scalars(select(Post.id).join(Post.tags).where(Tag.name == "indexes"))).all()
+    stmt = select(Post).where(Post.id.in_(ids)).options(defer(Post.body)).order_by(Post.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_exists(session: AsyncSession) -> list[Post]:
+    stmt = select(Post).where(Post.tags.any(Tag.name == "indexes")).options(defer(Post.body)).order_by(Post.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_load_only(session: AsyncSession) -> list[Post]:
+    from sqlalchemy.orm import load_only
+
+    stmt = _q1_statement(load_only(Post.title, Post.author_id, Post.status, Post.created_at))
+    return list((await session.scalars(stmt)).all())
+
+
+q1.counterexamples = [
+    *q1.counterexamples,
+    Counterexample("the tag condition forgotten", _q1_every_post, "never mentions tags"),
+    Counterexample("ids first, then the posts", _q1_ids_then_posts, "the ids first"),
+]
+
+
+def _q2_orders_of(user_test: Any, status_test: Any) -> Any:
+    """The exercise's statement with the user and status conditions given (variants below)."""
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(user_test, status_test, Order.created_at >= Q2_FROM, Order.created_at < Q2_TO)
+        .order_by(Order.created_at)
+    )
+
+
+def _q2_literal_execute():
+    from sqlalchemy import literal
+
+    # rendered into the SQL when it runs; the statement still caches as one entry
+    return _q2_orders_of(Order.user_id == Q2_USER, Order.status != literal("cancelled", literal_execute=True))
+
+
+def _q2_text_condition():
+    return _q2_orders_of(Order.user_id == Q2_USER, text("orders.status != 'cancelled'"))
+
+
+def _q2_everything_literal():
+    # the user pasted into the SQL too: one statement, and one plan, per user
+    return _q2_orders_of(Order.user_id == literal_column(str(Q2_USER)), Order.status != literal_column("'cancelled'"))
+
+
+q2.counterexamples = [
+    *q2.counterexamples,
+    Counterexample("the user id written into the SQL too", _q2_everything_literal, "bound parameter"),
+]
+
+
+async def _q3_partial(session: AsyncSession) -> None:
+    await session.execute(
+        text("CREATE INDEX ix_orders_pending_created ON orders (status, created_at) WHERE status = 'pending'")
+    )
+
+
+async def _q3_covering(session: AsyncSession) -> None:
+    await session.execute(text("CREATE INDEX ix_orders_status_created_user ON orders (status, created_at, user_id)"))
+
+
+async def _q3_index_object(session: AsyncSession) -> None:
+    index = Index("ix_orders_status_created_meta", Order.status, Order.created_at)
+    await session.run_sync(lambda sync: index.create(sync.connection()))
+
+
+q3.counterexamples = [
+    *q3.counterexamples,
+    Counterexample("a partial index for 'pending' only", _q3_partial, "partial index"),
+]
+
+
+async def _q4_smaller_chunks(session: AsyncSession, ids: list[int]) -> list[User]:
+    position = {user_id: n for n, user_id in enumerate(ids)}
+    users: list[User] = []
+    for start in range(0, len(ids), 6_000):
+        users += (await session.scalars(select(User).where(User.id.in_(ids[start : start + 6_000])))).all()
+    return sorted(users, key=lambda user: position[user.id])
+
+
+async def _q4_one_parameter(session: AsyncSession, ids: list[int]) -> list[User]:
+    from sqlalchemy import JSON, Integer, any_, bindparam, func
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = select(User).where(User.id == any_(bindparam("ids", type_=ARRAY(Integer))))
+    else:
+        wanted = func.json_each(bindparam("ids", type_=JSON)).table_valued("value")
+        stmt = select(User).where(User.id.in_(select(wanted.c.value)))
+    found = {user.id: user for user in (await session.scalars(stmt, {"ids": list(ids)})).all()}
+    return [found[i] for i in ids if i in found]
+
+
+#: Correct answers of another form: the tests require each one judged correct.
+ALTERNATIVES = {
+    "11.q1": [
+        ("Post.tags.any(...) instead of a join", _q1_exists),
+        ("load_only(...) the columns the page shows", _q1_load_only),
+    ],
+    "11.q2": [
+        ("literal('cancelled', literal_execute=True)", _q2_literal_execute),
+        ("text() for the index's condition", _q2_text_condition),
+    ],
+    "11.q3": [
+        ("(status, created_at, user_id): covering", _q3_covering),
+        ("Index(Order.status, Order.created_at).create()", _q3_index_object),
+    ],
+    "11.q4": [
+        ("chunks of 6,000, then sorted by position", _q4_smaller_chunks),
+        ("one array (PostgreSQL) or JSON (SQLite) parameter", _q4_one_parameter),
+    ],
+}

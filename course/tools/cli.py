@@ -3,7 +3,9 @@
   build [--check]         regenerate notebooks/ from solutions/ (or check they are in sync)
   grade PATH... [--json]  run learner notebooks and print a scorecard per exercise, rule by rule
   doctor                  check this setup (Python, SQLAlchemy, drivers, kernel, database, seeding)
+  progress [LESSON]       your exercises: correct, not yet, not attempted; --reset [--yes] clears
   reset [LESSON]          restore a lesson's notebook (your copy backed up) and drop its database
+  site [--out DIR] [--check]  the course as a static website (needs the "site" extra), then check it
   use BACKEND             sqlite, postgresql (the server binder/start runs) or a postgresql+asyncpg:// URL
   admin list [--user N]   list learners' schemas (PostgreSQL) or database files (SQLite)
   admin drop --user N     drop one learner's schemas or files
@@ -74,6 +76,19 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return reset(_root(), args.lesson)
 
 
+def cmd_progress(args: argparse.Namespace) -> int:
+    from ..exercises.progress import main as progress
+
+    return progress(args.lesson, reset=args.reset, yes=args.yes)
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from .site import main as site
+
+    return site(_root(), Path(args.out) if args.out else None, check=args.check,
+                cache=Path(args.cache) if args.cache else None)
+
+
 def cmd_use(args: argparse.Namespace) -> int:
     from .. import config as cfg
     from ..errors import CourseError
@@ -120,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("reset", help="restore a lesson's notebook (backed up) and its database")
     r.add_argument("lesson", nargs="?", help="03, 3 or 03_aggregation_and_pagination; none: list them")
     r.set_defaults(func=cmd_reset)
+    p = sub.add_parser("progress", help="your progress: which exercises are correct, the next to do")
+    p.add_argument("lesson", nargs="?", help="one lesson (03 or 3); none: the whole course")
+    p.add_argument("--reset", action="store_true", help="clear the record (of LESSON only, if named), after asking")
+    p.add_argument("--yes", action="store_true", help="with --reset: do not ask")
+    p.set_defaults(func=cmd_progress)
+    s = sub.add_parser("site", help="build the course website from solutions/ (executed on SQLite, cached)")
+    s.add_argument("--out", metavar="DIR", help="where the site goes (default: site/)")
+    s.add_argument("--cache", metavar="DIR", help="executed notebooks and npm files (default: .site-cache/)")
+    s.add_argument("--check", action="store_true", help="then check it: pages, links, errors, SQL logs, charts")
+    s.set_defaults(func=cmd_site)
     u = sub.add_parser("use", help="choose the backend for every later course.start()")
     u.add_argument("backend", help="sqlite, postgresql, or a postgresql+asyncpg:// URL")
     u.set_defaults(func=cmd_use)

@@ -29,6 +29,7 @@ class Scorecard:
     lesson: str
     exercises: list[dict[str, Any]] = field(default_factory=list)
     crashed_cells: list[str] = field(default_factory=list)
+    timed_out: bool = False  # stopped after the grader's --timeout
 
     @property
     def score(self) -> tuple[int, int]:
@@ -44,7 +45,7 @@ class Scorecard:
         share (the same missing function, the same error) is said at its first exercise and
         referred to after."""
         got, total = self.score
-        lines = [f"{self.notebook}: {got}/{total} correct"]
+        lines = [f"{self.notebook}: {got}/{total} correct" + (" (stopped: ran out of time)" if self.timed_out else "")]
         said: dict[str, str] = {}  # problem (as distinct() compares it) -> exercise that said it
         for e in self.exercises:
             lines.append(f"  {_ICON.get(e['status'], '?')} {e['exercise']} {plain(e['title'])}: {e['status']}")
@@ -76,9 +77,10 @@ def grade_notebook(path: Path, *, timeout: int = 300) -> Scorecard:
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     lesson = lesson_of(path)
-    env_before = {k: os.environ.get(k) for k in ("COURSE_STRICT", "COURSE_NAMESPACE")}
+    env_before = {k: os.environ.get(k) for k in ("COURSE_STRICT", "COURSE_NAMESPACE", "COURSE_PROGRESS")}
     # the grader judges; it does not stop at the first wrong answer
     os.environ["COURSE_STRICT"] = "0"
+    os.environ["COURSE_PROGRESS"] = "0"  # a learner's checks graded here are not the instructor's progress
     os.environ["COURSE_NAMESPACE"] = "g" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     try:
         client = NotebookClient(
@@ -110,11 +112,65 @@ def grade_notebook(path: Path, *, timeout: int = 300) -> Scorecard:
     return card
 
 
-def grade(paths: list[Path], *, json_path: Path | None = None) -> list[Scorecard]:
-    cards = [grade_notebook(p) for p in paths]
+def grade(
+    paths: list[Path], *, json_path: Path | None = None, html_path: Path | None = None,
+    jobs: int = 1, timeout: float | None = None,
+) -> list[Scorecard]:
+    """Grade notebooks and write the reports asked for.
+
+    With ``jobs`` > 1 or a ``timeout``, each notebook is graded in a child process of its own (its
+    own namespace, from its path), ``jobs`` at a time; one that runs past ``timeout`` seconds is
+    stopped with its kernel and reported as timed out, and the rest go on.
+    """
+    if jobs <= 1 and timeout is None:
+        cards = [grade_notebook(p) for p in paths]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            cards = list(pool.map(lambda p: _grade_in_child(p, timeout), paths))
     if json_path is not None:
         json_path.write_text(json.dumps([c.to_dict() for c in cards], indent=2), encoding="utf-8")
+    if html_path is not None:
+        from .report import write
+
+        write([c.to_dict() for c in cards], html_path)
     return cards
+
+
+def _grade_in_child(path: Path, timeout: float | None) -> Scorecard:
+    """One notebook in a process group of its own, so a runaway kernel dies with it."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "course.tools.grading", str(path)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return Scorecard(notebook=str(path), lesson=lesson_of(Path(path)), timed_out=True,
+                         exercises=_not_run(lesson_of(Path(path))))
+    if child.returncode != 0:
+        return Scorecard(notebook=str(path), lesson=lesson_of(Path(path)), exercises=_not_run(lesson_of(Path(path))),
+                         crashed_cells=[f"the grader failed: {err.strip().splitlines()[-1] if err.strip() else child.returncode}"])
+    return Scorecard(**{k: v for k, v in json.loads(out.strip().splitlines()[-1]).items() if k != "score"})
+
+
+def _not_run(lesson: str) -> list[dict[str, Any]]:
+    return [
+        {"exercise": ex_id, "title": ex.title, "status": NOT_RUN, "message": "", "rules": []}
+        for ex_id, ex in sorted(all_exercises().items()) if ex_id.split(".")[0] == lesson
+    ]
+
+
+if __name__ == "__main__":  # the child process of ``grade(..., jobs=N)``: one notebook, JSON out
+    import sys
+
+    print(json.dumps(grade_notebook(Path(sys.argv[1])).to_dict()))
 
 
 __all__ = ["NOT_ATTEMPTED", "NOT_RUN", "Scorecard", "grade", "grade_notebook"]
