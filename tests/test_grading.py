@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,50 @@ def test_grade_cli_writes_json_and_survives_a_crash(tmp_path):
     assert statuses == {"00.q1": NOT_RUN}
     assert any("learner broke this cell" in c for c in cards[0]["crashed_cells"])
     assert "00.q1" in proc.stdout
+
+
+def _grade_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "course", "grade", *argv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+def test_grade_never_writes_its_report_over_a_notebook(tmp_path):
+    """`--json` before the notebooks took the first notebook as the report's name and overwrote it."""
+    first, second = tmp_path / "00_start_here.ipynb", tmp_path / "01_async_orm_essentials.ipynb"
+    shutil.copy2(ROOT / "notebooks" / first.name, first)
+    shutil.copy2(ROOT / "notebooks" / second.name, second)
+    before = first.read_bytes()
+    proc = _grade_cli("--json", str(first), str(second))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "would overwrite a notebook" in proc.stderr and "Traceback" not in proc.stderr
+    assert first.read_bytes() == before
+    # the same file named as an input and as the report, whatever its suffix
+    renamed = tmp_path / "00_start_here.json"
+    shutil.copy2(first, renamed)
+    proc = _grade_cli(str(renamed), "--json", str(renamed))
+    assert proc.returncode == 2 and "would overwrite a notebook" in proc.stderr
+    assert renamed.read_bytes() == before
+
+
+def test_grade_keeps_an_existing_report_unless_forced(tmp_path):
+    notes = tmp_path / "my_notes.ipynb"  # not a lesson: graded as "no exercises", without running it
+    shutil.copy2(ROOT / "notebooks" / "00_start_here.ipynb", notes)
+    report = tmp_path / "class.json"
+    report.write_text("last week's grades")
+    proc = _grade_cli(str(notes), "--json", str(report))
+    assert proc.returncode == 2 and "exists; add --force" in proc.stderr, proc.stderr
+    assert report.read_text() == "last week's grades"
+    proc = _grade_cli(str(notes), "--json", str(report), "--force")
+    assert json.loads(report.read_text())[0]["no_exercises"] is True
+    assert proc.returncode == 1  # and still an error: there was nothing to grade
+
+
+def test_grade_says_a_notebook_has_no_exercises(tmp_path):
+    """A renamed notebook (or one that is no lesson) is reported as such, not as a silent 0/0."""
+    renamed = tmp_path / "start_here_mine.ipynb"
+    shutil.copy2(ROOT / "notebooks" / "00_start_here.ipynb", renamed)
+    proc = _grade_cli(str(renamed))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{renamed}: no exercises to grade" in proc.stdout
+    assert "0/0" not in proc.stdout
+    assert "nothing to grade in" in proc.stderr and "Traceback" not in proc.stderr

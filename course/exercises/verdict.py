@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..display import box, esc
+from ..display import box, esc, icon
 
 CORRECT, INCORRECT, NOT_ATTEMPTED, ERROR = "correct", "incorrect", "not attempted", "error"
 MIME = "application/vnd.course.verdict+json"
@@ -117,7 +117,7 @@ class Verdict:
     def _repr_html_(self) -> str:
         kind, word = _HEADLINE[self.status]
         items = "".join(
-            f"<li>{'✔' if r.passed else '✘'} <b>{rich(r.rule)}</b>{': ' + rich(note) if note else ''}</li>"
+            f"<li>{icon('ok' if r.passed else 'bad', 12)}<b>{rich(r.rule)}</b>{': ' + rich(note) if note else ''}</li>"
             for r, note in self.details()
         )
         body = (f'<div class="course-diagnosis">{rich(self.message)}</div>' if self.message else "") + (

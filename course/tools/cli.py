@@ -1,7 +1,8 @@
 """``python -m course``: tools for authors and instructors.
 
   build [--check]         regenerate notebooks/ from solutions/ (or check they are in sync)
-  grade PATH... [--json]  run learner notebooks and print a scorecard per exercise, rule by rule
+  grade PATH... [--json FILE [--force]]
+                          run learner notebooks and print a scorecard per exercise, rule by rule
   doctor                  check this setup (Python, SQLAlchemy, drivers, kernel, database, seeding)
   progress [LESSON]       your exercises: correct, not yet, not attempted; --reset [--yes] clears
   reset [LESSON]          restore a lesson's notebook (your copy backed up) and drop its database
@@ -55,13 +56,36 @@ def cmd_grade(args: argparse.Namespace) -> int:
     if missing:
         print("error: no such notebook: " + ", ".join(map(str, missing)), file=sys.stderr)
         return 2
-    cards = grade(paths, json_path=Path(args.json) if args.json else None)
+    report = Path(args.json) if args.json else None
+    if report is not None:
+        problem = _report_problem(report, paths, force=args.force)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+    cards = grade(paths, json_path=report)
     for card in cards:
         print(card.render())
         print()
-    if args.json:
-        print(f"wrote {args.json}")
+    if report is not None:
+        print(f"wrote {report}")
+    empty = [card.notebook for card in cards if card.no_exercises]
+    if empty:
+        print("error: nothing to grade in " + ", ".join(empty) + " (not a lesson notebook, or renamed: "
+              "a lesson's file name starts with its number, e.g. 03_...)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _report_problem(report: Path, inputs: list[Path], *, force: bool) -> str:
+    """Why ``--json REPORT`` must not be written, or "" (checked before any notebook runs)."""
+    if report.suffix.lower() == ".ipynb" or any(report.resolve() == p.resolve() for p in inputs):
+        return (f"--json {report} would overwrite a notebook; the report is a .json file, "
+                "e.g. --json class.json (write --json FILE after the notebooks, or before them with its name)")
+    if report.is_dir():
+        return f"--json {report} is a folder; name a file, e.g. {report / 'class.json'}"
+    if report.exists() and not force:
+        return f"--json {report} exists; add --force to replace it, or name another file"
+    return ""
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -120,7 +144,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__,
+    # the docstring's reST literals (``...``) would show as backticks in a terminal
+    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="regenerate notebooks/ from solutions/")
@@ -128,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(func=cmd_build)
     g = sub.add_parser("grade", help="execute learner notebooks and print scorecards")
     g.add_argument("paths", nargs="+", help="notebooks to grade")
-    g.add_argument("--json", metavar="FILE", help="also write the scorecards as JSON")
+    g.add_argument("--json", metavar="FILE", help="also write the scorecards as JSON (never over a notebook)")
+    g.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     g.set_defaults(func=cmd_grade)
     d = sub.add_parser("doctor", help="check this setup and say what to fix")
     d.set_defaults(func=cmd_doctor)
