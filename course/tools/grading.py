@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exercises import all_exercises
-from ..exercises.verdict import MIME, NOT_ATTEMPTED
+from ..exercises.verdict import MIME, NOT_ATTEMPTED, distinct, plain
 
 NOT_RUN = "not run"
 _ICON = {"correct": "✅", "incorrect": "❌", "not attempted": "✏️", "error": "⚠️", NOT_RUN: "⏸"}
@@ -42,19 +42,28 @@ class Scorecard:
         return out
 
     def render(self) -> str:
+        """One line per exercise, then each distinct problem once: a problem several exercises
+        share (the same missing function, the same error) is said at its first exercise and
+        referred to after."""
         got, total = self.score
         if self.no_exercises:
             return (f"{self.notebook}: no exercises to grade (lesson {self.lesson!r} has none; "
                     "a lesson notebook's name starts with its number, e.g. 03_...)")
         lines = [f"{self.notebook}: {got}/{total} correct" + (" (stopped: ran out of time)" if self.timed_out else "")]
+        said: dict[str, str] = {}  # problem (as distinct() compares it) -> exercise that said it
         for e in self.exercises:
-            lines.append(f"  {_ICON.get(e['status'], '?')} {e['exercise']} {e['title']}: {e['status']}")
-            for r in e.get("rules", []):
-                if e["status"] in ("correct", "incorrect"):
-                    mark = "ok" if r["passed"] else "NO"
-                    lines.append(f"       {mark} {r['rule']}{': ' + r['message'] if not r['passed'] and r['message'] else ''}")
-            if e["status"] == "error" and e.get("message"):
-                lines.append(f"       {e['message']}")
+            lines.append(f"  {_ICON.get(e['status'], '?')} {e['exercise']} {plain(e['title'])}: {e['status']}")
+            if e["status"] in (NOT_RUN, "not attempted", "correct"):
+                continue
+            problems = [e["message"]] if e.get("message") else []
+            problems += [r["message"] for r in e.get("rules", []) if not r["passed"] and r["message"]]
+            for problem in distinct(problems):
+                earlier = next((ex for p, ex in said.items() if distinct([p, problem]) == [p]), None)
+                if earlier is not None:
+                    lines.append(f"       same problem as {earlier}")
+                    continue
+                said[problem] = e["exercise"]
+                lines.append(f"       {plain(problem)}")
         for crash in self.crashed_cells:
             lines.append(f"  ! a cell failed: {crash}")
         return "\n".join(lines)
