@@ -65,8 +65,14 @@ def _q1_where(attempt: Attempt) -> str:
     return sql.split("WHERE", 1)[1] if "WHERE" in sql else ""
 
 
+# a conjunct of its own (not "is_active = false", PostgreSQL's spelling of a real comparison)
+_CONSTANT_FALSE = re.compile(
+    r"(?:^|\bAND\b|\bOR\b|\()\s*(?:0\s*=\s*1|1\s*!=\s*1|false)\s*(?=\bAND\b|\bOR\b|\)|\bORDER\b|$)", re.I
+)
+
+
 def _q1_constant(attempt: Attempt) -> str | None:
-    if re.search(r"(^|\s)(0\s*=\s*1|1\s*!=\s*1|false)(\s|$)", _q1_where(attempt), re.IGNORECASE):
+    if _CONSTANT_FALSE.search(_q1_where(attempt)):
         return (
             "your WHERE contains the constant false, so no user can match: Python evaluated "
             "`User.is_active is False` or `not User.is_active` itself (an object is never the value "
