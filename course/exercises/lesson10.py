@@ -15,12 +15,13 @@ has a counterexample in this module, tested on both backends).
   "the search ran in Python".
 - q2 get or create: the duplicate not handled (error) -> "IntegrityError"; session.rollback()
   losing earlier work (tags gone afterwards) -> "threw away"; caught without a savepoint
-  (PendingRollbackError) -> "PendingRollbackError"; upsert without looking the id up ->
+  (PendingRollbackError, an aborted transaction, or on SQLite a failed INSERT in the SQL log
+  followed by more statements) -> "outside a savepoint"; upsert without looking the id up ->
   "look the existing tag's id up".
 - q3 import: the class name as the kind -> "you reported 'IntegrityError'"; a rollback per
   bad row (accepted rows gone) -> "threw them away"; one flush for all -> "IntegrityError";
-  merge() overwriting -> "overwritten"; no savepoint (PendingRollbackError) ->
-  "PendingRollbackError"; a blanket ``except IntegrityError`` as "already exists" (every
+  merge() overwriting -> "overwritten"; no savepoint (as q2) ->
+  "outside a savepoint"; a blanket ``except IntegrityError`` as "already exists" (every
   refusal reported "unique") -> "blanket".
 - q4 retry: every exception retried, or every DBAPIError (attempts on a duplicate) ->
   "you retried an IntegrityError"; one session for all attempts (failed writes committed) ->
@@ -44,14 +45,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 
 from ..lab.errorkinds import constraint_kind, is_transient
 from ..schema import Order, Post, Tag, User
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
-from .rules import Attempt, Probe, SameResult, SessionUsable, StatementBudget
+from .named_mistakes import EXPLAINED, Explaining
+from .rules import Attempt, Probe, SameResult, SavepointAroundFailure, SessionUsable, StatementBudget
 
 WHEN = datetime(2025, 6, 1)
 
@@ -73,6 +75,29 @@ class _Adapted(Exercise):
         if problem or not_attempted or self.adapt is None:
             return await super().evaluate(answer, db=db)
         return await super().evaluate(self.adapt(answer), db=db)
+
+
+@dataclass
+class _AdaptedExplaining(_Adapted, Explaining):
+    """Driven through an adapter (q2), and naming the failed-INSERT mistake instead of the raw error."""
+
+
+def _failed_insert_outside_savepoint(error: BaseException) -> str | None:
+    """PendingRollbackError (SQLite, after a failed flush) or an aborted transaction (PostgreSQL):
+    the answer caught an IntegrityError and carried on in the transaction the failure spoiled."""
+    from sqlalchemy.exc import PendingRollbackError
+
+    aborted = getattr(getattr(error, "orig", None), "sqlstate", None) == "25P02" or (
+        "current transaction is aborted" in str(error)
+    )
+    if not isinstance(error, PendingRollbackError) and not aborted:
+        return None
+    raised = "PendingRollbackError" if isinstance(error, PendingRollbackError) else "current transaction is aborted"
+    return (
+        "a failed INSERT outside a savepoint ruined the caller's transaction: you caught the "
+        f"IntegrityError and carried on, but the next statement raised {raised}. Wrap each INSERT "
+        "that may fail in `async with session.begin_nested():`, so a failure undoes only itself"
+    )
 
 
 def _guarded(probe):
@@ -275,7 +300,7 @@ def _q2_kept(attempt: Attempt) -> str | None:
     if not absent or attempt.extra.get("probe_failed"):
         return None
     return (
-        f"after the calls, these tags your function created are gone: {', '.join(absent)}. A rollback "
+        f"after the calls, these tags your function created are gone: {', '.join(map(repr, absent))}. A rollback "
         "of the whole session threw away everything done before the duplicate; roll back only the "
         "failed INSERT (async with session.begin_nested()) or avoid the error (ON CONFLICT DO NOTHING)"
     )
@@ -330,6 +355,13 @@ async def _q2_no_rollback_then_select(session, name):
         return await session.scalar(select(Tag.id).where(Tag.name == name)), False
 
 
+async def _q2_execute_no_savepoint(session, name):
+    try:
+        return await session.scalar(insert(Tag).values(name=name).returning(Tag.id)), True
+    except IntegrityError:
+        return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
 async def _q2_upsert_no_lookup(session, name):
     new_id = await session.scalar(
         _dialect_insert(session)(Tag)
@@ -340,7 +372,7 @@ async def _q2_upsert_no_lookup(session, name):
     return new_id, new_id is not None
 
 
-q2 = _Adapted(
+q2 = _AdaptedExplaining(
     id="10.q2",
     title="Get or create a tag, in a session that keeps working",
     kind=SESSION_FN,
@@ -349,7 +381,10 @@ q2 = _Adapted(
     expected=_q2_expected,
     probe=_guarded(_q2_probe),
     calls=({"names": _Q2_NAMES},),
+    explain=_failed_insert_outside_savepoint,
     rules=[
+        EXPLAINED,
+        SavepointAroundFailure(),
         SessionUsable(),
         Probe(test=_q2_kept, name="earlier work survives a duplicate"),
         Probe(test=_q2_same, name="(id, created) for every name"),
@@ -370,7 +405,8 @@ q2 = _Adapted(
     counterexamples=[
         Counterexample("add and flush", _q2_plain, "IntegrityError"),
         Counterexample("session.rollback() on the duplicate", _q2_rollback_all, "threw away"),
-        Counterexample("catch, no rollback, then select", _q2_no_rollback_then_select, "PendingRollbackError"),
+        Counterexample("catch, no rollback, then select", _q2_no_rollback_then_select, "failed INSERT outside a savepoint"),
+        Counterexample("execute(insert()) caught, no savepoint", _q2_execute_no_savepoint, "outside a savepoint"),
         Counterexample("upsert, no lookup of the existing id", _q2_upsert_no_lookup, "look the existing tag's id up"),
     ],
 )
@@ -455,8 +491,8 @@ def _q3_not_overwritten(attempt: Attempt) -> str | None:
     if not hit:
         return None
     return (
-        f"existing order {hit[0]} was overwritten with the imported values (merge() updates a row "
-        "that exists); an import must insert, and report the duplicate"
+        f"existing order {hit[0]} was overwritten with the imported values (`merge()` and "
+        "`ON CONFLICT DO UPDATE` update a row that exists); an import must insert, and report the duplicate"
     )
 
 
@@ -543,7 +579,19 @@ async def _q3_catch_and_continue(session, rows):
     return outcome
 
 
-q3 = Exercise(
+async def _q3_execute_no_savepoint(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            await session.execute(insert(Order).values(**row))
+        except IntegrityError as exc:
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)
+    return outcome
+
+
+q3 = Explaining(
     id="10.q3",
     title="Import orders, report the rejects",
     kind=SESSION_FN,
@@ -551,7 +599,10 @@ q3 = Exercise(
     expected=_q3_expected,
     probe=_guarded(_q3_probe),
     calls=({"rows": _Q3_ROWS},),
+    explain=_failed_insert_outside_savepoint,
     rules=[
+        EXPLAINED,
+        SavepointAroundFailure(),
         SessionUsable(),
         Probe(test=_q3_kept, name="accepted rows stay"),
         Probe(test=_q3_not_overwritten, name="existing orders unchanged"),
@@ -572,7 +623,8 @@ q3 = Exercise(
         Counterexample("session.rollback() per bad row", _q3_rollback_all, "threw them away"),
         Counterexample("add all, flush once", _q3_one_flush, "IntegrityError"),
         Counterexample("merge() instead of add()", _q3_merge, "overwritten"),
-        Counterexample("catch and continue, no savepoint", _q3_catch_and_continue, "PendingRollbackError"),
+        Counterexample("catch and continue, no savepoint", _q3_catch_and_continue, "failed INSERT outside a savepoint"),
+        Counterexample("execute(insert()) per row, no savepoint", _q3_execute_no_savepoint, "outside a savepoint"),
     ],
 )
 
@@ -983,7 +1035,8 @@ def _q5_findings(call: _SortCall, want: Any) -> tuple[int, str] | None:
                 f"sort={shown!r} raised {type(call.error).__name__}; raise ValueError with a message that "
                 "names the allowed columns, so the caller can answer 400 and the user can pick again"
             )
-        if not any(name in str(call.error) for name in _Q5_ALLOWED):
+        # every allowed name ("id" alone is no evidence: it hides in "invalid")
+        if not all(name in str(call.error) for name in _Q5_ALLOWED if name != "id"):
             return 9, (
                 f"the ValueError for sort={shown!r} says {str(call.error)[:80]!r}: name the allowed columns "
                 f"in it ({', '.join(_Q5_ALLOWED)}), so the user knows what to pick"
@@ -1052,6 +1105,13 @@ async def _q5_key_error(session, sort):
     return (await session.scalars(select(User.id).order_by(sortable[sort], User.id).limit(5))).all()
 
 
+async def _q5_value_error_unnamed(session, sort):
+    sortable = {"id": User.id, "username": User.username, "country": User.country, "created_at": User.created_at}
+    if sort not in sortable:
+        raise ValueError("invalid sort column")
+    return (await session.scalars(select(User.id).order_by(sortable[sort], User.id).limit(5))).all()
+
+
 async def _q5_literal_column(session, sort):
     from sqlalchemy import literal_column
 
@@ -1101,6 +1161,7 @@ q5 = _Adapted(
         Counterexample("column(sort)", _q5_column, "quoted name"),
         Counterexample("the name as a bound parameter", _q5_bound, "parameters carry values"),
         Counterexample("dict lookup raises KeyError", _q5_key_error, "raise ValueError"),
+        Counterexample("ValueError('invalid sort column')", _q5_value_error_unnamed, "name the allowed columns"),
     ],
 )
 
