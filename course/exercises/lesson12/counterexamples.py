@@ -140,7 +140,7 @@ class _CountThroughTagsJoin(FeedRepository):
 
 
 def _walker(where_after=_pair_after, *, order_by_id: bool = True, offset: bool = False,
-            filter_in_python: bool = False, always_next: bool = False,
+            filter_in_python: bool = False, always_next: bool = False, no_extra_row: bool = False,
             published=lambda: Post.status == "published", tag_filter=_exists_tag):
     """A feed like the reference, with one piece changed."""
 
@@ -158,7 +158,7 @@ def _walker(where_after=_pair_after, *, order_by_id: bool = True, offset: bool =
             stmt = stmt.where(where_after(cursor))
         if tag is not None and not filter_in_python:
             stmt = stmt.where(tag_filter(tag))
-        rows = (await session.execute(stmt.limit(limit + 1))).all()
+        rows = (await session.execute(stmt.limit(limit if no_extra_row else limit + 1))).all()
         page = rows[:limit]
         names = defaultdict(list)
         if page:
@@ -177,6 +177,8 @@ def _walker(where_after=_pair_after, *, order_by_id: bool = True, offset: bool =
             return items, ((cursor or 0) + limit if more else None)
         if always_next:
             return items, ((page[-1].published_at, page[-1].id) if page else None)
+        if no_extra_row:  # a full page is taken to mean that more follow
+            return items, ((page[-1].published_at, page[-1].id) if len(page) == limit else None)
         return items, ((page[-1].published_at, page[-1].id) if more else None)
 
     return staticmethod(feed)
@@ -224,6 +226,28 @@ class _TagFilteredInPython(FeedRepository):
 @wrong(q2, "a next cursor on the last page", says="empty page")
 class _NextCursorOnLastPage(FeedRepository):
     feed = _walker(always_next=True)
+
+
+@wrong(q2, "LIMIT limit, a cursor whenever the page is full", says="limit + 1")
+class _CursorWheneverFull(FeedRepository):
+    feed = _walker(no_extra_row=True)
+
+
+@wrong(q1, "selectinload(Post.comments), then len()", says="loaded to be counted")
+class _CommentsLoadedToCount(FeedRepository):
+    """Whole posts with their comments loaded, counted with len(): right numbers, every comment fetched."""
+
+    @staticmethod
+    async def feed(session, *, limit, cursor=None, tag=None):
+        stmt = _newest_first(
+            select(Post).options(selectinload(Post.author), selectinload(Post.tags), selectinload(Post.comments)),
+            limit, tag, cursor,
+        )
+        rows = (await session.scalars(stmt)).all()
+        page = rows[:limit]
+        items = [_item(p.id, p.title, p.author.username, p.published_at, [t.name for t in p.tags], len(p.comments))
+                 for p in page]
+        return items, ((page[-1].published_at, page[-1].id) if len(rows) > limit else None)
 
 
 # ---------------------------------------------------------------- create_post: pieces of the reference

@@ -116,7 +116,22 @@ def _next_cursor_rule(attempt: Attempt) -> str | None:
     return None
 
 
+def _comments_counted_in_sql(attempt: Attempt) -> str | None:
+    """The count comes from SQL, not from loading every comment of the page (right numbers, but
+    each comment's row travels to Python only to be counted)."""
+    for statement in attempt.log or ():
+        sql = " ".join(statement.sql.lower().split())
+        if statement.verb == "SELECT" and "from comments" in sql and "count(" not in sql:
+            return (
+                "the comments were loaded to be counted: `selectinload(Post.comments)` then `len()` fetches "
+                "every comment row of the page only to count them. Count in SQL: a correlated scalar "
+                "subquery, `select(func.count(Comment.id)).where(Comment.post_id == Post.id).scalar_subquery()`"
+            )
+    return None
+
+
 ITEMS = Probe(_items_rule, name="the items")
+COUNTED_IN_SQL = Probe(_comments_counted_in_sql, name="comments counted in SQL")
 NEXT = Probe(_next_cursor_rule, name="the next cursor")
 
 
@@ -161,7 +176,7 @@ q1 = capstone(
         Requirement(
             "first page",
             _page_scenario(limit=5),
-            [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), NoLazyLoadsNamed()],
+            [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), NoLazyLoadsNamed(), COUNTED_IN_SQL],
         ),
         Requirement(
             f"a tag's first page ({TAG!r})",
@@ -215,11 +230,15 @@ async def _remove(scratch: Any, title: str) -> None:
         await conn.execute(Post.__table__.delete().where(Post.__table__.c.title == title))
 
 
-def _walk_scenario(*, limit: int, tag: str | None = None, newcomer: bool = False):
+def _walk_scenario(*, limit: int | None, tag: str | None = None, newcomer: bool = False):
+    """``limit=None``: one page exactly as long as the feed, so only limit + 1 rows tell it is the last."""
+    size = limit
+
     async def scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
         async with scratch.engine.connect() as conn:
             order = await _feed_order(conn, tag)
             everyone = len(await _feed_order(conn)) if tag is not None else len(order)
+        limit = size or len(order)
         attempt.expected = [pk for _, pk in order]
         ties: dict[datetime, set[int]] = defaultdict(set)
         for at, pk in order:
@@ -365,6 +384,8 @@ q2 = capstone(
         Requirement("every post once, while new posts arrive (50 a page)", _walk_scenario(limit=50, newcomer=True),
                     WALK_RULES),
         Requirement(f"a tag's feed, 10 a page ({TAG!r})", _walk_scenario(limit=10, tag=TAG), WALK_RULES),
+        Requirement(f"a tag's feed in one full page ({TAG!r}, limit = its number of posts)",
+                    _walk_scenario(limit=None, tag=TAG), WALK_RULES),
     ],
     hints=[
         "The cursor is the last item's (published_at, id). Pass it back, and the next page is the posts "
