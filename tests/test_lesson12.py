@@ -315,3 +315,20 @@ async def test_the_blanket_mapping_is_named_with_the_code_of_the_refusal(db):
     code = "23503" if db.is_postgresql else "SQLITE_CONSTRAINT_FOREIGNKEY"
     assert f"code {code}" in verdict.message and "foreign-key violation" in verdict.message
     assert "every IntegrityError became 'already exists'" in verdict.message
+
+
+def test_the_scorecard_says_each_problem_once_without_backticks():
+    from course.exercises.lesson12.scorecard import Scorecard
+    from course.exercises.verdict import RuleResult, Verdict
+
+    lazy = "first page: `Post.author` was loaded lazily: load it with `selectinload()`"
+    verdict = Verdict("12.q1", "The feed, one page", "incorrect", lazy, [
+        RuleResult("first page · no lazy loads", False, lazy),
+        RuleResult("a page of 200 · no lazy loads", False, lazy.replace("first page", "a page of 200")),
+        RuleResult("a page of 200 · the items", True),
+    ])
+    card = Scorecard("Repo", [verdict])
+    text_, html = str(card), card._repr_html_()
+    assert text_.count("was loaded lazily") == 1, text_  # said on the first line, not again
+    assert "`" not in text_ and "Post.author was loaded lazily" in text_
+    assert "`" not in html and "<code>Post.author</code>" in html

@@ -9,7 +9,7 @@ from ..core import (
     ExerciseFailed,
     strict,
 )
-from ..verdict import Verdict
+from ..verdict import Verdict, distinct, plain, rich
 from .feed import q1, q2
 from .writes import q3, q4
 
@@ -30,9 +30,11 @@ class Scorecard:
         return sum(v.correct for v in self.verdicts), len(self.verdicts)
 
     def lines(self) -> list[tuple[Verdict, str, int, int, str]]:
-        """(verdict, requirement, rules passed, rules, first problem) per requirement."""
+        """(verdict, requirement, rules passed, rules, first problem) per requirement; a problem an
+        earlier line of the same exercise already says is left out (each problem once)."""
         out = []
         for verdict in self.verdicts:
+            said: list[str] = []
             groups: dict[str, list[Any]] = {}
             for rule in verdict.rules:
                 groups.setdefault(rule.rule.split(" · ", 1)[0], []).append(rule)
@@ -41,6 +43,10 @@ class Scorecard:
             for group, rules in groups.items():
                 failed = [r for r in rules if not r.passed]
                 problem = failed[0].message.split(": ", 1)[-1] if failed else ""
+                if problem and distinct([*said, problem]) == said:
+                    problem = ""  # said on an earlier line
+                elif problem:
+                    said.append(problem)
                 out.append((verdict, group, len(rules) - len(failed), len(rules), problem))
         return out
 
@@ -56,9 +62,9 @@ class Scorecard:
                 text_.append(f"  {_ICONS.get(verdict.status, '?')} {verdict.exercise} {verdict.title}: {verdict.status}")
                 shown = verdict
             if group:
-                text_.append(f"       {passed}/{n}  {group}" + (f": {problem}" if problem else ""))
+                text_.append(f"       {passed}/{n}  {plain(group)}" + (f": {plain(problem)}" if problem else ""))
             elif problem:
-                text_.append(f"       {problem}")
+                text_.append(f"       {plain(problem)}")
         return "\n".join(text_)
 
     def _repr_html_(self) -> str:
@@ -72,7 +78,7 @@ class Scorecard:
             head = f"{icon(_ICON_KINDS.get(verdict.status, 'info'))}{esc(verdict.exercise)} {esc(verdict.title)}" if first else ""
             count = f"{passed}/{n}" if n else ""
             rows.append(
-                f"<tr><td>{head}</td><td>{esc(group)}</td><td>{count}</td><td>{esc(problem)}</td></tr>"
+                f"<tr><td>{head}</td><td>{rich(group)}</td><td>{count}</td><td>{rich(problem)}</td></tr>"
             )
         got, total = self.score
         table = (
