@@ -332,3 +332,17 @@ def test_the_scorecard_says_each_problem_once_without_backticks():
     assert text_.count("was loaded lazily") == 1, text_  # said on the first line, not again
     assert "`" not in text_ and "Post.author was loaded lazily" in text_
     assert "`" not in html and "<code>Post.author</code>" in html
+
+
+async def test_an_error_that_is_not_about_the_quote_does_not_blame_the_quote(db):
+    """12.q1: a NameError in feed is reported as such, not as "a quote broke the SQL text"."""
+
+    class Typo(lesson12.FeedRepository):
+        @staticmethod
+        async def feed(session, *, limit, cursor=None, tag=None):
+            items, next_cursor = await lesson12.FeedRepository.feed(session, limit=limit, cursor=cursor, tag=tag)
+            return itmes, next_cursor  # noqa: F821 - the learner's typo
+
+    verdict = await lesson12.q1.evaluate(Typo, db=db)
+    assert "NameError" in str(verdict), str(verdict)
+    assert "broke the sql text" not in str(verdict).lower() and "quote in the" not in str(verdict).lower(), str(verdict)

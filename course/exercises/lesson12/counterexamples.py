@@ -250,6 +250,13 @@ class _CommentsLoadedToCount(FeedRepository):
         return items, ((page[-1].published_at, page[-1].id) if len(rows) > limit else None)
 
 
+@wrong(q1, "forgot return", says="did you forget return items, next_cursor")
+class _ForgotReturn(FeedRepository):
+    @staticmethod
+    async def feed(session, *, limit, cursor=None, tag=None):
+        await FeedRepository.feed(session, limit=limit, cursor=cursor, tag=tag)
+
+
 # ---------------------------------------------------------------- create_post: pieces of the reference
 
 
@@ -439,3 +446,14 @@ class _CoreInsertNoSavepoint(FeedRepository):
         if names:
             await session.execute(insert(post_tags), [{"post_id": post_id, "tag_id": known[n]} for n in names])
         return post_id
+
+
+@wrong(q3, "no flush: post.id returned before the INSERT", says="no id until it is flushed")
+class _NoFlush(FeedRepository):
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        names = list(dict.fromkeys(tag_names))
+        known = {t.name: t for t in await session.scalars(select(Tag).where(Tag.name.in_(names)))} if names else {}
+        post = _new_post(session, author_id, title, body, published_at)
+        post.tags = [known.get(name) or Tag(name=name) for name in names]
+        return post.id

@@ -91,6 +91,8 @@ def _item(item: Any) -> tuple[Any, ...]:
 
 
 def _page(returned: Any) -> tuple[list[tuple[Any, ...]], Any]:
+    if returned is None:
+        raise _Shape("feed returned None: did you forget `return items, next_cursor`?")
     if not isinstance(returned, (tuple, list)) or len(returned) != 2:
         raise _Shape(f"feed should return a pair (items, next_cursor); yours returned {type(returned).__name__}")
     items, next_cursor = returned

@@ -143,6 +143,12 @@ def _created_rule(attempt: Attempt) -> str | None:
     pk, body, status, published_at = rows[0]
     returned = attempt.extra.get("returned")
     returned = getattr(returned, "id", returned)
+    if returned is None:
+        return (
+            f"create_post returned None, though the post ({pk}) reached the database at the caller's commit: "
+            "a new post has no id until it is flushed. `await session.flush()` (or leave an `async with "
+            "session.begin_nested():` block) before `return post.id`"
+        )
     if returned != pk:
         return f"create_post should return the new post's id ({pk}); it returned {returned!r}"
     if status != "published":
@@ -209,6 +215,12 @@ async def _failure_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None
 def _reaches_caller_rule(attempt: Attempt) -> str | None:
     if "outcome" not in attempt.extra:
         return None
+    if not attempt.extra.get("fired") and not any(s.verb == "INSERT" for s in attempt.log or ()):
+        return (
+            "create_post sent no INSERT: the post and its tags waited in the session for the caller's "
+            "flush, so a failure could not happen inside create_post. Flush inside it (`await "
+            "session.flush()`, or a `session.begin_nested()` block)"
+        )
     if not attempt.extra.get("fired"):
         return (
             "the checker found no INSERT INTO post_tags in create_post's SQL, so it could not fail it "
@@ -573,7 +585,7 @@ def _race_rule(attempt: Attempt) -> str | None:
         return None  # the answer's transaction held the write lock: the other request waits, no race to judge
     if attempt.extra.get("retried") and _unprotected_insert(attempt.extra.get("first_log")):
         return (
-            "another request committed the same title between your SELECT and your INSERT, and your INSERT "
+            "another request committed the same title while your transaction was open, and your INSERT "
             "ran outside a SAVEPOINT: this races. SQLite refused the stale write (database is locked) and the "
             "retry found the duplicate; on PostgreSQL your INSERT meets the committed row, a raw "
             "IntegrityError aborts the caller's transaction. Let the unique index decide: insert inside "
