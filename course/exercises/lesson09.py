@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,12 +62,28 @@ class PoolExercise(Exercise):
         scope = object()
         watch = PoolWatch(Pool, scope=scope)
 
+        engines: list[dict[str, Any]] = []
+        made: list[Any] = []
+        slow_steps: list[bool] = []
+
         async def watched(scratch: Any, **kw: Any) -> Any:
             before = asyncio.all_tasks()
             token = SCOPE.set(scope)
+            steps = _SLOW_STEPS.set(slow_steps)
+            make = scratch.create_engine
+
+            def create_engine(**engine_kw: Any) -> Any:  # which settings the answer's engines got
+                engine = make(**engine_kw)
+                engines.append(engine_kw)
+                made.append(engine)
+                return engine
+
+            scratch.create_engine = create_engine
+            returned: Any = None
             try:
                 with watch:
-                    return await answer(scratch, **kw)
+                    returned = await answer(scratch, **kw)
+                return returned
             except NotImplementedError:
                 raise
             except Exception as error:
@@ -78,9 +96,16 @@ class PoolExercise(Exercise):
                     raise
                 return Raised(error)
             finally:
+                del scratch.create_engine
+                for engine in made:  # an engine the answer forgot to dispose (the watch has seen that)
+                    if engine is not returned:  # a returned engine is the answer (q1, q3): observed next
+                        await engine.dispose()
+                _SLOW_STEPS.reset(steps)
                 SCOPE.reset(token)
 
         attempt = await super()._attempt(watched, db, call)
+        attempt.extra["engines"] = engines
+        attempt.extra["slow_steps"] = slow_steps
         attempt.extra["pool"] = watch.summary()
         attempt.extra["call"] = call
         return attempt
@@ -413,7 +438,12 @@ def _q3_survives(attempt: Attempt) -> str | None:
         return (
             f"the first query after the connection was dropped failed ({seen['error']}, "
             f"connection_invalidated={seen['invalidated']}): the pool handed out a dead connection. "
-            "pool_recycle only replaces old connections; test each one at checkout instead"
+            + (
+                "pool_recycle only replaces old connections; test each one at checkout instead: "
+                "`pool_pre_ping=True`"
+                if any("pool_recycle" in kw for kw in attempt.extra.get("engines", []))
+                else "Make the engine with `pool_pre_ping=True`: the pool then tests each connection at checkout"
+            )
         )
     return None
 
@@ -475,7 +505,7 @@ q3 = PoolExercise(
     ],
     why="pre_ping turns 'the first request after a restart fails' into one extra round trip per checkout.",
     counterexamples=[
-        Counterexample("default engine", _q3_default, "the first query after the connection was dropped failed"),
+        Counterexample("default engine", _q3_default, "Make the engine with `pool_pre_ping=True`"),
         Counterexample("pool_recycle", _q3_recycle, "pool_recycle only replaces old connections"),
         Counterexample("NullPool", _q3_nullpool, "never reusing a connection"),
         Counterexample("a sessionmaker", _q3_sessionmaker, "return the engine itself"),
@@ -489,9 +519,18 @@ q3 = PoolExercise(
 SLOW_STEP = 0.2  # seconds each task keeps its session open for other work
 
 
+_SLOW_STEPS: ContextVar[list[bool] | None] = ContextVar("course_slow_steps", default=None)
+
+
 async def slow_step() -> None:
     """Stands for work a task does while it keeps its session (and connection): an API call, a
     computation, a lock it must keep. Takes a fifth of a second."""
+    seen = _SLOW_STEPS.get()
+    if seen is not None:  # under the checker: was the caller's session still open (holding a connection)?
+        caller = sys._getframe(1).f_locals.values()
+        sessions = [v for v in caller if isinstance(v, AsyncSession)]
+        if sessions:
+            seen.append(any(v.in_transaction() for v in sessions))
     await asyncio.sleep(SLOW_STEP)
 
 
@@ -561,6 +600,43 @@ def _q4_no_timeout(attempt: Attempt) -> str | None:
             "not just around the query"
         )
     return f"your function {raised!r}: {str(raised.error).splitlines()[0][:160]}"
+
+
+def _q4_given_pool(attempt: Attempt) -> str | None:
+    given = attempt.extra.get("call", {}).get("pool", Q4_CALL["pool"])
+    for settings in attempt.extra.get("engines", []):
+        differ = {k: settings.get(k) for k in given if settings.get(k) != given[k]}
+        if differ:
+            yours = ", ".join(f"{k}={v}" for k, v in differ.items())
+            theirs = ", ".join(f"{k}={given[k]}" for k in differ)
+            return (
+                f"your engine has {yours}, not the {theirs} you were given: a longer pool_timeout or a bigger "
+                "pool hides the problem instead of solving it. Make the engine with `db.create_engine(**pool)` "
+                "and let the extra tasks wait in your code (`asyncio.Semaphore`)"
+            )
+    return None
+
+
+def _q4_slow_step_in_session(attempt: Attempt) -> str | None:
+    steps = attempt.extra.get("slow_steps") or []
+    if steps and not all(steps):
+        return (
+            "`slow_step()` ran after your session had closed: the task gave its connection back before its "
+            "slow work, so the pool never ran short. Call `await ex.slow_step()` inside `async with "
+            "Session() as session:`, after the query, as the task says"
+        )
+    return None
+
+
+def _q4_disposed(attempt: Attempt) -> str | None:
+    pool = attempt.extra.get("pool") or {}
+    if attempt.extra.get("engines") and pool.get("connects", 0) > pool.get("closes", 0) + pool.get("invalidations", 0):
+        left = pool["connects"] - pool["closes"] - pool["invalidations"]
+        return (
+            f"your engine was never disposed: {left} connection(s) stayed open after your function returned. "
+            "`await engine.dispose()` in a `finally:` when you are done with an engine you made"
+        )
+    return None
 
 
 def _q4_allowed(attempt: Attempt) -> int:
@@ -636,6 +712,52 @@ async def _q4_bigger_pool(db, user_ids, pool):
         await engine.dispose()
 
 
+async def _q4_longer_timeout(db, user_ids, pool):
+    engine = db.create_engine(**{**pool, "pool_timeout": 30})  # "give the pool more time"
+    Session = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def one(user_id):
+        async with Session() as session:
+            count = await session.scalar(select(func.count()).select_from(Order).where(Order.user_id == user_id))
+            await slow_step()
+            return user_id, count
+
+    try:
+        return dict(await asyncio.gather(*(one(u) for u in user_ids)))
+    finally:
+        await engine.dispose()
+
+
+async def _q4_slow_step_after_session(db, user_ids, pool):
+    engine = db.create_engine(**pool)
+    Session = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def one(user_id):
+        async with Session() as session:
+            count = await session.scalar(select(func.count()).select_from(Order).where(Order.user_id == user_id))
+        await slow_step()  # the connection is back in the pool already
+        return user_id, count
+
+    try:
+        return dict(await asyncio.gather(*(one(u) for u in user_ids)))
+    finally:
+        await engine.dispose()
+
+
+async def _q4_not_disposed(db, user_ids, pool):
+    engine = db.create_engine(**pool)
+    Session = async_sessionmaker(engine, expire_on_commit=False)
+    gate = asyncio.Semaphore(pool["pool_size"] + pool["max_overflow"])
+
+    async def one(user_id):
+        async with gate, Session() as session:
+            count = await session.scalar(select(func.count()).select_from(Order).where(Order.user_id == user_id))
+            await slow_step()
+            return user_id, count
+
+    return dict(await asyncio.gather(*(one(u) for u in user_ids)))
+
+
 async def _q4_alt_workers(db, user_ids, pool):
     """As many workers as connections, each taking ids from a queue: concurrency bounded without a semaphore."""
     engine = db.create_engine(**pool)
@@ -671,7 +793,10 @@ q4 = PoolExercise(
     catch_errors=True,
     rules=[
         Probe(test=_q4_no_timeout, name="no task gives up waiting for a connection"),
+        Probe(test=_q4_given_pool, name="the pool you were given"),
+        Probe(test=_q4_slow_step_in_session, name="slow_step() while the session is open"),
         SameResult(what="counts"),
+        Probe(test=_q4_disposed, name="the engine disposed"),
         Probe(test=_q4_limit, name="stays within the pool"),
         Probe(test=_q4_together, name="tasks run concurrently"),
     ],
@@ -689,6 +814,9 @@ q4 = PoolExercise(
         Counterexample("semaphore around the query only", _q4_gate_around_query_only, "not just around the query"),
         Counterexample("one by one", _q4_one_by_one, "one at a time"),
         Counterexample("a bigger pool", _q4_bigger_pool, "the pool you were given allows 2"),
+        Counterexample("pool_timeout=30 instead of the given 0.1", _q4_longer_timeout, "not the pool_timeout=0.1 you were given"),
+        Counterexample("slow_step() after the session closed", _q4_slow_step_after_session, "slow_step() ran after your session had closed"),
+        Counterexample("engine never disposed", _q4_not_disposed, "your engine was never disposed"),
     ],
     **SMALL,
 )
