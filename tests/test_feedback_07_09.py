@@ -47,3 +47,14 @@ def test_lessons_07_to_09_catalogue_four_mistakes_and_accept_another_form(exerci
     if exercise_id == "08.q4" and not hasattr(asyncio, "TaskGroup"):
         pytest.skip("its alternative uses asyncio.TaskGroup (Python 3.11+)")
     assert getattr(lesson_modules()[exercise_id[:2]], "ALTERNATIVES", {}).get(exercise_id)
+
+
+async def test_the_sqlite_insert_on_postgresql_is_named_a_dialect_mismatch(db):
+    """07.q4: sqlite.insert(...).on_conflict_do_nothing() is right on SQLite; on PostgreSQL it fails to
+    compile (an AttributeError about constraint_target), which the verdict names as the wrong dialect."""
+    verdict = await all_exercises()["07.q4"].evaluate(lesson07._q4_sqlite_insert, db=db)
+    if db.is_postgresql:
+        assert verdict.status in (INCORRECT, "error"), str(verdict)
+        assert "the insert() of one dialect ran on the other database" in str(verdict), str(verdict)
+    else:
+        assert verdict.status == "correct", str(verdict)

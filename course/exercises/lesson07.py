@@ -14,6 +14,7 @@ from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 
+from ..lab.errorkinds import constraint_kind
 from ..schema import Tag, User
 from .core import SESSION_FN, Counterexample, Exercise, normalize
 from .named_mistakes import EXPLAINED as _EXPLAINED
@@ -63,7 +64,8 @@ def _one_statement(attempt: Attempt) -> str | None:
         return None
     per_row = all(s.batch_size <= 1 for s in inserts)
     if per_row and all("RETURNING" in s.sql.upper() for s in inserts):
-        how = "add() for each object: on SQLite the unit of work sends one INSERT ... RETURNING per object"
+        # the same SQL either way on PostgreSQL: name both ways of writing it
+        how = "one INSERT ... RETURNING per row: add() for each object, or a loop of execute(insert(Tag).values(...))"
     elif per_row:
         how = "a loop of execute(insert(Tag).values(...)), one statement per row"
     else:
@@ -568,12 +570,40 @@ async def _q4_savepoint_per_name(session, names):
     return sorted(new_ids)
 
 
+async def _q4_check_then_insert_empty(session, names):
+    existing = set(await session.scalars(select(Tag.name).where(Tag.name.in_(names))))
+    missing = [{"name": n} for n in names if n not in existing]
+    return sorted((await session.execute(insert(Tag).returning(Tag.id), missing)).scalars())
+
+
+async def _q4_sqlite_insert(session, names):
+    """Right on SQLite; on PostgreSQL the SQLite construct fails to compile (tests/test_feedback_07_09.py)."""
+    wrong = sqlite.insert
+    stmt = wrong(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing(index_elements=[Tag.name])
+    return sorted((await session.execute(stmt.returning(Tag.id))).scalars())
+
+
 async def _q4_alt_executemany(session, names):
     stmt = _q4_dialect_insert(session)(Tag).on_conflict_do_nothing(index_elements=["name"]).returning(Tag.id)
     return sorted((await session.scalars(stmt, [{"name": n} for n in names])).all())
 
 
 def _q4_explain(error: BaseException) -> str | None:
+    if isinstance(error, AttributeError) and any(
+        word in str(error) for word in ("OnConflictDoNothing", "OnConflictDoUpdate", "constraint_target")
+    ):
+        return (
+            "the insert() of one dialect ran on the other database: sqlalchemy.dialects.sqlite.insert builds "
+            "ON CONFLICT for SQLite only, postgresql.insert for PostgreSQL only. Pick it by "
+            "session.get_bind().dialect.name, as the hint shows"
+        )
+    if isinstance(error, IntegrityError) and constraint_kind(error) == "not_null":
+        return (
+            "your INSERT ran with an empty list of parameters (every name existed already): an empty list "
+            "means no parameters, so the INSERT tried one row of NULLs and NOT NULL refused it. Checking "
+            "first also races with another session; let the database skip the existing names: "
+            ".on_conflict_do_nothing(index_elements=[Tag.name])"
+        )
     if isinstance(error, IntegrityError):
         return (
             "a plain INSERT stops at the first name that exists (IntegrityError: tags.name is UNIQUE). Let "
@@ -619,6 +649,7 @@ q4 = _Explaining(
         Counterexample("DO UPDATE returns the existing rows too", _q4_do_update, "returns the rows it updated"),
         Counterexample("select the missing names, then insert", _q4_select_missing_then_insert, "1 should be enough"),
         Counterexample("a savepoint per name", _q4_savepoint_per_name, "an INSERT in each"),
+        Counterexample("check first, insert an empty list", _q4_check_then_insert_empty, "an empty list of parameters"),
     ],
     explain=_q4_explain,
 )
@@ -667,10 +698,22 @@ def _q5_stale(attempt: Attempt) -> str | None:
             f"the database says editor, but the User objects you returned still say {role!r} (user {i} and "
             f"{len(stale) - 1} more): stale objects. The UPDATE did not reach the objects already in the session "
             "(synchronize_session=False, or an UPDATE sent through Core or text()), and selecting them again "
-            "returns the same objects unchanged. Keep synchronize_session at its default ('auto'), or refresh "
-            "them (await session.refresh(user)), or get them from the statement: .returning(User)"
+            "returns the same objects unchanged. Keep synchronize_session at its default ('auto'), or get them "
+            "from the statement: .returning(User)"
         )
     return None
+
+
+def _q5_one_by_one(attempt: Attempt) -> str | None:
+    """A read per user after the UPDATE (get(), refresh()): right objects, an N+1."""
+    selects = [q for q in attempt.log.queries if q.verb == "SELECT"]
+    if len(attempt.log.queries) <= 2 or len(selects) < 3:
+        return None
+    return (
+        f"{len(attempt.log.queries)} statements ({len(selects)} SELECTs): the users were read one at a time "
+        "(get() or refresh() per id), an N+1. Load them with one SELECT before the UPDATE and keep "
+        "synchronize_session at its default ('auto'), or get them from the UPDATE itself: .returning(User)"
+    )
 
 
 def _q5_objects(attempt: Attempt) -> str | None:
@@ -727,7 +770,7 @@ async def _q5_alt_returning(session, user_ids):
     return sorted((await session.scalars(stmt)).all(), key=lambda u: u.id)
 
 
-async def _q5_alt_refresh(session, user_ids):
+async def _q5_refresh_each(session, user_ids):
     users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
     await session.execute(
         update(User).where(User.id.in_(user_ids)).values(role="editor"), execution_options={"synchronize_session": False}
@@ -735,6 +778,11 @@ async def _q5_alt_refresh(session, user_ids):
     for user in users:
         await session.refresh(user)
     return users
+
+
+async def _q5_get_each(session, user_ids):
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    return [await session.get(User, i) for i in sorted(user_ids)]
 
 
 q5 = Exercise(
@@ -750,6 +798,7 @@ q5 = Exercise(
         Probe(test=_q5_objects, name="User objects returned"),
         Probe(test=_q5_only_listed, name="only the listed users change"),
         Probe(test=_q5_stale, name="the objects show what the database holds"),
+        Probe(test=_q5_one_by_one, name="no read per user (at most 2 statements)"),
         SameResult(ordered=True, what="(id, role) of the objects you returned"),
         LeavesTransactionToCaller(),
     ],
@@ -769,6 +818,8 @@ q5 = Exercise(
         Counterexample("returns ids", _q5_ids, "return the User objects themselves"),
         Counterexample("updates everyone", _q5_everyone, "WHERE id IN"),
         Counterexample("commits the caller's transaction", _q5_commits, "your function committed the session"),
+        Counterexample("synchronize_session=False, then refresh each", _q5_refresh_each, "an N+1"),
+        Counterexample("UPDATE, then get() per id", _q5_get_each, "read one at a time"),
     ],
 )
 
@@ -791,6 +842,5 @@ ALTERNATIVES = {
     ],
     "07.q5": [
         ("UPDATE ... RETURNING User (fresh objects)", _q5_alt_returning),
-        ("synchronize_session=False, then refresh each object", _q5_alt_refresh),
     ],
 }
