@@ -58,3 +58,10 @@ async def test_the_sqlite_insert_on_postgresql_is_named_a_dialect_mismatch(db):
         assert "the insert() of one dialect ran on the other database" in str(verdict), str(verdict)
     else:
         assert verdict.status == "correct", str(verdict)
+
+
+async def test_missed_null_logins_are_not_also_told_the_update_only_found_them(db):
+    """07.q3: the users left active all never logged in: one cause, said once (no contradicting rule)."""
+    verdict = await all_exercises()["07.q3"].evaluate(lesson07._q3_only_before_cutoff, db=db)
+    assert "NULL < cutoff is not true" in verdict.message, str(verdict)
+    assert "not just find them" not in str(verdict), str(verdict)

@@ -188,6 +188,17 @@ async def _q2_observe(session, returned, changes):
     return [tuple(r) for r in await session.execute(select(User.id, User.role).order_by(User.id))]
 
 
+def _q2_per_dict(attempt: Attempt) -> str | None:
+    updates = [q for q in attempt.log.queries if q.verb == "UPDATE"]
+    if len(updates) > 1 and all(q.batch_size <= 1 for q in updates):
+        return (
+            f"{len(updates)} UPDATE statements, one per dict: a loop of update(User).where(...).values(...). "
+            "Pass the whole list to one call, `session.execute(update(User), changes)`: each dict names its "
+            "row by primary key, and the ORM sends one executemany"
+        )
+    return None
+
+
 async def _q2_update_per_row(session, changes):
     for change in changes:
         await session.execute(update(User).where(User.id == change["id"]).values(role=change["role"]))
@@ -251,6 +262,7 @@ q2 = _Explaining(
     rules=[
         _EXPLAINED,
         _sent("UPDATE", "a change to a loaded object"),
+        Probe(test=_q2_per_dict, name="one UPDATE call for the whole list"),
         SameResult(ordered=True, what="(id, role) rows"),
         StatementBudget(1),
         LeavesTransactionToCaller(),
@@ -266,7 +278,7 @@ q2 = _Explaining(
         "from each dict, SET from the other keys (keep them the same in every dict)."
     ),
     counterexamples=[
-        Counterexample("one UPDATE per row", _q2_update_per_row, "40 statements"),
+        Counterexample("one UPDATE per row", _q2_update_per_row, "session.execute(update(User), changes)"),
         Counterexample("load the users, change them, flush", _q2_load_and_flush, "1 should be enough"),
         Counterexample("load and change, no flush", _q2_load_no_flush, "no UPDATE was sent"),
         Counterexample("one role for everybody", _q2_one_role_for_all, "missing"),
@@ -343,6 +355,17 @@ def _q3_per_row(attempt: Attempt) -> str | None:
     return None
 
 
+def _q3_select_first(attempt: Attempt) -> str | None:
+    verbs = [q.verb for q in attempt.log.queries]
+    if verbs.count("UPDATE") == 1 and verbs.index("UPDATE") > 0 and "SELECT" in verbs[: verbs.index("UPDATE")]:
+        return (
+            "you read the dormant ids with a SELECT, then updated them: 2 statements, and a user who logs "
+            "in between the two is deactivated anyway (a race). One UPDATE with the WHERE clause, and "
+            ".returning(User.id) to learn which rows it changed"
+        )
+    return None
+
+
 def _q3_sorted(attempt: Attempt) -> str | None:
     got, want = attempt.value, attempt.expected
     if isinstance(got, list) and got != want and sorted(got, key=repr) == sorted(want or [], key=repr):
@@ -355,8 +378,8 @@ def _q3_sorted(attempt: Attempt) -> str | None:
 
 def _q3_deactivated(attempt: Attempt) -> str | None:
     left = attempt.extra.get("still_active", 0)
-    if not left:
-        return None
+    if not left or left == attempt.extra.get("never_logged_in_still_active", 0):
+        return None  # all of them never logged in: _q3_nulls says why
     return f"{left} dormant users are still active after your function: the UPDATE must change them, not just find them"
 
 
@@ -375,6 +398,13 @@ async def _q3_select_then_update(session, cutoff):
     ).all()
     for user_id in ids:
         await session.execute(update(User).where(User.id == user_id).values(is_active=False))
+    return sorted(ids)
+
+
+async def _q3_select_ids_then_one_update(session, cutoff):
+    dormant = or_(User.last_login < cutoff, User.last_login.is_(None))
+    ids = (await session.scalars(select(User.id).where(User.is_active, dormant))).all()
+    await session.execute(update(User).where(User.id.in_(ids)).values(is_active=False))
     return sorted(ids)
 
 
@@ -430,6 +460,7 @@ q3 = Exercise(
         Probe(test=_q3_nulls, name="users who never logged in count as dormant"),
         Probe(test=_q3_extra, name="only the users this UPDATE changed"),
         Probe(test=_q3_per_row, name="one UPDATE for all rows"),
+        Probe(test=_q3_select_first, name="no SELECT before the UPDATE"),
         Probe(test=_q3_sorted, name="ids in ascending order"),
         SameResult(ordered=True, what="user ids"),
         Probe(test=_q3_deactivated, name="the dormant users were deactivated"),
@@ -454,6 +485,7 @@ q3 = Exercise(
         Counterexample("update, then select what looks deactivated", _q3_update_then_select, "inactive before your function ran"),
         Counterexample("select only, no update", _q3_select_only, "still active"),
         Counterexample("ids as RETURNING sent them, unsorted", _q3_unsorted, "no promised order"),
+        Counterexample("SELECT the ids, then one UPDATE", _q3_select_ids_then_one_update, "a race"),
     ],
 )
 
