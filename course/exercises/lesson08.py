@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..schema import Post, Tag, User, post_tags
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
 from .named_mistakes import EXPLAINED, Explaining
-from .rules import Attempt, LeavesTransactionToCaller, Probe, SessionUsable
+from .rules import Attempt, LeavesTransactionToCaller, NoLazyLoads, Probe, RuleResult, SessionUsable
 
 WHEN = datetime(2026, 1, 1)
 
@@ -51,6 +52,7 @@ CALLER = LeavesTransactionToCaller()
 Q1_CALLS = (
     {"author_id": 7, "title": "Savepoints, explained", "tag_names": ["sql", "transactions", "testing"]},
     {"author_id": 7, "title": "A post with a typo in its tags", "tag_names": ["sql", "transactoins"]},
+    {"author_id": 7, "title": "A tag named twice", "tag_names": ["sql", "testing", "sql"]},
 )
 
 
@@ -94,12 +96,12 @@ async def _q1_probe(conn: AsyncConnection, attempt: Attempt, author_id: int, tit
         )
     ((posts,),) = await _rows(conn, "SELECT count(*) FROM posts")
     ((links,),) = await _rows(conn, "SELECT count(*) FROM post_tags")
-    attempt.extra.update(ids=ids, tags=tags, posts=posts, links=links)
+    attempt.extra.update(ids=ids, tags=tags, posts=posts, links=links, tag_names=list(tag_names))
 
 
 def _q1_all_or_nothing(attempt: Attempt) -> str | None:
     got, want = attempt.extra, attempt.expected
-    if not got:
+    if "ids" not in got:  # the probe did not run (the answer stopped first)
         return None
     if want["written"]:
         if len(got["ids"]) != 1 or got["posts"] != want["posts"]:
@@ -132,6 +134,13 @@ def _q1_returned(attempt: Attempt) -> str | None:
         return f"an unknown tag means nothing was created: return None (you returned {got!r})"
     if isinstance(got, int) and not isinstance(got, bool) and ids and got == ids[0]:
         return None
+    if got is None and attempt.lazy_loads:
+        return None  # it stopped at a lazy load: that rule says why
+    if got is None and len(set(attempt.extra.get("tag_names") or [])) < len(attempt.extra.get("tag_names") or []):
+        return (
+            "every tag exists, but you returned None: tag_names names one tag twice, so fewer tags come back "
+            "than names were asked for. Compare with the distinct names: len(set(tag_names))"
+        )
     if got is None:
         return "return the new post's id (after a flush, post.id is set); you returned None"
     return f"return the new post's id ({ids[0] if ids else '?'}); you returned {got!r}"
@@ -203,6 +212,45 @@ async def _q1_alt_savepoint(session, author_id, title, tag_names):
         return None
 
 
+@dataclass
+class _TagsAfterFlush(NoLazyLoads):
+    """A lazy load after the post was flushed: post.tags read (extend(), append()) on a new, flushed post."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        inserted = any(q.verb == "INSERT" and "posts" in q.sql.split("(")[0] for q in attempt.log.queries)
+        if result.passed or not inserted:
+            return result
+        result.message = (
+            "post.tags was touched after the post was flushed: the collection of a flushed object is loaded "
+            "lazily on first access (MissingGreenlet in async code). Pass the tags when you build the post, "
+            "`Post(..., tags=list(tags))`, then add and flush once"
+        )
+        return result
+
+
+async def _q1_extend_after_flush(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    if len(tags) != len(set(tag_names)):
+        return None
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1))
+    session.add(post)
+    await session.flush()
+    post.tags.extend(tags)  # a lazy load of the flushed post's empty collection
+    await session.flush()
+    return post.id
+
+
+async def _q1_count_with_duplicates(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    if len(tags) != len(tag_names):  # a name given twice comes back once
+        return None
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+    session.add(post)
+    await session.flush()
+    return post.id
+
+
 q1 = Exercise(
     id="08.q1",
     title="A post and its tags, all or nothing",
@@ -212,6 +260,7 @@ q1 = Exercise(
     probe=_q1_probe,
     calls=Q1_CALLS,
     rules=[
+        _TagsAfterFlush(),
         Probe(test=_q1_all_or_nothing, name="all or nothing"),
         Probe(test=_q1_returned, name="returns the new id, or None"),
         CALLER,
@@ -232,6 +281,8 @@ q1 = Exercise(
         Counterexample("skips the unknown tag", _q1_skip_unknown, "nothing may be written"),
         Counterexample("rolls back the whole session", _q1_rollback, "caller's whole transaction was rolled back"),
         Counterexample("commits the caller's session", _q1_commit, "your function committed the session"),
+        Counterexample("post.tags.extend() after the flush", _q1_extend_after_flush, "Post(..., tags=list(tags))"),
+        Counterexample("len(tags) != len(tag_names)", _q1_count_with_duplicates, "len(set(tag_names))"),
     ],
 )
 
@@ -720,7 +771,7 @@ async def _q4_probe(conn: AsyncConnection, attempt: Attempt, user_ids: list[int]
 
 def _q4_right_counts(attempt: Attempt) -> str | None:
     got, want = attempt.value, attempt.expected
-    if got == want:
+    if got == want or attempt.extra.get("explained"):  # it raised: the headline names why
         return None
     if not isinstance(got, dict):
         return f"return a dict {{user_id: number of posts}}; you returned {type(got).__name__} {got!r}"[:300]

@@ -49,6 +49,7 @@ from sqlalchemy.orm import defer
 from ..lab import plans
 from ..schema import Order, Post, Tag, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
+from .named_mistakes import EXPLAINED, Explaining
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
 
 # ---------------------------------------------------------------- helpers
@@ -550,6 +551,18 @@ async def _q4_probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> Non
         event.remove(sync, "before_cursor_execute", guard)
 
 
+async def _q4_get_per_id(session: AsyncSession, ids: list[int]) -> list[User]:
+    users = [await session.get(User, i) for i in ids]
+    return [u for u in users if u is not None]
+
+
+async def _q4_id_order(session: AsyncSession, ids: list[int]) -> list[User]:
+    found = []
+    for start in range(0, len(ids), 10_000):
+        found += (await session.scalars(select(User).where(User.id.in_(ids[start : start + 10_000])))).all()
+    return sorted(found, key=lambda u: u.id)
+
+
 async def _q4_solution(session: AsyncSession, ids: list[int]) -> list[User]:
     found = {}
     for start in range(0, len(ids), 10_000):
@@ -598,7 +611,30 @@ async def _q4_database_order(session: AsyncSession, ids: list[int]) -> list[User
     return users  # in whatever order each chunk came back
 
 
-q4 = Exercise(
+def _q4_explain(error: BaseException) -> str | None:
+    if isinstance(error, RunawayAnswer) or "RunawayAnswer" in str(error):
+        return (
+            f"one query per id, an N+1 (stopped after {_STATEMENT_CAP} statements for {len(Q4_IDS):,} ids: "
+            "get() or a SELECT per id). Load the ids a few thousand at a time: one IN query per chunk of "
+            "ids, then pick the users from a dict by id"
+        )
+    return None
+
+
+def _q4_caller_order(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    ids = [getattr(u, "id", u) for u in got] if isinstance(got, list) else None
+    if ids is None or ids == want or sorted(ids) != sorted(want or []):
+        return None
+    return (
+        "the right users in the wrong order: "
+        + ("sorted by id, " if ids == sorted(ids) else "in the order the database sent them, ")
+        + "not in the order of ids the caller passed. Keep the users in a dict by id, then walk ids once: "
+        "[found[i] for i in ids if i in found]"
+    )
+
+
+q4 = Explaining(
     id="11.q4",
     title="Load 40,000 ids in chunks, in the caller's order",
     kind=SESSION_FN,
@@ -606,9 +642,12 @@ q4 = Exercise(
     expected=_q4_expected,
     probe=_q4_probe,
     calls=({"ids": Q4_IDS},),
+    explain=_q4_explain,
     rules=[
+        EXPLAINED,
         Probe(_q4_parameters, name="parameters per statement within the limits"),
         StatementBudget(8),
+        Probe(_q4_caller_order, name="the caller's order"),
         SameResult(ordered=True, what="users"),
     ],
     hints=[
@@ -626,7 +665,9 @@ q4 = Exercise(
     "trips stays tiny; on PostgreSQL, = ANY(:ids) with one array parameter is another way out.",
     counterexamples=[
         Counterexample("one IN for every id", _q4_one_in, "32767"),
-        Counterexample("one query per id", _q4_one_query_per_id, "one query per id"),
+        Counterexample("one query per id", _q4_one_query_per_id, "one query per id, an N+1"),
+        Counterexample("get() per id", _q4_get_per_id, "an N+1"),
+        Counterexample("chunks, users in id order", _q4_id_order, "not in the order of ids the caller passed"),
         Counterexample("the last chunk dropped", _q4_drops_last_chunk, "missing"),
         Counterexample("the database's order", _q4_database_order, "wrong order"),
     ],

@@ -75,6 +75,12 @@ class SameResult(Rule):
         if attempt.error is not None and attempt.lazy_loads:
             # the answer stopped at a lazy load (MissingGreenlet): there is no result to compare
             return RuleResult(self.name, False, "not judged: your answer stopped at a lazy load (see above)")
+        if attempt.extra.get("explained"):  # the answer raised; the headline says what it means
+            return RuleResult(self.name, False, "not compared: your function raised (see above)")
+        raised = getattr(attempt.value, "error", None)
+        if isinstance(raised, BaseException):  # an exercise that keeps what the answer raised as its result
+            first = (str(raised).strip().splitlines() or [""])[0][:160]
+            return RuleResult(self.name, False, f"your function raised {type(raised).__name__}: {first}")
         got, want = normal(attempt.value), normal(attempt.expected)
         if got is None and want is not None and attempt.extra.get("returned_none"):
             return RuleResult(self.name, False, (
@@ -377,9 +383,9 @@ class BoundParameters(Rule):
         if pasted:
             return RuleResult(
                 self.name, False,
-                f"the value(s) {_examples(pasted)} were pasted into the SQL text; pass them as "
-                "bound parameters (compare columns with ==, or use text() with :name and a dict), "
-                "never with an f-string",
+                f"the value(s) {_examples(pasted)} were pasted into the SQL text (an f-string, "
+                "literal_column() or literal()); pass them as bound parameters: compare columns with ==, "
+                "or use text() with :name and a dict",
             )
         return RuleResult(self.name, True)
 
