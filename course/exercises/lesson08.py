@@ -436,6 +436,31 @@ def _q2_explain(error: BaseException) -> str | None:
     return None
 
 
+def _q2_unique_decides(attempt: Attempt) -> str | None:
+    """Existing names were skipped by looking first, not by the UNIQUE constraint: right rows, a race."""
+    statements = list(attempt.log)
+    sql = [" ".join(q.sql.lower().split()) for q in statements]
+    looked = any(q.verb == "SELECT" and "from tags" in text_ for q, text_ in zip(statements, sql, strict=True))
+    refused = any(q.failed for q in statements) or any("on conflict" in text_ for text_ in sql)
+    if attempt.extra.get("explained") or not looked or refused:
+        return None
+    return (
+        "you looked the names up with a SELECT first, so the UNIQUE constraint never decided: another session "
+        "can add the same name between your SELECT and your INSERT (a race). Insert each name inside "
+        "`async with session.begin_nested():` and catch IntegrityError for the ones that exist"
+    )
+
+
+async def _q2_select_first(session, names):
+    inserted = []
+    for name in names:
+        if await session.scalar(select(Tag.id).where(Tag.name == name)) is None:
+            session.add(Tag(name=name))
+            await session.flush()
+            inserted.append(name)
+    return inserted
+
+
 q2 = Explaining(
     id="08.q2",
     title="Insert tags, skipping the ones that exist",
@@ -447,6 +472,7 @@ q2 = Explaining(
     explain=_q2_explain,
     rules=[
         EXPLAINED,
+        Probe(test=_q2_unique_decides, name="the UNIQUE constraint decides"),
         Probe(test=_q2_new_present, name="new tags inserted"),
         Probe(test=_q2_existing_untouched, name="existing tags untouched"),
         Probe(test=_q2_returned, name="returns the names inserted"),
@@ -468,6 +494,7 @@ q2 = Explaining(
         Counterexample("rolls back the session on a duplicate", _q2_rollback, "missing from the tags table"),
         Counterexample("checks the existing names once", _q2_precheck_once, "the IntegrityError escaped your function"),
         Counterexample("commits after each tag", _q2_commit_each, "your function committed the session"),
+        Counterexample("SELECT each name first, then insert", _q2_select_first, "the UNIQUE constraint never decided"),
     ],
 )
 

@@ -39,7 +39,10 @@ has a counterexample in this module, tested on both backends).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -579,6 +582,25 @@ async def _q3_catch_and_continue(session, rows):
     return outcome
 
 
+async def _q3_by_message(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                session.add(Order(**row))
+        except IntegrityError as exc:
+            text_ = str(exc.orig).lower()
+            outcome.append(
+                "unique" if "unique" in text_ or "duplicate" in text_
+                else "foreign_key" if "foreign" in text_
+                else "not_null" if "null" in text_
+                else "check"
+            )
+        else:
+            outcome.append(None)
+    return outcome
+
+
 async def _q3_execute_no_savepoint(session, rows):
     outcome = []
     for row in rows:
@@ -591,7 +613,31 @@ async def _q3_execute_no_savepoint(session, rows):
     return outcome
 
 
-q3 = Explaining(
+@dataclass
+class _ReadsSource(Explaining):
+    """Keeps the answer's source for a rule that data cannot decide (q3: the kind read from a message)."""
+
+    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        attempt = await super()._attempt(answer, db, call)
+        with contextlib.suppress(OSError, TypeError):  # no source (typed at a prompt): not judged
+            attempt.extra["source"] = inspect.getsource(answer)
+        return attempt
+
+
+def _q3_not_by_message(attempt: Attempt) -> str | None:
+    source = attempt.extra.get("source") or ""
+    reads_code = any(word in source for word in ("constraint_kind", "sqlstate", "sqlite_errorname", "pgcode"))
+    reads_text = re.search(r"\bstr\(\s*\w+(\.orig)?\s*\)|\.args\b|\.message\b", source)
+    if reads_text and not reads_code:
+        return (
+            "you told the kinds apart by the error's message text: it happens to contain 'unique' or 'foreign' "
+            "here, but messages differ by backend, version and server language. Read the code instead: "
+            "constraint_kind(exc), which reads e.orig.sqlstate (PostgreSQL) or e.orig.sqlite_errorname (SQLite)"
+        )
+    return None
+
+
+q3 = _ReadsSource(
     id="10.q3",
     title="Import orders, report the rejects",
     kind=SESSION_FN,
@@ -604,6 +650,7 @@ q3 = Explaining(
         EXPLAINED,
         SavepointAroundFailure(),
         SessionUsable(),
+        Probe(test=_q3_not_by_message, name="the kind read from the error's code"),
         Probe(test=_q3_kept, name="accepted rows stay"),
         Probe(test=_q3_not_overwritten, name="existing orders unchanged"),
         Probe(test=_q3_kinds, name="the right kind for every row"),
@@ -625,6 +672,7 @@ q3 = Explaining(
         Counterexample("merge() instead of add()", _q3_merge, "overwritten"),
         Counterexample("catch and continue, no savepoint", _q3_catch_and_continue, "failed INSERT outside a savepoint"),
         Counterexample("execute(insert()) per row, no savepoint", _q3_execute_no_savepoint, "outside a savepoint"),
+        Counterexample("the kind read from the message text", _q3_by_message, "by the error's message text"),
     ],
 )
 
