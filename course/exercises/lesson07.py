@@ -8,7 +8,11 @@ happened inside the function (not in a flush the checker triggered later).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -408,6 +412,16 @@ async def _q3_select_ids_then_one_update(session, cutoff):
     return sorted(ids)
 
 
+async def _q3_returning_as_sent(session, cutoff):
+    stmt = (
+        update(User)
+        .where(User.is_active, or_(User.last_login < cutoff, User.last_login.is_(None)))
+        .values(is_active=False)
+        .returning(User.id)
+    )
+    return list((await session.execute(stmt)).scalars())  # in id order today, by chance
+
+
 async def _q3_update_then_select(session, cutoff):
     dormant = or_(User.last_login < cutoff, User.last_login.is_(None))
     await session.execute(update(User).where(User.is_active, dormant).values(is_active=False))
@@ -448,7 +462,29 @@ async def _q3_unsorted(session, cutoff):
     return list(result.scalars())[::-1]  # RETURNING promises no order; here reversed to show it
 
 
-q3 = Exercise(
+@dataclass
+class _ReadsSource(Exercise):
+    """Keeps the answer's source: whether it sorts the ids cannot be seen when RETURNING happened to
+    send them in id order."""
+
+    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        attempt = await super()._attempt(answer, db, call)
+        with contextlib.suppress(OSError, TypeError):  # no source (typed at a prompt): not judged
+            attempt.extra["source"] = inspect.getsource(answer)
+        return attempt
+
+
+def _q3_sorts(attempt: Attempt) -> str | None:
+    source = attempt.extra.get("source")
+    if not source or "returning" not in source.lower() or any(w in source for w in ("sorted(", ".sort(")):
+        return None
+    return (
+        "the ids come back as RETURNING sent them: in id order here, by chance. RETURNING promises no order; "
+        "sort them before you return them: sorted(result.scalars())"
+    )
+
+
+q3 = _ReadsSource(
     id="07.q3",
     title="Deactivate dormant users, one UPDATE ... RETURNING",
     kind=SESSION_FN,
@@ -462,6 +498,7 @@ q3 = Exercise(
         Probe(test=_q3_per_row, name="one UPDATE for all rows"),
         Probe(test=_q3_select_first, name="no SELECT before the UPDATE"),
         Probe(test=_q3_sorted, name="ids in ascending order"),
+        Probe(test=_q3_sorts, name="the ids sorted by your function"),
         SameResult(ordered=True, what="user ids"),
         Probe(test=_q3_deactivated, name="the dormant users were deactivated"),
         _sent("UPDATE", "a change to a loaded object"),
@@ -486,6 +523,7 @@ q3 = Exercise(
         Counterexample("select only, no update", _q3_select_only, "still active"),
         Counterexample("ids as RETURNING sent them, unsorted", _q3_unsorted, "no promised order"),
         Counterexample("SELECT the ids, then one UPDATE", _q3_select_ids_then_one_update, "a race"),
+        Counterexample("RETURNING's order, unsorted", _q3_returning_as_sent, "by chance"),
     ],
 )
 
