@@ -77,7 +77,16 @@ class _Adapted(Exercise):
         problem, not_attempted = self._kind_problem(answer)
         if problem or not_attempted or self.adapt is None:
             return await super().evaluate(answer, db=db)
+        self._source = None  # the learner's own source, for a rule the data cannot decide (q5)
+        with contextlib.suppress(OSError, TypeError):
+            self._source = inspect.getsource(answer)
         return await super().evaluate(self.adapt(answer), db=db)
+
+    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        attempt = await super()._attempt(answer, db, call)
+        if getattr(self, "_source", None):
+            attempt.extra["source"] = self._source
+        return attempt
 
 
 @dataclass
@@ -1160,6 +1169,13 @@ async def _q5_value_error_unnamed(session, sort):
     return (await session.scalars(select(User.id).order_by(sortable[sort], User.id).limit(5))).all()
 
 
+async def _q5_text_before_check(session, sort):
+    stmt = select(User.id).order_by(text(sort), User.id).limit(5)
+    if sort not in ("id", "username", "country", "created_at"):
+        raise ValueError(f"cannot sort by {sort!r}; choose one of id, username, country, created_at")
+    return (await session.scalars(stmt)).all()
+
+
 async def _q5_literal_column(session, sort):
     from sqlalchemy import literal_column
 
@@ -1180,6 +1196,20 @@ async def _q5_getattr_checked(session, sort):
     return list(await session.scalars(select(User.id).order_by(column_.asc(), User.id.asc()).limit(5)))
 
 
+def _q5_validated_first(attempt: Attempt) -> str | None:
+    """SQL built from the raw name before the allow-list check (the checker cannot see it run)."""
+    source = attempt.extra.get("source") or ""
+    built = re.search(r"\b(text|literal_column)\(\s*sort\b", source)
+    check = source.find("raise ValueError")
+    if built and check != -1 and built.start() < check:
+        return (
+            f"your function builds SQL from the raw name ({built.group(1)}(sort)) before it checks the name: "
+            "check it against the allow-list first, and build the statement only from the column the "
+            "allow-list maps it to"
+        )
+    return None
+
+
 q5 = _Adapted(
     id="10.q5",
     title="Sort by the column the user picks",
@@ -1188,7 +1218,10 @@ q5 = _Adapted(
     adapt=_q5_each_sort,
     expected=_q5_expected,
     calls=({"sorts": _Q5_SORTS},),
-    rules=[Probe(test=_q5_verdict, name="allowed names sorted, every other name refused")],
+    rules=[
+        Probe(test=_q5_verdict, name="allowed names sorted, every other name refused"),
+        Probe(test=_q5_validated_first, name="the name checked before any SQL is built"),
+    ],
     hints=[
         "A bound parameter cannot name a column, and text(sort) runs whatever the user typed. Decide "
         "in Python which column a name means: only names you chose may become a column.",
@@ -1210,6 +1243,7 @@ q5 = _Adapted(
         Counterexample("the name as a bound parameter", _q5_bound, "parameters carry values"),
         Counterexample("dict lookup raises KeyError", _q5_key_error, "raise ValueError"),
         Counterexample("ValueError('invalid sort column')", _q5_value_error_unnamed, "name the allowed columns"),
+        Counterexample("text(sort) built, then the name checked", _q5_text_before_check, "before it checks the name"),
     ],
 )
 
