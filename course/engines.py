@@ -30,6 +30,13 @@ CONNECT_TIMEOUT = 5.0
 #: the SQL recorder leaves them out so both backends show the same statements.
 HIDDEN = "course_hidden"
 
+#: Execution option for SQLite: how the course's BEGIN starts a transaction.
+#: ``engine.execution_options(sqlite_begin="IMMEDIATE")`` takes the write lock at BEGIN,
+#: so a transaction that reads and then writes cannot lose its snapshot to another
+#: writer (SQLITE_BUSY_SNAPSHOT); the BEGIN is then recorded, to be seen. PostgreSQL ignores it.
+SQLITE_BEGIN = "sqlite_begin"
+_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+
 
 def sqlite_path(namespace: str, folder: Path) -> Path:
     return folder / f"{namespace}.sqlite3"
@@ -80,8 +87,18 @@ def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
         # nothing can run: skip the BEGIN so the statement itself raises MissingGreenlet,
         # as on a plain engine, instead of this BEGIN failing and the pool then logging
         # a traceback while it discards the connection.
-        if in_greenlet():
+        if not in_greenlet():
+            return
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # asked for no transaction: a BEGIN here would leave its writes uncommitted
+        mode = options.get(SQLITE_BEGIN)
+        if mode is None:
             conn.exec_driver_sql("BEGIN", execution_options={HIDDEN: True})
+            return
+        if str(mode).upper() not in _BEGIN_MODES:
+            raise ValueError(f"{SQLITE_BEGIN}={mode!r}: SQLite begins a transaction as one of {', '.join(_BEGIN_MODES)}")
+        conn.exec_driver_sql(f"BEGIN {str(mode).upper()}")
 
     return engine
 

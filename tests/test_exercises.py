@@ -87,3 +87,11 @@ def test_catalogued_lessons_have_four_mistakes_and_accept_another_form(exercise_
     assert len(exercise.counterexamples) >= 4
     assert len({c.says.lower() for c in exercise.counterexamples}) >= 4  # four different messages
     assert getattr(module, "ALTERNATIVES", {}).get(exercise_id)
+
+
+@pytest.mark.parametrize("exercise_id", ["03.q4", "03.q5"])
+async def test_paging_references_refuse_a_limit_below_one(exercise_id):
+    """The references validate `limit` as lesson 03 teaches: 0 would say has_more forever (q4) or
+    leave no last post to build the next cursor from (q5)."""
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        await EXERCISES[exercise_id].solution_answer(None, None, 0)

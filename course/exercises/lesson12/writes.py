@@ -1,0 +1,628 @@
+"""12.q3 (a post and its tags, all or nothing) and 12.q4 (duplicates, a real concurrent request, a
+foreign-key violation that is no duplicate): scenarios and rules."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import await_only
+
+from ...engines import HIDDEN
+from ...lab.errorkinds import error_code, is_transient
+from ...recorder import record
+from ...schema import Post, User
+from ..core import (
+    Requirement,
+    _AnswerRaised,
+    _is_lazy_load,
+    _usable,
+    call_answer,
+)
+from ..rules import Attempt, Probe, SessionUsable
+from .harness import _WRITTEN_LAZILY, NoLazyLoadsNamed, _session, capstone
+from .reference import CREATE_BUDGET, TAG, WHEN, AlreadyExists
+
+
+@contextmanager
+def _watch_commits(scratch: Any, attempt: Attempt):
+    """Count real COMMITs on the scratch engine while the answer runs (a RELEASE SAVEPOINT is not one)."""
+    commits: list[int] = []
+
+    def on_commit(conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(scratch.engine.sync_engine, "commit", on_commit)
+    try:
+        yield
+    finally:
+        event.remove(scratch.engine.sync_engine, "commit", on_commit)
+        attempt.extra["commits"] = attempt.extra.get("commits", 0) + len(commits)
+
+
+def _no_commit_rule(attempt: Attempt) -> str | None:
+    n = attempt.extra.get("commits", 0)
+    if n:
+        return (
+            f"create_post committed ({n} COMMIT{'s' if n > 1 else ''}): the caller owns the transaction "
+            "and commits once, when the whole request succeeded. Inside, flush() (or a savepoint) gives "
+            "you the ids; a commit in the middle makes a later failure leave half a post behind"
+        )
+    return None
+
+
+NO_COMMIT = Probe(_no_commit_rule, name="no commit inside")
+NO_LAZY_WRITE = NoLazyLoadsNamed(advice=_WRITTEN_LAZILY)
+
+
+async def _create(answer: Any, session: AsyncSession, scratch: Any, attempt: Attempt, **call: Any) -> Any:
+    """Call create_post; its SQL joins the attempt's log, and this call's own log is kept by title."""
+    with _watch_commits(scratch, attempt), record(show=False) as log:
+        try:
+            return await call_answer(answer.create_post, session, **call)
+        finally:
+            attempt.log.statements += log.statements
+            attempt.extra.setdefault("calls", []).append(log)
+
+
+async def _rows(scratch: Any, sql: str, **params: Any) -> list[Any]:
+    async with scratch.engine.connect() as conn:
+        return list((await conn.execute(text(sql), params)).all())
+
+
+EXISTING = ["testing", "python", "orm", "sql", TAG]
+NEW_TAG = "capstone-fresh"
+DOOMED_TAG = "capstone-doomed"
+
+
+def _error_name(error: BaseException) -> str:
+    return type(error).__name__
+
+
+async def _outcome(call: Awaitable[Any]) -> Any:
+    """What one create_post call did: "returned", or the exception it raised (a lazy load goes on up)."""
+    try:
+        await call
+        return "returned"
+    except _AnswerRaised as raised:
+        if _is_lazy_load(raised.error):
+            raise
+        return raised.error
+
+
+async def _create_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
+    names = [EXISTING[0], NEW_TAG, *EXISTING[1:]]
+    title = "Capstone: a post with six tags"
+    attempt.extra["tags_before"] = (await _rows(scratch, "SELECT count(*) FROM tags"))[0][0]
+    attempt.expected = sorted(names)
+    async with _session(scratch, attempt, begin=True) as session:
+        try:
+            returned = await _create(
+                answer, session, scratch, attempt,
+                author_id=2, title=title, body="Six tags, one new.", tag_names=names, published_at=WHEN,
+            )
+        except _AnswerRaised as raised:
+            if _is_lazy_load(raised.error):
+                raise
+            attempt.extra["raised"] = raised.explain()
+            return
+        await session.commit()
+    rows = await _rows(
+        scratch,
+        "SELECT id, body, status, published_at FROM posts WHERE author_id = 2 AND title = :title",
+        title=title,
+    )
+    attempt.extra["rows"] = rows
+    attempt.extra["returned"] = returned
+    if len(rows) == 1:
+        tags = await _rows(
+            scratch,
+            "SELECT t.name FROM post_tags pt JOIN tags t ON t.id = pt.tag_id WHERE pt.post_id = :id",
+            id=rows[0][0],
+        )
+        attempt.value = sorted(t[0] for t in tags)
+    attempt.extra["tags_after"] = (await _rows(scratch, "SELECT count(*) FROM tags"))[0][0]
+
+
+def _created_rule(attempt: Attempt) -> str | None:
+    if "raised" in attempt.extra:
+        return (
+            f"creating a post with a new title failed: {attempt.extra['raised']}. If that is about tags: "
+            "reuse the tags that exist (one SELECT ... WHERE name IN (...)) and create only the missing ones"
+        )
+    rows = attempt.extra.get("rows")
+    if rows is None:
+        return None
+    if len(rows) != 1:
+        return f"after the caller committed, {len(rows)} posts carry the new title (expected exactly 1)"
+    pk, body, status, published_at = rows[0]
+    returned = attempt.extra.get("returned")
+    returned = getattr(returned, "id", returned)
+    if returned != pk:
+        return f"create_post should return the new post's id ({pk}); it returned {returned!r}"
+    if status != "published":
+        return f"the new post's status is {status!r}: create_post publishes it (status 'published')"
+    if str(published_at)[:16] != str(WHEN)[:16]:
+        return f"the new post's published_at is {published_at!r}, not the published_at passed in ({WHEN})"
+    return None
+
+
+def _tags_rule(attempt: Attempt) -> str | None:
+    if attempt.value is None:
+        return None
+    if attempt.value != attempt.expected:
+        missing = sorted(set(attempt.expected) - set(attempt.value))
+        return f"the post's tags are {attempt.value}; missing {missing}"
+    grew = attempt.extra["tags_after"] - attempt.extra["tags_before"]
+    if grew != 1:
+        return f"the tags table grew by {grew} rows; only {NEW_TAG!r} was new"
+    return None
+
+
+def _create_budget_rule(attempt: Attempt) -> str | None:
+    n = len(attempt.log.queries)
+    if n > CREATE_BUDGET:
+        selects = attempt.log.count("SELECT")
+        return (
+            f"{n} statements for one post with six tag names ({selects} SELECTs): look the tags up with one "
+            f"IN query, not one query per name (an N+1 hidden in a helper). {CREATE_BUDGET} is enough"
+        )
+    return None
+
+
+def _arm_failure(scratch: Any, fired: list[int]):
+    """Make the database refuse the INSERT INTO post_tags: it names a table that does not exist."""
+
+    def inject(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool):
+        if re.match(r'\s*INSERT\s+INTO\s+"?post_tags"?[\s(]', statement, re.I):
+            fired.append(1)
+            statement = re.sub(r'post_tags', "post_tags_injected_failure", statement, count=1)
+        return statement, parameters
+
+    event.listen(scratch.engine.sync_engine, "before_cursor_execute", inject, retval=True)
+    return inject
+
+
+async def _failure_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
+    title = "Capstone: a post the database refuses half-way"
+    fired: list[int] = []
+    async with _session(scratch, attempt, begin=True) as session:
+        inject = _arm_failure(scratch, fired)
+        try:
+            attempt.extra["outcome"] = await _outcome(_create(
+                answer, session, scratch, attempt,
+                author_id=3, title=title, body="Doomed.", tag_names=["python", DOOMED_TAG], published_at=WHEN,
+            ))
+        finally:
+            event.remove(scratch.engine.sync_engine, "before_cursor_execute", inject)
+        attempt.extra["fired"] = bool(fired)
+        await session.rollback()  # the caller saw an error: it rolls back
+    attempt.extra["left_posts"] = len(await _rows(scratch, "SELECT id FROM posts WHERE title = :t", t=title))
+    attempt.extra["left_tags"] = len(await _rows(scratch, "SELECT id FROM tags WHERE name = :n", n=DOOMED_TAG))
+
+
+def _reaches_caller_rule(attempt: Attempt) -> str | None:
+    if "outcome" not in attempt.extra:
+        return None
+    if not attempt.extra.get("fired"):
+        return (
+            "the checker found no INSERT INTO post_tags in create_post's SQL, so it could not fail it "
+            "half-way: does create_post write the post's tags?"
+        )
+    outcome = attempt.extra["outcome"]
+    if outcome == "returned":
+        return (
+            "the database refused the INSERT INTO post_tags, and create_post returned normally: let the "
+            "error reach the caller (re-raise it), so the caller rolls back and the client hears about it"
+        )
+    if isinstance(outcome, AlreadyExists) or _error_name(outcome) == "AlreadyExists":
+        return (
+            "the database refused a write for another reason, and create_post reported AlreadyExists: "
+            "catch only an IntegrityError (the duplicate) and let every other error through"
+        )
+    return None
+
+
+def _nothing_left_rule(attempt: Attempt) -> str | None:
+    if "left_posts" not in attempt.extra or not attempt.extra.get("fired"):
+        return None
+    if attempt.extra["left_posts"] or attempt.extra["left_tags"]:
+        what = []
+        if attempt.extra["left_posts"]:
+            what.append("the post")
+        if attempt.extra["left_tags"]:
+            what.append(f"the new tag {DOOMED_TAG!r}")
+        return (
+            f"{' and '.join(what)} survived although writing the tags failed and the caller rolled back: "
+            "something committed in the middle. All or nothing: one transaction, owned by the caller"
+        )
+    return None
+
+
+q3 = capstone(
+    "12.q3",
+    "Create a post with its tags, all or nothing",
+    ("create_post",),
+    [
+        Requirement(
+            "a post with five known tags and one new",
+            _create_scenario,
+            [Probe(_created_rule, name="the post"), Probe(_tags_rule, name="its tags"), NO_COMMIT,
+             Probe(_create_budget_rule, name=f"statement budget ({CREATE_BUDGET})"), NO_LAZY_WRITE],
+        ),
+        Requirement(
+            "the database refuses the tags half-way",
+            _failure_scenario,
+            [Probe(_reaches_caller_rule, name="the error reaches the caller"),
+             Probe(_nothing_left_rule, name="nothing left behind"), NO_COMMIT, NO_LAZY_WRITE],
+        ),
+    ],
+    hints=[
+        "Look the tags up in one statement: select(Tag).where(Tag.name.in_(names)). Add the Post to the "
+        "session, then set post.tags = [known.get(n) or Tag(name=n) for n in names]: the unit of work inserts "
+        "the new tags, the post and the post_tags rows.",
+        "Do not commit: the caller owns the transaction (async with session.begin(): ...). To get the new "
+        "id, flush, for example by leaving an async with session.begin_nested(): block. Return post.id.",
+        "If anything fails, let the error out: the caller's rollback then removes the post, the new tags "
+        "and the links together. Catch IntegrityError only where you mean it (the next exercise).",
+    ],
+    why=(
+        "The caller owns one transaction: a failure anywhere leaves nothing behind, and the tags are looked "
+        "up in one statement whatever their number."
+    ),
+)
+
+
+# =========================================================================== 12.q4 · duplicates
+
+
+def _is_already_exists(error: BaseException) -> bool:
+    return isinstance(error, AlreadyExists) or _error_name(error) == "AlreadyExists"
+
+
+async def _duplicate_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
+    title = "Capstone: the same title twice"
+    dup_tag = "capstone-duplicate-only"
+    async with _session(scratch, attempt, begin=True) as session:
+        call = dict(body="First.", published_at=WHEN)
+        first = await _outcome(
+            _create(answer, session, scratch, attempt, author_id=4, title=title, tag_names=["python"], **call)
+        )
+        if first != "returned":
+            attempt.extra["first_failed"] = _AnswerRaised(first).explain()
+            return
+        attempt.extra["duplicate"] = await _outcome(
+            _create(answer, session, scratch, attempt, author_id=4, title=title, tag_names=["sql", dup_tag], **call)
+        )
+        attempt.extra["duplicate_log"] = attempt.extra["calls"][-1]
+        attempt.session_usable = await _usable(session)
+        if attempt.session_usable:
+            other = await _outcome(
+                _create(answer, session, scratch, attempt, author_id=5, title=title, tag_names=[], **call)
+            )
+            if other != "returned":
+                attempt.extra["other_author"] = _AnswerRaised(other).explain()
+            try:
+                await session.commit()
+            except Exception as exc:  # the caller's commit failed: the transaction was already broken
+                attempt.extra["commit_failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
+    attempt.extra["author_posts"] = len(
+        await _rows(scratch, "SELECT id FROM posts WHERE author_id = 4 AND title = :t", t=title)
+    )
+    attempt.extra["other_posts"] = len(
+        await _rows(scratch, "SELECT id FROM posts WHERE author_id = 5 AND title = :t", t=title)
+    )
+    attempt.extra["dup_tags"] = len(await _rows(scratch, "SELECT id FROM tags WHERE name = :n", n=dup_tag))
+
+
+def _caused_by(error: BaseException) -> BaseException | None:
+    """The exception an AlreadyExists was raised from (``raise ... from exc``, or while handling it)."""
+    return error.__cause__ or error.__context__
+
+
+_BLANKET = (
+    "every IntegrityError became 'already exists' (a blanket mapping, the anti-pattern of lesson 10). "
+    "Tell the constraints apart by code: only a unique violation is a duplicate (constraint_kind(exc) "
+    "== 'unique'; e.orig.sqlstate == '23505' on PostgreSQL, e.orig.sqlite_errorname == "
+    "'SQLITE_CONSTRAINT_UNIQUE' on SQLite); re-raise the others"
+)
+
+
+def _raises_already_exists(context: str):
+    def rule(attempt: Attempt) -> str | None:
+        if "first_failed" in attempt.extra:
+            return f"creating the first post failed: {attempt.extra['first_failed']}"
+        outcome = attempt.extra.get("duplicate")
+        if outcome is None:
+            return None
+        if outcome == "returned":
+            return f"{context}, and create_post returned normally: raise AlreadyExists"
+        if _is_already_exists(outcome):
+            cause = _caused_by(outcome)
+            if cause is not None and not isinstance(cause, IntegrityError) and is_transient(cause):
+                return (
+                    f"{context}, and create_post turned a {type(cause).__name__} ({_first_line(cause)}) into "
+                    "AlreadyExists: that error is transient, not a duplicate. Catch IntegrityError only, and "
+                    "let the rest reach the caller, which retries the whole transaction"
+                )
+            return None
+        name = type(getattr(outcome, "orig", None) or outcome).__name__
+        name = f" ({name})" if name != "IntegrityError" else ""
+        if isinstance(outcome, IntegrityError):
+            if attempt.extra.get("race"):
+                return (
+                    f"{context}: a raw IntegrityError{name} reached the caller. A SELECT beforehand cannot "
+                    "see a row another request is about to commit: checking first races. Let the unique "
+                    "index decide: insert inside session.begin_nested(), turn the unique violation into "
+                    "AlreadyExists"
+                )
+            return (
+                f"{context}: a raw IntegrityError{name} reached the caller. Catch it (inside a "
+                "savepoint, session.begin_nested()) and raise AlreadyExists, a domain error"
+            )
+        return f"{context}: create_post raised {type(outcome).__name__} ({_first_line(outcome)}), not AlreadyExists"
+
+    return rule
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:160]
+
+
+_INSERT_POSTS = re.compile(r'\s*INSERT\s+INTO\s+"?posts"?[\s(]', re.I)
+
+
+def _unprotected_insert(log: Any) -> bool:
+    """True when an INSERT INTO posts that could fail ran with no SAVEPOINT open, read from the SQL."""
+    depth = 0
+    for statement in log or ():
+        head = " ".join(statement.sql.split()[:3]).upper()
+        if head.startswith("SAVEPOINT"):
+            depth += 1
+        elif head.startswith(("RELEASE", "ROLLBACK TO")):
+            depth = max(0, depth - 1)
+        elif _INSERT_POSTS.match(statement.sql) and "ON CONFLICT" not in statement.sql.upper() and not depth:
+            return True
+    return False
+
+
+_ABORTED = (
+    "SQLite undoes only the failed statement and carries on, so this can pass there; PostgreSQL aborts "
+    "the whole transaction on an error ('current transaction is aborted, commands ignored until end of "
+    "transaction block'), and the caller's next statement and its COMMIT fail. Wrap the insert in "
+    "async with session.begin_nested(): a failure then rolls back to the savepoint only"
+)
+
+
+def _savepoint_rule(attempt: Attempt) -> str | None:
+    outcome = attempt.extra.get("duplicate")
+    if outcome is None or outcome == "returned":
+        return None
+    if attempt.session_usable and attempt.extra.get("author_posts") == 0:
+        return None  # a rollback threw the earlier post away: "earlier work kept" says so
+    if _unprotected_insert(attempt.extra.get("duplicate_log")):
+        return f"the duplicate INSERT INTO posts ran outside a SAVEPOINT. {_ABORTED}"
+    return None
+
+
+def _kept_rule(attempt: Attempt) -> str | None:
+    if "author_posts" not in attempt.extra or "first_failed" in attempt.extra or not attempt.session_usable:
+        return None
+    if "commit_failed" in attempt.extra:
+        return f"the caller's commit failed afterwards ({attempt.extra['commit_failed']})"
+    if attempt.extra["author_posts"] == 0:
+        return (
+            "the post created just before the duplicate is gone: session.rollback() threw away the "
+            "caller's whole transaction. Wrap the insert in session.begin_nested(), so a failure rolls back "
+            "to the savepoint only"
+        )
+    return None
+
+
+def _partial_rule(attempt: Attempt) -> str | None:
+    if attempt.extra.get("dup_tags"):
+        return (
+            "the new tag of the refused post survived: create the tags inside the same savepoint as the "
+            "post, so the duplicate takes them back too"
+        )
+    return None
+
+
+def _other_author_rule(attempt: Attempt) -> str | None:
+    if "other_author" in attempt.extra:
+        return (
+            f"another author may use the same title, but create_post refused it: {attempt.extra['other_author']}. "
+            "A duplicate is the same title for the same author"
+        )
+    return None
+
+
+MISSING_AUTHOR = 999_999
+
+
+async def _missing_author_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
+    """A post by an author who does not exist: the foreign key refuses it, and that is no duplicate."""
+    async with _session(scratch, attempt, begin=True) as session:
+        attempt.extra["outcome"] = await _outcome(
+            _create(
+                answer, session, scratch, attempt, author_id=MISSING_AUTHOR, title="Capstone: by nobody",
+                body="Orphan.", tag_names=["python"], published_at=WHEN,
+            )
+        )
+        await session.rollback()
+
+
+def _not_a_duplicate_rule(attempt: Attempt) -> str | None:
+    outcome = attempt.extra.get("outcome")
+    if outcome is None:
+        return None
+    refused = f"the database refused a post by author {MISSING_AUTHOR}, who does not exist (a foreign-key violation)"
+    if outcome == "returned":
+        return f"{refused}, and create_post returned normally: let the error reach the caller"
+    if _is_already_exists(outcome):
+        cause = _caused_by(outcome)
+        code = error_code(cause) if cause is not None else None
+        return f"{refused}{f', code {code}' if code else ''}, and create_post reported AlreadyExists: {_BLANKET}"
+    return None
+
+
+class _OtherRequest:
+    """Another request, on its own connection and in its own transaction, that publishes ``title`` and
+    commits just before the answer's INSERT INTO posts runs (a listener on the answer's engine)."""
+
+    def __init__(self, scratch: Any, title: str, author_id: int) -> None:
+        self.scratch, self.title, self.author_id = scratch, title, author_id
+        # its own engine: its own connection, and a short wait where the answer already holds the lock
+        self.engine = scratch.create_engine(connect_args={"timeout": 1})
+        self.committed = False
+        self.failed: str | None = None
+        self.fired = False
+
+    def __enter__(self) -> _OtherRequest:
+        event.listen(self.scratch.engine.sync_engine, "before_cursor_execute", self._before)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        event.remove(self.scratch.engine.sync_engine, "before_cursor_execute", self._before)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if self.fired or not _INSERT_POSTS.match(statement) or self.title not in repr(parameters):
+            return
+        self.fired = True
+        await_only(self._publish())  # the answer's INSERT waits while the other request commits
+
+    async def _publish(self) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                conn = await conn.execution_options(**{HIDDEN: True})
+                if self.scratch.is_postgresql:
+                    await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                await conn.execute(
+                    Post.__table__.insert().values(
+                        author_id=self.author_id, title=self.title, body="first", status="published",
+                        created_at=WHEN, published_at=WHEN,
+                    )
+                )
+            self.committed = True
+        except Exception as exc:  # it could not write: the answer's transaction already held the lock
+            self.failed = f"{type(exc).__name__}: {_first_line(exc)}"
+
+    async def cleanup(self) -> None:
+        """Delete what the other request committed (the caller's rollback cannot), and close its engine."""
+        try:
+            async with self.scratch.engine.begin() as conn:
+                await conn.execute(Post.__table__.delete().where(Post.__table__.c.title == self.title))
+        finally:
+            await self.engine.dispose()
+
+
+RACE_TITLE = "Capstone: a title two requests want"
+RACE_AUTHOR = 6
+
+
+async def _race_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
+    """A real second request commits the same title between the answer's first read and its INSERT.
+
+    PostgreSQL (READ COMMITTED): the answer's INSERT meets the committed row in the unique index:
+    IntegrityError (23505), contained by a savepoint. SQLite (WAL, deferred BEGIN): the answer's
+    transaction read before the other committed, so its write fails with SQLITE_BUSY_SNAPSHOT
+    ("database is locked"); the answer must let that out, and the caller retries the whole
+    transaction, which then meets the duplicate. The other request's row is deleted afterwards.
+    """
+    attempt.extra["race"] = True
+    call = dict(author_id=RACE_AUTHOR, title=RACE_TITLE, body="Second.", tag_names=["python"], published_at=WHEN)
+    other = _OtherRequest(scratch, RACE_TITLE, RACE_AUTHOR)
+    try:
+        async with _session(scratch, attempt, begin=True) as session:
+            await session.execute(select(User.id).where(User.id == RACE_AUTHOR))  # a handler reads first
+            with other:
+                outcome = await _outcome(_create(answer, session, scratch, attempt, **call))
+            attempt.extra["first_log"] = attempt.extra["calls"][-1]
+            attempt.extra["first_outcome"] = outcome
+            if (
+                other.committed and not isinstance(outcome, str) and not _is_already_exists(outcome)
+                and is_transient(outcome)
+            ):
+                # the caller's part: roll back and run the whole transaction again
+                attempt.extra["retried"] = True
+                await session.rollback()
+                await session.begin()
+                outcome = await _outcome(_create(answer, session, scratch, attempt, **call))
+            attempt.extra["duplicate"] = outcome
+            attempt.session_usable = await _usable(session)
+            await session.rollback()
+    finally:
+        await other.cleanup()
+    attempt.extra["other"] = other
+    if not other.fired:
+        attempt.extra["duplicate"] = None
+
+
+def _race_rule(attempt: Attempt) -> str | None:
+    other = attempt.extra.get("other")
+    if other is None:
+        return None
+    if not other.fired:
+        return "the checker found no INSERT INTO posts carrying the title: does create_post insert the post?"
+    if other.failed:
+        return None  # the answer's transaction held the write lock: the other request waits, no race to judge
+    if attempt.extra.get("retried") and _unprotected_insert(attempt.extra.get("first_log")):
+        return (
+            "another request committed the same title between your SELECT and your INSERT, and your INSERT "
+            "ran outside a SAVEPOINT: this races. SQLite refused the stale write (database is locked) and the "
+            "retry found the duplicate; on PostgreSQL your INSERT meets the committed row, a raw "
+            "IntegrityError aborts the caller's transaction. Let the unique index decide: insert inside "
+            "session.begin_nested() and turn the unique violation into AlreadyExists"
+        )
+    return _raises_already_exists("another request committed the same title just before your INSERT")(attempt)
+
+
+q4 = capstone(
+    "12.q4",
+    "Duplicates, gracefully",
+    ("create_post",),
+    [
+        Requirement(
+            "the same title twice, then carry on",
+            _duplicate_scenario,
+            [Probe(_raises_already_exists("the author already had a post with this title"), name="AlreadyExists"),
+             Probe(_savepoint_rule, name="a savepoint around the insert"),
+             SessionUsable(), Probe(_kept_rule, name="earlier work kept"),
+             Probe(_partial_rule, name="nothing partial"), Probe(_other_author_rule, name="other authors"),
+             NO_COMMIT, NO_LAZY_WRITE],
+        ),
+        Requirement(
+            "another request commits the same title meanwhile",
+            _race_scenario,
+            [Probe(_race_rule, name="AlreadyExists"), SessionUsable()],
+        ),
+        Requirement(
+            "an author who does not exist",
+            _missing_author_scenario,
+            [Probe(_not_a_duplicate_rule, name="not a duplicate")],
+        ),
+    ],
+    hints=[
+        "The unique index on (author_id, title) is the source of truth: insert, and if the database says "
+        "it broke a unique constraint, it was a duplicate. A SELECT beforehand cannot see a row another "
+        "request is about to commit.",
+        "A failed INSERT leaves the session (and, on PostgreSQL, the transaction) unusable unless it ran "
+        "inside a savepoint: "
+        "async with session.begin_nested(): session.add(post). The savepoint rolls back; the caller's "
+        "earlier work stays. Not every IntegrityError is a duplicate: a missing author breaks the foreign key.",
+        "try: async with session.begin_nested(): ... / except IntegrityError as exc: if constraint_kind(exc) "
+        "!= 'unique': raise / raise AlreadyExists(...) from exc (constraint_kind from course.lab.errorkinds, "
+        "lesson 10). Never session.rollback() in here: that is the caller's transaction.",
+    ],
+    why=(
+        "The index decides, a savepoint contains the failure, only a unique violation becomes AlreadyExists, "
+        "and the caller keeps its transaction. On PostgreSQL that holds under concurrent requests; on SQLite a "
+        "writer that read first meets 'database is locked', which your function lets out for the caller to "
+        "retry (or the caller begins with BEGIN IMMEDIATE)."
+    ),
+)
