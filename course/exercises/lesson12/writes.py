@@ -621,7 +621,9 @@ q4 = capstone(
         "earlier work stays. Not every IntegrityError is a duplicate: a missing author breaks the foreign key.",
         "try: async with session.begin_nested(): ... / except IntegrityError as exc: if constraint_kind(exc) "
         "!= 'unique': raise / raise AlreadyExists(...) from exc (constraint_kind from course.lab.errorkinds, "
-        "lesson 10). Never session.rollback() in here: that is the caller's transaction.",
+        "lesson 10). Never session.rollback() in here: that is the caller's transaction. (tags.name is unique "
+        "too: before AlreadyExists, the reference reads the post back, so a tag another request just created "
+        "is not reported as a duplicate post.)",
     ],
     why=(
         "The index decides, a savepoint contains the failure, only a unique violation becomes AlreadyExists, "
