@@ -11,6 +11,7 @@ at the notebook's own schema, so the SQL learners read carries no schema names.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,10 @@ def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
         # a traceback while it discards the connection.
         if not in_greenlet():
             return
-        mode = conn.get_execution_options().get(SQLITE_BEGIN)
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # asked for no transaction: a BEGIN here would leave its writes uncommitted
+        mode = options.get(SQLITE_BEGIN)
         if mode is None:
             conn.exec_driver_sql("BEGIN", execution_options={HIDDEN: True})
             return
@@ -128,6 +132,21 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+_WRAPPER_PREFIX = re.compile(r"^\([\w.]+\) ")  # SQLAlchemy's "(sqlalchemy.dialects....Error) " prefix
+_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)", re.S)
+
+
+def _causes(chain: list[BaseException]) -> str:
+    """Each distinct cause once: SQLAlchemy's wrapper, the driver's error and the server's
+    exception usually carry the same message (``role "x" does not exist`` three times)."""
+    seen: list[str] = []
+    for e in chain:
+        message = _WRAPPER_PREFIX.sub("", _BACKGROUND.sub("", str(e))).strip()
+        if message and not any(message in other or other in message for other in seen):
+            seen.append(message)
+    return " | ".join(seen)
+
+
 def explain_connect_failure(exc: BaseException, config: BackendConfig) -> DatabaseUnavailable:
     """Turn whatever the driver raised while connecting into one friendly error."""
     url = config.url
@@ -136,7 +155,7 @@ def explain_connect_failure(exc: BaseException, config: BackendConfig) -> Databa
     server = f"{host or 'localhost'}:{(url.port if url else None) or 5432}"
     chain = _chain(exc)
     states = {getattr(e, "sqlstate", None) for e in chain}
-    text = hide_secret(" | ".join(str(e) for e in chain if str(e)))
+    text = hide_secret(_causes(chain))
 
     if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in chain):
         return DatabaseUnavailable(

@@ -446,6 +446,8 @@ q3 = Exercise(
 
 
 async def _q4_solution(session, after_id, limit):
+    if limit < 1:  # limit=0 would answer has_more=True forever (list_users_page)
+        raise ValueError(f"limit must be at least 1, got {limit}")
     stmt = select(Post.id).where(Post.status == "published").order_by(Post.id).limit(limit + 1)
     if after_id is not None:
         stmt = stmt.where(Post.id > after_id)
@@ -601,6 +603,8 @@ async def make_ties(conn: AsyncConnection) -> None:
 
 
 async def _q5_solution(session, after, limit):
+    if limit < 1:  # an empty page has no last post to make a cursor from
+        raise ValueError(f"limit must be at least 1, got {limit}")
     stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
     if after is not None:
         stmt = stmt.where(tuple_(Post.created_at, Post.id) < tuple_(*after))

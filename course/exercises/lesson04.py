@@ -214,8 +214,9 @@ def _q2_solution():
 
 _Q2_MISSING = (
     "an inner join drops users without a matching post, and so does a WHERE condition on the "
-    "outer-joined table (it is false for the NULL row). Use outerjoin() and put the status "
-    "condition in the ON clause: User.posts.and_(...)"
+    "outer-joined table (it is not true for any of their rows: their other posts fail it, and on the "
+    "NULL row of a user without posts it is unknown). Use outerjoin() and put the status condition "
+    "in the ON clause: User.posts.and_(...)"
 )
 
 def _q2_undone(attempt: Attempt) -> str | None:
@@ -226,8 +227,9 @@ def _q2_undone(attempt: Attempt) -> str | None:
     where = sql.split("WHERE", 1)[1] if "WHERE" in sql else ""
     if "LEFT OUTER JOIN posts" in sql and "posts.status" in where:
         return (
-            "your outer join is undone by WHERE: posts.status = 'draft' is false for the NULL row a user "
-            "without drafts gets, so WHERE drops that user again. Move the condition into the ON clause: "
+            "your outer join is undone by WHERE: posts.status = 'draft' is not true for any row of a user "
+            "without drafts (their other posts fail it; the NULL row of a user without posts makes it "
+            "unknown), so WHERE drops that user again. Move the condition into the ON clause: "
             ".outerjoin(User.posts.and_(Post.status == 'draft'))"
         )
     return None

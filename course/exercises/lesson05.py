@@ -870,7 +870,8 @@ def _q6_which_users(attempt: Attempt) -> str | None:
     if not got and want and re.search(r"\bNOT IN\b", sql, re.I):
         return (
             "no users at all: NOT IN over a column that holds NULL. invited_by_id is NULL for every "
-            "user nobody invited, and x NOT IN (..., NULL) is never true (it is unknown), so no row "
+            "user nobody invited, and x NOT IN (..., NULL) is never true (false when x is in the list, "
+            "unknown otherwise), so no row "
             "passes. The NULL is the culprit, not the subquery: use ~exists() / ~User.invitees.any(), "
             "or keep the NULLs out of the subquery with .where(User.invited_by_id.is_not(None))"
         )

@@ -475,7 +475,7 @@ q4 = Exercise(
     ],
     hints=[
         "You need Post objects (a page template wants post.title, post.published_at), but not the "
-        "1-2 KB body of each. Column loader options decide which columns a select(Post) fetches.",
+        "0.5-2.5 KB body of each. Column loader options decide which columns a select(Post) fetches.",
         "load_only(Post.title, Post.published_at) fetches those (plus the primary key); "
         "defer(Post.body) fetches everything but the body. Order by published_at, newest first, "
         "then id, highest first.",

@@ -12,11 +12,13 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 
 from ..schema import Tag, User
 from .core import SESSION_FN, Counterexample, Exercise, normalize
-from .rules import Attempt, BulkPath, Probe, SameResult, SessionUsable, StatementBudget
+from .named_mistakes import EXPLAINED as _EXPLAINED
+from .named_mistakes import Explaining as _Explaining
+from .rules import Attempt, LeavesTransactionToCaller, Probe, SameResult, SessionUsable, StatementBudget
 
 
 def _guarded(probe):
@@ -55,14 +57,33 @@ def _sent(verb: str, what: str) -> Probe:
 # ---------------------------------------------------------------------------- q1
 
 
-def _no_returning(attempt: Attempt) -> str | None:
-    fetched = [s for s in attempt.log.queries if s.verb == "INSERT" and "RETURNING" in s.sql.upper()]
-    if not fetched:
+def _one_statement(attempt: Attempt) -> str | None:
+    inserts = [s for s in attempt.log.queries if s.verb == "INSERT"]
+    if len(inserts) <= 1:
         return None
+    per_row = all(s.batch_size <= 1 for s in inserts)
+    if per_row and all("RETURNING" in s.sql.upper() for s in inserts):
+        how = "add() for each object: on SQLite the unit of work sends one INSERT ... RETURNING per object"
+    elif per_row:
+        how = "a loop of execute(insert(Tag).values(...)), one statement per row"
+    else:
+        how = "several batches"
+    return (
+        f"{len(inserts)} INSERT statements for {sum(s.batch_size for s in inserts)} rows ({how}): one "
+        "statement per row is the slow path. Pass the whole list of dicts to one call, "
+        "session.execute(insert(Tag), rows): the bulk path, one executemany. (Not add_all(): it builds "
+        "objects and fetches every id, row by row on SQLite.)"
+    )
+
+
+def _no_returning(attempt: Attempt) -> str | None:
+    inserts = [s for s in attempt.log.queries if s.verb == "INSERT"]
+    if len(inserts) != 1 or "RETURNING" not in inserts[0].sql.upper():
+        return None  # several statements: _one_statement names that first
     return (
         "your INSERT fetched the new ids back (RETURNING). add() and add_all() always do that, to "
-        "give each object its primary key; you need no ids here, so pass the list of dicts to "
-        "session.execute(insert(Tag), rows): one executemany, nothing sent back"
+        "give each object its primary key, and so does .returning(); you need no ids here, so pass the "
+        "list of dicts to session.execute(insert(Tag), rows): one executemany, nothing sent back"
     )
 
 
@@ -98,6 +119,20 @@ async def _q1_returning(session, rows):
     await session.execute(insert(Tag).returning(Tag.id), rows)
 
 
+async def _q1_commits(session, rows):
+    await session.execute(insert(Tag), rows)
+    await session.commit()  # "make it stick": but the transaction is the caller's
+
+
+async def _q1_alt_multi_values(session, rows):
+    await session.execute(insert(Tag).values(rows))  # one statement, a VALUES list
+
+
+async def _q1_alt_core(session, rows):
+    conn = await session.connection()
+    await conn.execute(insert(Tag.__table__), rows)
+
+
 q1 = Exercise(
     id="07.q1",
     title="Insert many tags in one statement",
@@ -109,8 +144,9 @@ q1 = Exercise(
     rules=[
         _sent("INSERT", "an object you add()"),
         SameResult(what="tag names"),
-        BulkPath(1),
+        Probe(test=_one_statement, name="one statement for all rows"),
         Probe(test=_no_returning, name="no ids fetched that nobody reads"),
+        LeavesTransactionToCaller(),
     ],
     hints=[
         "You have dicts, not objects: the ORM bulk INSERT takes the list itself, no Tag(...) needed.",
@@ -121,10 +157,11 @@ q1 = Exercise(
         "identity map, no RETURNING. add_all() is one INSERT ... RETURNING per row on SQLite."
     ),
     counterexamples=[
-        Counterexample("add() in a loop, then flush", _q1_add_in_loop, "RETURNING"),
-        Counterexample("one insert().values() per row", _q1_insert_per_row, "row-by-row"),
+        Counterexample("add() in a loop, then flush", _q1_add_in_loop, "add()"),
+        Counterexample("one insert().values() per row", _q1_insert_per_row, "one statement per row"),
         Counterexample("add_all() without a flush", _q1_add_all_no_flush, "no INSERT was sent"),
         Counterexample("bulk insert with RETURNING", _q1_returning, "fetched the new ids"),
+        Counterexample("commits the caller's transaction", _q1_commits, "your function committed the session"),
     ],
 )
 
@@ -173,7 +210,35 @@ async def _q2_one_role_for_all(session, changes):
     await session.execute(update(User).where(User.id.in_(ids)).values(role=changes[0]["role"]))
 
 
-q2 = Exercise(
+async def _q2_bindparam_where(session, changes):
+    """The 1.x recipe: a WHERE with bindparam() and a list of parameter sets, through the ORM session."""
+    stmt = update(User).where(User.id == bindparam("user_id")).values(role=bindparam("new_role"))
+    await session.execute(stmt, [{"user_id": c["id"], "new_role": c["role"]} for c in changes])
+
+
+async def _q2_commits(session, changes):
+    await session.execute(update(User), changes)
+    await session.commit()
+
+
+async def _q2_alt_core(session, changes):
+    users = User.__table__
+    conn = await session.connection()
+    stmt = update(users).where(users.c.id == bindparam("user_id")).values(role=bindparam("new_role"))
+    await conn.execute(stmt, [{"user_id": c["id"], "new_role": c["role"]} for c in changes])
+
+
+def _q2_explain(error: BaseException) -> str | None:
+    if isinstance(error, InvalidRequestError) and "additional WHERE criteria" in str(error):
+        return (
+            "the ORM refused a WHERE with bindparam() plus a list of parameter sets (the 1.x recipe). "
+            "update(User) with a list of dicts already updates by primary key: drop the .where() and "
+            ".values() and pass the dicts as they are: await session.execute(update(User), changes)"
+        )
+    return None
+
+
+q2 = _Explaining(
     id="07.q2",
     title="Update many users by primary key",
     kind=SESSION_FN,
@@ -182,10 +247,13 @@ q2 = Exercise(
     observe=_q2_observe,
     calls=({"changes": _Q2_CHANGES},),
     rules=[
+        _EXPLAINED,
         _sent("UPDATE", "a change to a loaded object"),
         SameResult(ordered=True, what="(id, role) rows"),
         StatementBudget(1),
+        LeavesTransactionToCaller(),
     ],
+    explain=_q2_explain,
     hints=[
         "Each dict already names its row by primary key: no WHERE to write, no objects to load.",
         "update(User) without .where() or .values(), executed with the list as parameters: "
@@ -200,6 +268,8 @@ q2 = Exercise(
         Counterexample("load the users, change them, flush", _q2_load_and_flush, "1 should be enough"),
         Counterexample("load and change, no flush", _q2_load_no_flush, "no UPDATE was sent"),
         Counterexample("one role for everybody", _q2_one_role_for_all, "missing"),
+        Counterexample("a WHERE with bindparam() (1.x recipe)", _q2_bindparam_where, "already updates by primary key"),
+        Counterexample("commits the caller's transaction", _q2_commits, "your function committed the session"),
     ],
 )
 
@@ -231,6 +301,54 @@ async def _q3_expected(conn, cutoff):
 async def _q3_probe(conn, attempt, cutoff):
     still = (await conn.execute(_Q3_SQL, {"cutoff": cutoff})).scalars().all()
     attempt.extra["still_active"] = len(still)
+    never = (
+        await conn.execute(text("SELECT count(*) FROM users WHERE is_active AND last_login IS NULL"))
+    ).scalar_one()
+    attempt.extra["never_logged_in_still_active"] = never
+
+
+def _q3_nulls(attempt: Attempt) -> str | None:
+    left, never = attempt.extra.get("still_active", 0), attempt.extra.get("never_logged_in_still_active", 0)
+    if left and left == never:
+        return (
+            f"the {left} dormant users your UPDATE missed all never logged in: their last_login is NULL, and "
+            "NULL < cutoff is not true (it is NULL). Include them: or_(User.last_login < cutoff, "
+            "User.last_login.is_(None))"
+        )
+    return None
+
+
+def _q3_extra(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not isinstance(got, list) or not isinstance(want, list):
+        return None
+    extra = set(got) - set(want)
+    if extra and set(want) <= set(got) and not attempt.extra.get("still_active"):
+        return (
+            f"{len(extra)} extra ids: users that were inactive before your function ran, found by a SELECT "
+            "after the UPDATE. Return what the UPDATE itself changed: .returning(User.id)"
+        )
+    return None
+
+
+def _q3_per_row(attempt: Attempt) -> str | None:
+    updates = attempt.log.count("UPDATE")
+    if updates > 1:
+        return (
+            f"{updates} UPDATE statements: one statement per row. One UPDATE with the WHERE clause changes "
+            "them all, and .returning(User.id) names them, so there is nothing to SELECT first"
+        )
+    return None
+
+
+def _q3_sorted(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if isinstance(got, list) and got != want and sorted(got, key=repr) == sorted(want or [], key=repr):
+        return (
+            "the right ids in another order: RETURNING sends rows in no promised order, so sort them "
+            "before you return them (sorted(result.scalars()))"
+        )
+    return None
 
 
 def _q3_deactivated(attempt: Attempt) -> str | None:
@@ -269,6 +387,35 @@ async def _q3_select_only(session, cutoff):
     return sorted(await session.scalars(select(User.id).where(User.is_active, dormant)))
 
 
+async def _q3_alt_or_operator(session, cutoff):
+    dormant = (User.last_login < cutoff) | User.last_login.is_(None)
+    stmt = update(User).where(User.is_active.is_(True), dormant).values(is_active=False).returning(User.id)
+    return sorted((await session.scalars(stmt)).all())
+
+
+async def _q3_alt_coalesce(session, cutoff):
+    from sqlalchemy import func
+
+    never = datetime(1900, 1, 1)
+    stmt = (
+        update(User)
+        .where(User.is_active, func.coalesce(User.last_login, never) < cutoff)
+        .values(is_active=False)
+        .returning(User.id)
+    )
+    return sorted((await session.execute(stmt)).scalars())
+
+
+async def _q3_unsorted(session, cutoff):
+    result = await session.execute(
+        update(User)
+        .where(User.is_active, or_(User.last_login < cutoff, User.last_login.is_(None)))
+        .values(is_active=False)
+        .returning(User.id)
+    )
+    return list(result.scalars())[::-1]  # RETURNING promises no order; here reversed to show it
+
+
 q3 = Exercise(
     id="07.q3",
     title="Deactivate dormant users, one UPDATE ... RETURNING",
@@ -278,6 +425,10 @@ q3 = Exercise(
     probe=_guarded(_q3_probe),
     calls=({"cutoff": _CUTOFF},),
     rules=[
+        Probe(test=_q3_nulls, name="users who never logged in count as dormant"),
+        Probe(test=_q3_extra, name="only the users this UPDATE changed"),
+        Probe(test=_q3_per_row, name="one UPDATE for all rows"),
+        Probe(test=_q3_sorted, name="ids in ascending order"),
         SameResult(ordered=True, what="user ids"),
         Probe(test=_q3_deactivated, name="the dormant users were deactivated"),
         _sent("UPDATE", "a change to a loaded object"),
@@ -296,10 +447,11 @@ q3 = Exercise(
         "PostgreSQL); a SELECT first and an UPDATE after can disagree when another session writes between."
     ),
     counterexamples=[
-        Counterexample("last_login < cutoff only (NULLs lost)", _q3_only_before_cutoff, "missing"),
-        Counterexample("select the ids, then update each", _q3_select_then_update, "statements"),
-        Counterexample("update, then select what looks deactivated", _q3_update_then_select, "1 should be enough"),
+        Counterexample("last_login < cutoff only (NULLs lost)", _q3_only_before_cutoff, "NULL < cutoff is not true"),
+        Counterexample("select the ids, then update each", _q3_select_then_update, "one statement per row"),
+        Counterexample("update, then select what looks deactivated", _q3_update_then_select, "inactive before your function ran"),
         Counterexample("select only, no update", _q3_select_only, "still active"),
+        Counterexample("ids as RETURNING sent them, unsorted", _q3_unsorted, "no promised order"),
     ],
 )
 
@@ -340,6 +492,31 @@ async def _q4_observe(session, returned, names):
 async def _q4_probe(conn, attempt, names):
     present = set((await conn.execute(text("SELECT name FROM tags"))).scalars())
     attempt.extra["absent"] = sorted(set(names) - present)
+    attempt.extra["names"] = list(names)
+
+
+def _q4_savepoints(attempt: Attempt) -> str | None:
+    savepoints = attempt.log.count("SAVEPOINT") - 1  # the first is the checker's own (the caller's)
+    if savepoints > 1:
+        return (
+            f"{savepoints} savepoints, an INSERT in each: it works, but it is one statement per row. "
+            "INSERT ... ON CONFLICT DO NOTHING skips the existing names in one statement"
+        )
+    return None
+
+
+def _q4_existing_returned(attempt: Attempt) -> str | None:
+    got, want = attempt.value, attempt.expected
+    if not isinstance(got, list) or not isinstance(want, list):
+        return None
+    extra = set(got) - set(want)
+    if extra and extra <= set(attempt.extra.get("names", ())):
+        return (
+            f"you returned tags that existed before too ({', '.join(sorted(extra)[:3])}): ON CONFLICT DO UPDATE "
+            "returns the rows it updated as well as the ones it inserted. on_conflict_do_nothing() with "
+            ".returning(Tag.id) returns only the rows it added"
+        )
+    return None
 
 
 def _q4_all_present(attempt: Attempt) -> str | None:
@@ -391,7 +568,22 @@ async def _q4_savepoint_per_name(session, names):
     return sorted(new_ids)
 
 
-q4 = Exercise(
+async def _q4_alt_executemany(session, names):
+    stmt = _q4_dialect_insert(session)(Tag).on_conflict_do_nothing(index_elements=["name"]).returning(Tag.id)
+    return sorted((await session.scalars(stmt, [{"name": n} for n in names])).all())
+
+
+def _q4_explain(error: BaseException) -> str | None:
+    if isinstance(error, IntegrityError):
+        return (
+            "a plain INSERT stops at the first name that exists (IntegrityError: tags.name is UNIQUE). Let "
+            "the database skip those rows: the dialect's insert() with .on_conflict_do_nothing(index_elements="
+            "[Tag.name]), and .returning(Tag.id) for the ones it added"
+        )
+    return None
+
+
+q4 = _Explaining(
     id="07.q4",
     title="Upsert tags: add the new names, skip the rest",
     kind=SESSION_FN,
@@ -401,6 +593,9 @@ q4 = Exercise(
     probe=_guarded(_q4_probe),
     calls=({"names": _Q4_NAMES}, {"names": ["python", "sql"]}),
     rules=[
+        _EXPLAINED,
+        Probe(test=_q4_existing_returned, name="only the tags added"),
+        Probe(test=_q4_savepoints, name="no savepoint per row"),
         SameResult(what="new tag names (read from the ids you returned)"),
         Probe(test=_q4_all_present, name="every name is a tag afterwards"),
         StatementBudget(1),
@@ -419,11 +614,183 @@ q4 = Exercise(
         "right when two sessions add the same name at once; check-then-insert does not."
     ),
     counterexamples=[
-        Counterexample("plain insert", _q4_plain_insert, "IntegrityError"),
+        Counterexample("plain insert", _q4_plain_insert, "a plain INSERT stops at the first name that exists"),
         Counterexample("check each name, then insert", _q4_check_then_insert, "statements"),
-        Counterexample("DO UPDATE returns the existing rows too", _q4_do_update, "extra"),
+        Counterexample("DO UPDATE returns the existing rows too", _q4_do_update, "returns the rows it updated"),
         Counterexample("select the missing names, then insert", _q4_select_missing_then_insert, "1 should be enough"),
-        Counterexample("a savepoint per name", _q4_savepoint_per_name, "statements"),
+        Counterexample("a savepoint per name", _q4_savepoint_per_name, "an INSERT in each"),
+    ],
+    explain=_q4_explain,
+)
+
+
+
+# ---------------------------------------------------------------------------- q5
+
+_Q5_IDS = [4, 9, 16, 25, 36]
+
+
+async def _q5_solution(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    return users  # synchronize_session="auto" updated the loaded objects too
+
+
+async def _q5_expected(conn, user_ids):
+    return [(i, "editor") for i in sorted(user_ids)]
+
+
+async def _q5_observe(session, returned, user_ids):
+    """What a caller reads from the objects it got back (in memory, no refresh)."""
+    items = returned if isinstance(returned, list | tuple) else [returned]
+    if not all(isinstance(u, User) for u in items):
+        return f"not a list of User objects: {type(items[0]).__name__ if items else 'empty'}"
+    return [(u.id, u.role) for u in items]
+
+
+async def _q5_probe(conn, attempt, user_ids):
+    rows = (await conn.execute(select(User.id, User.role).where(User.id.in_(user_ids)))).all()
+    attempt.extra["stored"] = dict(rows)
+    attempt.extra["non_editors"] = (
+        await conn.execute(text("SELECT count(*) FROM users WHERE role <> 'editor'"))
+    ).scalar_one()
+
+
+def _q5_stale(attempt: Attempt) -> str | None:
+    got, stored = attempt.value, attempt.extra.get("stored", {})
+    if not isinstance(got, list) or not stored:
+        return None
+    stale = [(i, role) for i, role in got if stored.get(i) == "editor" and role != "editor"]
+    if stale:
+        i, role = stale[0]
+        return (
+            f"the database says editor, but the User objects you returned still say {role!r} (user {i} and "
+            f"{len(stale) - 1} more): stale objects. The UPDATE did not reach the objects already in the session "
+            "(synchronize_session=False, or an UPDATE sent through Core or text()), and selecting them again "
+            "returns the same objects unchanged. Keep synchronize_session at its default ('auto'), or refresh "
+            "them (await session.refresh(user)), or get them from the statement: .returning(User)"
+        )
+    return None
+
+
+def _q5_objects(attempt: Attempt) -> str | None:
+    if isinstance(attempt.value, str) and attempt.value.startswith("not a list of User"):
+        return f"return the User objects themselves, not {attempt.value.rsplit(': ', 1)[-1]} values"
+    return None
+
+
+def _q5_only_listed(attempt: Attempt) -> str | None:
+    if attempt.extra.get("non_editors") == 0:
+        return "every user is an editor now: the UPDATE needs WHERE id IN (...) for the listed users only"
+    return None
+
+
+async def _q5_no_sync(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    await session.execute(
+        update(User).where(User.id.in_(user_ids)).values(role="editor"),
+        execution_options={"synchronize_session": False},  # "faster": but the objects are not told
+    )
+    return users
+
+
+async def _q5_no_sync_reselect(session, user_ids):
+    loaded = (await session.scalars(select(User).where(User.id.in_(user_ids)))).all()  # noqa: F841 (kept)
+    await session.execute(
+        update(User).where(User.id.in_(user_ids)).values(role="editor"),
+        execution_options={"synchronize_session": False},
+    )
+    # a new SELECT returns the objects already in the identity map, unchanged
+    return (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+
+
+async def _q5_ids(session, user_ids):
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    return sorted(user_ids)
+
+
+async def _q5_everyone(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    await session.execute(update(User).values(role="editor"))
+    return users
+
+
+async def _q5_commits(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    await session.commit()
+    return users
+
+
+async def _q5_alt_returning(session, user_ids):
+    stmt = update(User).where(User.id.in_(user_ids)).values(role="editor").returning(User)
+    return sorted((await session.scalars(stmt)).all(), key=lambda u: u.id)
+
+
+async def _q5_alt_refresh(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    await session.execute(
+        update(User).where(User.id.in_(user_ids)).values(role="editor"), execution_options={"synchronize_session": False}
+    )
+    for user in users:
+        await session.refresh(user)
+    return users
+
+
+q5 = Exercise(
+    id="07.q5",
+    title="Promote users and hand back their objects",
+    kind=SESSION_FN,
+    solution_answer=_q5_solution,
+    expected=_q5_expected,
+    observe=_q5_observe,
+    probe=_guarded(_q5_probe),
+    calls=({"user_ids": _Q5_IDS},),
+    rules=[
+        Probe(test=_q5_objects, name="User objects returned"),
+        Probe(test=_q5_only_listed, name="only the listed users change"),
+        Probe(test=_q5_stale, name="the objects show what the database holds"),
+        SameResult(ordered=True, what="(id, role) of the objects you returned"),
+        LeavesTransactionToCaller(),
+    ],
+    hints=[
+        "Load the users, then change them all with one update(User).where(User.id.in_(user_ids)). What happens "
+        "to the objects you loaded depends on the execution option synchronize_session.",
+        "Leave synchronize_session at its default ('auto'): SQLAlchemy then sets the new role on the loaded "
+        "objects too. Or let the UPDATE hand back fresh objects: .returning(User).",
+    ],
+    why=(
+        "A bulk UPDATE runs in the database; objects already in the session change only if synchronize_session "
+        "tells them ('auto', the default). With False they stay stale until refreshed."
+    ),
+    counterexamples=[
+        Counterexample("synchronize_session=False", _q5_no_sync, "stale objects"),
+        Counterexample("synchronize_session=False, then SELECT again", _q5_no_sync_reselect, "stale objects"),
+        Counterexample("returns ids", _q5_ids, "return the User objects themselves"),
+        Counterexample("updates everyone", _q5_everyone, "WHERE id IN"),
+        Counterexample("commits the caller's transaction", _q5_commits, "your function committed the session"),
     ],
 )
 
+
+# correct answers of another form: tests/test_exercises.py proves each is accepted
+ALTERNATIVES = {
+    "07.q1": [
+        ("one INSERT with a VALUES list (.values(rows))", _q1_alt_multi_values),
+        ("Core executemany on the session's connection", _q1_alt_core),
+    ],
+    "07.q2": [
+        ("Core UPDATE with bindparam() on the session's connection", _q2_alt_core),
+    ],
+    "07.q3": [
+        ("| instead of or_(), is_(True)", _q3_alt_or_operator),
+        ("coalesce(last_login, a date long ago) < cutoff", _q3_alt_coalesce),
+    ],
+    "07.q4": [
+        ("ON CONFLICT DO NOTHING as an executemany with RETURNING", _q4_alt_executemany),
+    ],
+    "07.q5": [
+        ("UPDATE ... RETURNING User (fresh objects)", _q5_alt_returning),
+        ("synchronize_session=False, then refresh each object", _q5_alt_refresh),
+    ],
+}

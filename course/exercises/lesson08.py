@@ -28,11 +28,12 @@ from typing import Any
 
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IllegalStateChangeError, IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..schema import Post, Tag, User, post_tags
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
+from .named_mistakes import EXPLAINED, Explaining
 from .rules import Attempt, LeavesTransactionToCaller, Probe, SessionUsable
 
 WHEN = datetime(2026, 1, 1)
@@ -174,6 +175,32 @@ async def _q1_commit(session, author_id, title, tag_names):
     session.add(post)
     await session.commit()
     return post.id
+
+
+async def _q1_alt_set_difference(session, author_id, title, tag_names):
+    found = {t.name: t for t in await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))}
+    if set(tag_names) - found.keys():
+        return None
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1))
+    post.tags = [found[name] for name in dict.fromkeys(tag_names)]
+    session.add(post)
+    await session.flush()
+    return post.id
+
+
+async def _q1_alt_savepoint(session, author_id, title, tag_names):
+    """Write first, and undo only its own part when a name turns out unknown."""
+    try:
+        async with session.begin_nested():
+            tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+            post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+            session.add(post)
+            await session.flush()
+            if len(tags) != len(set(tag_names)):
+                raise LookupError("unknown tag")
+        return post.id
+    except LookupError:
+        return None
 
 
 q1 = Exercise(
@@ -326,7 +353,39 @@ async def _q2_commit_each(session, names):
     return inserted
 
 
-q2 = Exercise(
+async def _q2_alt_flush_in_savepoint(session, names):
+    inserted = []
+    for name in names:
+        savepoint = await session.begin_nested()
+        try:
+            session.add(Tag(name=name))
+            await session.flush()
+        except IntegrityError:
+            await savepoint.rollback()
+            continue
+        await savepoint.commit()
+        inserted.append(name)
+    return inserted
+
+
+def _q2_explain(error: BaseException) -> str | None:
+    if isinstance(error, PendingRollbackError):
+        return (
+            "a duplicate failed, you caught the IntegrityError and carried on, but the flush that failed "
+            "had already rolled back the session's whole transaction (PendingRollbackError on the next "
+            "statement; on PostgreSQL the transaction is aborted anyway). Put each insert in a savepoint, "
+            "async with session.begin_nested():, so a duplicate undoes only itself"
+        )
+    if isinstance(error, IntegrityError):
+        return (
+            "a duplicate reached the database and the IntegrityError escaped your function (a name that "
+            "repeats in the list, or one a check made earlier did not see). Let the UNIQUE constraint decide: "
+            "catch IntegrityError around each insert, inside async with session.begin_nested():"
+        )
+    return None
+
+
+q2 = Explaining(
     id="08.q2",
     title="Insert tags, skipping the ones that exist",
     kind=SESSION_FN,
@@ -334,7 +393,9 @@ q2 = Exercise(
     expected=_q2_expected,
     probe=_q2_probe,
     calls=Q2_CALLS,
+    explain=_q2_explain,
     rules=[
+        EXPLAINED,
         Probe(test=_q2_new_present, name="new tags inserted"),
         Probe(test=_q2_existing_untouched, name="existing tags untouched"),
         Probe(test=_q2_returned, name="returns the names inserted"),
@@ -354,7 +415,7 @@ q2 = Exercise(
     counterexamples=[
         Counterexample("catches IntegrityError without a savepoint", _q2_no_savepoint, "PendingRollbackError"),
         Counterexample("rolls back the session on a duplicate", _q2_rollback, "missing from the tags table"),
-        Counterexample("checks the existing names once", _q2_precheck_once, "IntegrityError"),
+        Counterexample("checks the existing names once", _q2_precheck_once, "the IntegrityError escaped your function"),
         Counterexample("commits after each tag", _q2_commit_each, "your function committed the session"),
     ],
 )
@@ -522,7 +583,30 @@ async def _q3_no_catch(db, username, titles):
     return {"user_id": user.id, "imported": len(titles)}
 
 
-q3 = Exercise(
+async def _q3_alt_begin_factory(db, username, titles):
+    async with db.session.begin() as session:  # the sessionmaker's begin(): session and transaction
+        user = User(username=username, email=f"{username}@example.com", display_name=username,
+                    country="NL", created_at=datetime(2026, 1, 1))
+        session.add(user)
+    try:
+        async with db.session.begin() as session:
+            for title in titles:
+                session.add(Post(author_id=user.id, title=title, body="", created_at=datetime(2026, 1, 1)))
+    except IntegrityError:
+        return {"user_id": user.id, "imported": 0}
+    return {"user_id": user.id, "imported": len(titles)}
+
+
+def _q3_explain(error: BaseException) -> str | None:
+    if isinstance(error, IntegrityError):
+        return (
+            "the import's IntegrityError escaped your function. Catch it around the import's own unit of "
+            "work and return imported=0: its transaction rolled back, and the sign-up, committed before, stays"
+        )
+    return None
+
+
+q3 = Explaining(
     id="08.q3",
     title="Two units of work: the sign-up stands, the import is all or nothing",
     kind=DB_FN,
@@ -531,7 +615,9 @@ q3 = Exercise(
     expected=_q3_expected,
     probe=_q3_probe,
     calls=Q3_CALLS,
+    explain=_q3_explain,
     rules=[
+        EXPLAINED,
         Probe(test=_q3_signup_stands, name="the sign-up is committed"),
         Probe(test=_q3_import, name="the import is all or nothing"),
         Probe(test=_q3_returned, name="returns what was committed"),
@@ -549,7 +635,7 @@ q3 = Exercise(
         Counterexample("one transaction for both", _q3_one_transaction, "took the sign-up down with it"),
         Counterexample("commits each post", _q3_commit_each_post, "partial import"),
         Counterexample("flushes the user, never commits", _q3_flush_only, "was the sign-up ever committed"),
-        Counterexample("lets the import's error escape", _q3_no_catch, "IntegrityError"),
+        Counterexample("lets the import's error escape", _q3_no_catch, "IntegrityError escaped your function"),
     ],
 )
 
@@ -711,7 +797,31 @@ async def _q4_group_by(db, user_ids):
         return dict(rows.all())  # a user without posts has no group: missing from the dict
 
 
-q4 = Exercise(
+async def _q4_alt_task_group(db, user_ids):
+    async def count_one(user_id):
+        async with db.session() as session:
+            return await session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+    async with asyncio.TaskGroup() as group:
+        tasks = {user_id: group.create_task(count_one(user_id)) for user_id in user_ids}
+    return {user_id: task.result() for user_id, task in tasks.items()}
+
+
+def _q4_explain(error: BaseException) -> str | None:
+    text_ = str(error)
+    if isinstance(error, IllegalStateChangeError) or (
+        isinstance(error, InvalidRequestError)
+        and ("concurrent operations are not permitted" in text_ or "already in progress" in text_)
+    ):
+        return (
+            f"one session used by several tasks at once ({type(error).__name__}): concurrent operations are "
+            "not permitted on a session, which has one transaction and one connection. Give each task its own: "
+            "async with db.session() as session: inside the task"
+        )
+    return None
+
+
+q4 = Explaining(
     id="08.q4",
     title="Count posts for several users at once",
     kind=DB_FN,
@@ -720,7 +830,9 @@ q4 = Exercise(
     expected=_q4_expected,
     probe=_q4_probe,
     calls=Q4_CALLS,
+    explain=_q4_explain,
     rules=[
+        EXPLAINED,
         Probe(test=_q4_right_counts, name="the right counts"),
         Probe(test=_q4_own_sessions, name="one session per task"),
         Probe(test=_q4_concurrent, name="the tasks ran at the same time"),
@@ -738,7 +850,24 @@ q4 = Exercise(
         Counterexample("one session shared by the tasks", _q4_shared_session, "concurrent operations are not permitted"),
         Counterexample("a shared session, already connected", _q4_shared_warm_session, "tasks ran statements through one session"),
         Counterexample("a loop, one task", _q4_sequential, "one after another"),
-        Counterexample("one GROUP BY query", _q4_group_by, "expected {1:"),
+        Counterexample("one GROUP BY query", _q4_group_by, "a user without posts has no group"),
     ],
 )
 
+
+# correct answers of another form: tests/test_exercises.py proves each is accepted
+ALTERNATIVES = {
+    "08.q1": [
+        ("names checked by set difference", _q1_alt_set_difference),
+        ("write in a savepoint, undo it on an unknown name", _q1_alt_savepoint),
+    ],
+    "08.q2": [
+        ("explicit savepoint objects, commit() or rollback()", _q2_alt_flush_in_savepoint),
+    ],
+    "08.q3": [
+        ("sessionmaker.begin() for each unit of work", _q3_alt_begin_factory),
+    ],
+    "08.q4": [
+        ("asyncio.TaskGroup instead of gather", _q4_alt_task_group),
+    ] if hasattr(asyncio, "TaskGroup") else [],  # TaskGroup: Python 3.11+
+}

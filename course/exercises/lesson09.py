@@ -8,13 +8,16 @@ the peak of connections out at once) and judges what the pool did, on either bac
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import DateTime, bindparam, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool, Pool, QueuePool
+from sqlalchemy.util import await_only
 
 from ..lab.pooling import SCOPE, PoolWatch, drop_idle_connection, run_burst
 from ..schema import Order
@@ -178,6 +181,14 @@ async def _q1_sessionmaker(db):
     return async_sessionmaker(db.create_engine(pool_size=3, max_overflow=0, pool_timeout=1))
 
 
+async def _q1_alt_overflow(db):
+    return db.create_engine(pool_size=2, max_overflow=1, pool_timeout=1)  # 2 kept + 1 under load = 3
+
+
+async def _q1_alt_shorter_timeout(db):
+    return db.create_engine(pool_size=3, max_overflow=0, pool_timeout=0.5)  # gives up sooner than 1 s
+
+
 q1 = PoolExercise(
     id="09.q1",
     title="A pool with hard limits",
@@ -212,6 +223,8 @@ q1 = PoolExercise(
 # ---------------------------------------------------------------- q2: the connection budget
 
 Q2_CALLS = (
+    # first, a budget where every common slip gives a different number, so the verdict can name it
+    {"processes": 4, "max_overflow": 5, "max_connections": 100, "reserved": 5},
     {"processes": 4, "max_overflow": 5, "max_connections": 100, "reserved": 3},
     {"processes": 8, "max_overflow": 10, "max_connections": 100, "reserved": 3},
     {"processes": 6, "max_overflow": 0, "max_connections": 200, "reserved": 3},
@@ -258,20 +271,26 @@ def _q2_diagnose(attempt: Attempt) -> str | None:
         return f"{p} processes x (1 + {o}) connections already exceed {mc - r}: return None"
     if not isinstance(got, int) or isinstance(got, bool):
         return f"return a whole number of connections (or None), not {got!r}"
-    if got == (mc - r) - o:
-        return "that is the budget of one process: every worker process has its own pool, so divide by processes"
-    if got == (mc - r) // p:
-        return f"{got} leaves no room for the overflow: each process may open max_overflow={o} more"
-    if got > want and got == round((mc - r) / p) - o:
-        return (
-            f"rounded: {p} x ({got} + {o}) = {p * (got + o)} connections, more than the {mc - r} "
-            "available; round down (//)"
-        )
-    if got == mc // p - o:
-        return f"the server keeps {r} connections for superusers: budget max_connections - reserved"
+    available = mc - r
+    # each formula a learner plausibly wrote, with what it means; one value can fit several
+    causes = [
+        (available - o, "that is the budget of one process: every worker process has its own pool, so divide by processes"),
+        (available // p, f"{got} leaves no room for the overflow: each process may open max_overflow={o} more"),
+        (
+            -(-available // p) - o,
+            f"you rounded {available} / {p} = {available / p:.2f} up (round() or ceil()): "
+            f"{p} x ({got} + {o}) = {p * (got + o)} connections, more than the {available} available; round down (//)",
+        ),
+        (mc // p - o, f"the server keeps {r} connections for superusers: budget max_connections - reserved"),
+        ((available - o) // p, f"max_overflow counts once per process, not once in total: {p} x ({got} + {o}) = "
+         f"{p * (got + o)} connections, more than the {available} available"),
+    ]
+    found = [message for value, message in causes if value == got and value != want]
+    if found:
+        return found[0] if len(found) == 1 else "two possible causes: " + "; or ".join(found)
     if got > want:
-        return f"{p} x ({got} + {o}) = {p * (got + o)} connections, more than the {mc - r} available (too high)"
-    return f"{got} is too low: {p} x ({got + 1} + {o}) = {p * (got + 1 + o)} still fits in {mc - r}"
+        return f"{p} x ({got} + {o}) = {p * (got + o)} connections, more than the {available} available (too high)"
+    return f"{got} is too low: {p} x ({got + 1} + {o}) = {p * (got + 1 + o)} still fits in {available}"
 
 
 async def _q2_one_process(session, processes, max_overflow, max_connections, reserved):
@@ -285,6 +304,34 @@ async def _q2_no_overflow(session, processes, max_overflow, max_connections, res
 async def _q2_rounds(session, processes, max_overflow, max_connections, reserved):
     size = round((max_connections - reserved) / processes) - max_overflow
     return size if size >= 1 else None
+
+
+async def _q2_ceil(session, processes, max_overflow, max_connections, reserved):
+    size = math.ceil((max_connections - reserved) / processes) - max_overflow
+    return size if size >= 1 else None
+
+
+async def _q2_no_reserved(session, processes, max_overflow, max_connections, reserved):
+    size = max_connections // processes - max_overflow
+    return size if size >= 1 else None
+
+
+async def _q2_overflow_once(session, processes, max_overflow, max_connections, reserved):
+    size = (max_connections - reserved - max_overflow) // processes
+    return size if size >= 1 else None
+
+
+async def _q2_alt_loop(session, processes, max_overflow, max_connections, reserved):
+    best = None
+    for size in range(1, max_connections + 1):
+        if processes * (size + max_overflow) <= max_connections - reserved:
+            best = size
+    return best
+
+
+async def _q2_alt_floor(session, processes, max_overflow, max_connections, reserved):
+    size = math.floor((max_connections - reserved - processes * max_overflow) / processes)
+    return size if size > 0 else None
 
 
 async def _q2_zero(session, processes, max_overflow, max_connections, reserved):
@@ -313,6 +360,9 @@ q2 = Exercise(
         Counterexample("forgets the overflow", _q2_no_overflow, "no room for the overflow"),
         Counterexample("rounds", _q2_rounds, "round down"),
         Counterexample("zero instead of None", _q2_zero, "return None"),
+        Counterexample("rounds up with ceil()", _q2_ceil, "round down (//)"),
+        Counterexample("forgets the reserved connections", _q2_no_reserved, "superusers"),
+        Counterexample("one overflow for all processes", _q2_overflow_once, "once per process"),
     ],
 )
 
@@ -393,6 +443,18 @@ async def _q3_nullpool(db):
     return db.create_engine(poolclass=NullPool)
 
 
+async def _q3_sessionmaker(db):
+    return async_sessionmaker(db.create_engine(pool_pre_ping=True))
+
+
+async def _q3_alt_with_recycle(db):
+    return db.create_engine(pool_pre_ping=True, pool_recycle=3600)
+
+
+async def _q3_alt_lifo(db):
+    return db.create_engine(pool_pre_ping=True, pool_use_lifo=True, pool_size=1)
+
+
 q3 = PoolExercise(
     id="09.q3",
     title="Survive a dropped connection",
@@ -416,6 +478,7 @@ q3 = PoolExercise(
         Counterexample("default engine", _q3_default, "the first query after the connection was dropped failed"),
         Counterexample("pool_recycle", _q3_recycle, "pool_recycle only replaces old connections"),
         Counterexample("NullPool", _q3_nullpool, "never reusing a connection"),
+        Counterexample("a sessionmaker", _q3_sessionmaker, "return the engine itself"),
     ],
     **SMALL,
 )
@@ -482,6 +545,22 @@ def _q4_together(attempt: Attempt) -> str | None:
             f"connections, {allowed} of them can run together"
         )
     return None
+
+
+def _q4_no_timeout(attempt: Attempt) -> str | None:
+    raised = attempt.value
+    if not isinstance(raised, Raised):
+        return None
+    allowed = _q4_allowed(attempt)
+    if raised.name == "TimeoutError":
+        return (
+            f"a pool TimeoutError (\"{str(raised.error).split(',')[0]}\"): more tasks asked for a connection "
+            f"than the {allowed} the pool has, and the extra ones gave up after pool_timeout. A session keeps "
+            "its connection from its first query until it closes, across slow_step(): bound the tasks with "
+            f"asyncio.Semaphore({allowed}) held for the whole session (async with gate, Session() as session), "
+            "not just around the query"
+        )
+    return f"your function {raised!r}: {str(raised.error).splitlines()[0][:160]}"
 
 
 def _q4_allowed(attempt: Attempt) -> int:
@@ -557,6 +636,31 @@ async def _q4_bigger_pool(db, user_ids, pool):
         await engine.dispose()
 
 
+async def _q4_alt_workers(db, user_ids, pool):
+    """As many workers as connections, each taking ids from a queue: concurrency bounded without a semaphore."""
+    engine = db.create_engine(**pool)
+    Session = async_sessionmaker(engine, expire_on_commit=False)
+    todo: asyncio.Queue = asyncio.Queue()
+    for user_id in user_ids:
+        todo.put_nowait(user_id)
+    counts = {}
+
+    async def worker():
+        while not todo.empty():
+            user_id = todo.get_nowait()
+            async with Session() as session:
+                counts[user_id] = await session.scalar(
+                    select(func.count()).select_from(Order).where(Order.user_id == user_id)
+                )
+                await slow_step()
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(pool["pool_size"] + pool["max_overflow"])))
+    finally:
+        await engine.dispose()
+    return counts
+
+
 q4 = PoolExercise(
     id="09.q4",
     title="Many tasks, a small pool",
@@ -564,7 +668,9 @@ q4 = PoolExercise(
     solution_answer=_q4_solution,
     expected=_q4_expected,
     calls=(Q4_CALL,),
+    catch_errors=True,
     rules=[
+        Probe(test=_q4_no_timeout, name="no task gives up waiting for a connection"),
         SameResult(what="counts"),
         Probe(test=_q4_limit, name="stays within the pool"),
         Probe(test=_q4_together, name="tasks run concurrently"),
@@ -579,8 +685,8 @@ q4 = PoolExercise(
     why="A pool's timeout is a guard against a stuck pool, not a work queue: bound your concurrency to what "
     "the pool can serve and let the rest wait for as long as they need.",
     counterexamples=[
-        Counterexample("unbounded gather", _q4_unbounded, "QueuePool limit"),
-        Counterexample("semaphore around the query only", _q4_gate_around_query_only, "TimeoutError"),
+        Counterexample("unbounded gather", _q4_unbounded, "bound the tasks with asyncio.Semaphore(2)"),
+        Counterexample("semaphore around the query only", _q4_gate_around_query_only, "not just around the query"),
         Counterexample("one by one", _q4_one_by_one, "one at a time"),
         Counterexample("a bigger pool", _q4_bigger_pool, "the pool you were given allows 2"),
     ],
@@ -641,10 +747,71 @@ class BreaksAConstraint:
         return "<work that breaks a unique constraint>"
 
 
-Q5_CALLS = ({"work": LosesConnectionOnce()}, {"work": BreaksAConstraint()})
+CHARGE_STATUS = "retry-charge"  # marks the orders q5's commit-time work writes
+_CHARGE = text(
+    "INSERT INTO orders (user_id, status, total_cents, created_at) VALUES (1, :status, 4200, :at) RETURNING id"
+).bindparams(bindparam("at", type_=DateTime()))
+
+
+class LosesConnectionAtCommit:
+    """Work for q5: charges an order, a write that is NOT idempotent (every run adds one).
+
+    The first time, the COMMIT reaches the server and is applied, and then the connection dies
+    before the client hears back: the caller sees a lost connection while committing and cannot
+    tell whether the order was written (it was). Running the work again charges twice.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.committed = 0
+
+    def fresh(self) -> LosesConnectionAtCommit:
+        return type(self)()
+
+    async def __call__(self, session: AsyncSession) -> int:
+        self.calls += 1
+        order_id = (
+            await session.execute(_CHARGE, {"status": CHARGE_STATUS, "at": datetime(2026, 1, 1)})
+        ).scalar_one()
+        conn = await session.connection()
+        first = self.calls == 1
+
+        def at_commit(sync_conn: Any) -> None:
+            self.committed += 1
+            if not first:
+                return
+            sync_conn.exec_driver_sql("COMMIT")  # the server applies the write...
+            if sync_conn.dialect.name == "postgresql":
+                sync_conn.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+            else:
+                await_only(sync_conn.connection.dbapi_connection.driver_connection.close())
+            sync_conn.exec_driver_sql("SELECT 1")  # ...and the client finds its connection gone
+
+        event.listen(conn.sync_connection, "commit", at_commit, once=True)
+        return order_id
+
+    def __repr__(self) -> str:
+        return "<work that charges an order and loses its connection during COMMIT>"
+
+
+Q5_CALLS = ({"work": LosesConnectionOnce()}, {"work": BreaksAConstraint()}, {"work": LosesConnectionAtCommit()})
 
 
 async def _q5_solution(db, work):
+    for attempt in (1, 2):
+        async with db.session() as session:
+            try:
+                result = await work(session)
+            except DBAPIError as error:
+                if not error.connection_invalidated or attempt == 2:
+                    raise
+                continue  # lost before COMMIT: the transaction is gone, nothing was written
+            await session.commit()  # lost here, the outcome is unknown: no retry, it reaches the caller
+            return result
+
+
+async def _q5_commit_in_retry(db, work):
+    """The retry wraps the commit too: a COMMIT whose outcome is unknown is run again."""
     for attempt in (1, 2):
         try:
             async with db.session() as session, session.begin():
@@ -656,7 +823,13 @@ async def _q5_solution(db, work):
 
 async def _q5_observe(session: AsyncSession, returned: Any, work: Any) -> dict[str, Any]:
     tags = (await session.execute(text("SELECT id FROM tags WHERE name = :n"), {"n": RETRY_TAG})).scalars().all()
-    return {"returned": returned, "work_calls": work.calls, "tags": list(tags), "work": type(work).__name__}
+    charged = (
+        await session.execute(text("SELECT count(*) FROM orders WHERE status = :s"), {"s": CHARGE_STATUS})
+    ).scalar_one()
+    return {
+        "returned": returned, "work_calls": work.calls, "tags": list(tags), "work": type(work).__name__,
+        "charged": charged, "commits": getattr(work, "committed", None),
+    }
 
 
 def _q5_judge(attempt: Attempt) -> str | None:
@@ -685,6 +858,25 @@ def _q5_judge(attempt: Attempt) -> str | None:
             )
         if returned != seen["tags"][0]:
             return f"your function returned {returned!r}, not what the work returned ({seen['tags'][0]})"
+        return None
+    if seen.get("work") == LosesConnectionAtCommit.__name__:
+        if calls and calls > 1:
+            return (
+                f"your function ran the work again after the connection was lost during COMMIT: that COMMIT "
+                f"had reached the server, so the order is now charged {seen.get('charged')} times. A write whose "
+                "COMMIT outcome is unknown is not safe to retry blindly: retry only what failed before the "
+                "commit (or a read, or an idempotent write), and let a lost COMMIT reach the caller, who can "
+                "check whether it landed"
+            )
+        if not seen.get("commits"):
+            return "the work's transaction was never committed: commit it after the work returns"
+        if not isinstance(returned, Raised):
+            return (
+                f"the connection was lost during COMMIT and your function returned {returned!r}: the caller "
+                "cannot know whether the order was written. Let that error reach the caller"
+            )
+        if not returned.invalidated:
+            return f"a lost COMMIT should reach the caller as it was raised, not as {returned.name}"
         return None
     # the work that breaks a constraint: nothing to retry
     if calls and calls > 1:
@@ -743,6 +935,40 @@ async def _q5_no_commit(db, work):
                 raise
 
 
+async def _q5_alt_flag(db, work):
+    """Knows where it failed: a lost connection before the commit is retried, during it is not."""
+    for attempt in (1, 2):
+        committing = False
+        try:
+            async with db.session() as session:
+                result = await work(session)
+                committing = True
+                await session.commit()
+                return result
+        except DBAPIError as error:
+            if committing or not error.connection_invalidated or attempt == 2:
+                raise
+
+
+async def _q5_alt_begin_inside(db, work):
+    attempt = 0
+    while True:
+        attempt += 1
+        session = db.session()
+        try:
+            await session.begin()
+            try:
+                result = await work(session)
+            except DBAPIError as error:
+                if error.connection_invalidated and attempt < 2:
+                    continue
+                raise
+            await session.commit()
+            return result
+        finally:
+            await session.close()
+
+
 q5 = PoolExercise(
     id="09.q5",
     title="Retry a transaction that lost its connection",
@@ -751,23 +977,49 @@ q5 = PoolExercise(
     observe=_q5_observe,
     calls=Q5_CALLS,
     catch_errors=True,
-    rules=[Probe(test=_q5_judge, name="retries a lost connection, and only that")],
+    rules=[Probe(test=_q5_judge, name="retries a connection lost before COMMIT, and only that")],
     hints=[
-        "Run the work inside `async with db.session() as session, session.begin():` so it commits. "
-        "What does SQLAlchemy raise when the connection dies, and which attribute says so?",
-        "A DBAPIError with .connection_invalidated True means the connection was lost: the whole "
-        "transaction is gone, so run the work again from the start in a new session. Re-raise anything else.",
-        "for attempt in (1, 2): try: (session block) return await work(session) except DBAPIError as e: "
-        "if not e.connection_invalidated or attempt == 2: raise",
+        "What does SQLAlchemy raise when the connection dies, and which attribute says so? And when is a "
+        "retry safe: before the COMMIT was sent (nothing was written), or during it (the write may have landed)?",
+        "A DBAPIError with .connection_invalidated True while the work runs means the transaction is gone: "
+        "run the work again in a new session. Commit outside that try: a lost COMMIT must reach the caller.",
+        "for attempt in (1, 2): async with db.session() as session: try: result = await work(session) "
+        "except DBAPIError as e: (re-raise unless e.connection_invalidated and attempt == 1; else continue); "
+        "then await session.commit(); return result",
     ],
     why="pre_ping guards checkouts; a connection lost mid-transaction takes the transaction with it, "
-    "and only your code can decide to run it again.",
+    "and only your code can decide to run it again: safe before COMMIT, not when the COMMIT itself was lost.",
     counterexamples=[
         Counterexample("no retry", _q5_no_retry, "did not run it again"),
         Counterexample("pool_pre_ping instead", _q5_pre_ping, "pool_pre_ping cannot help here"),
         Counterexample("retries every error", _q5_retry_everything, "retried an error that is not a lost connection"),
         Counterexample("retries in the same session", _q5_same_session, "PendingRollbackError"),
         Counterexample("never commits", _q5_no_commit, "not committed"),
+        Counterexample("retries a lost COMMIT too", _q5_commit_in_retry, "COMMIT outcome is unknown"),
     ],
     **SMALL,
 )
+
+
+# correct answers of another form: tests/test_exercises.py proves each is accepted
+ALTERNATIVES = {
+    "09.q1": [
+        ("pool_size=2 plus max_overflow=1", _q1_alt_overflow),
+        ("gives up after 0.5 s", _q1_alt_shorter_timeout),
+    ],
+    "09.q2": [
+        ("tries every size", _q2_alt_loop),
+        ("math.floor of (available - processes x overflow) / processes", _q2_alt_floor),
+    ],
+    "09.q3": [
+        ("pre-ping plus pool_recycle", _q3_alt_with_recycle),
+        ("pre-ping with a LIFO pool of one", _q3_alt_lifo),
+    ],
+    "09.q4": [
+        ("one worker per connection, taking ids from a queue", _q4_alt_workers),
+    ],
+    "09.q5": [
+        ("a flag says whether the COMMIT had started", _q5_alt_flag),
+        ("a while loop with explicit begin() and close()", _q5_alt_begin_inside),
+    ],
+}
