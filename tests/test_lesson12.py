@@ -156,10 +156,9 @@ async def test_a_new_tag_another_request_committed_is_no_duplicate_post(scratch)
         await other.dispose()
 
 
+@pytest.mark.sqlite  # SQLite's locking: deselected on PostgreSQL, never skipped
 async def test_on_sqlite_only_a_writer_that_has_not_read_waits_for_the_lock(db):
     """A deferred transaction that read gets SQLITE_BUSY at once; BEGIN IMMEDIATE waits its busy timeout."""
-    if db.is_postgresql:
-        pytest.skip("SQLite's locking")
     holder = db.engine.execution_options(sqlite_begin="IMMEDIATE")
     quick = db.create_engine(connect_args={"timeout": 0.5})
     try:
