@@ -110,6 +110,35 @@ def _cartesian(attempt: Attempt) -> str | None:
                 f'paired with every row of "{found.group(2)}". A table you filter or select on must be '
                 "joined: along a relationship, .join(Post.tags) and .join(Post.author)"
             )
+    # SQLAlchemy warns once per compiled statement (the compiled cache hides a re-run):
+    # read the FROM list itself, a table after a top-level comma that no WHERE condition links
+    reads = [q.sql for q in attempt.log.queries if q.verb == "SELECT"]
+    found = _loose_table(reads[0]) if reads else None
+    if found:
+        loose, first = found
+        return (
+            f'a cartesian product: "{loose}" sits in FROM joined to nothing, so every row is paired with '
+            f'every row of "{first}". A table you filter or select on must be joined: along a relationship, '
+            ".join(Post.tags) and .join(Post.author)"
+        )
+    return None
+
+
+def _loose_table(sql: str) -> tuple[str, str] | None:
+    """(a table listed after a comma in the outer FROM that no WHERE equality links, the first table)."""
+    match = re.search(r"\bFROM\b(.*?)(\bWHERE\b|\bGROUP BY\b|\bORDER BY\b|\bLIMIT\b|$)", sql, re.I | re.S)
+    if not match or "(" in match.group(1):
+        return None
+    where = sql[match.end(1):]
+    items = [i.strip() for i in match.group(1).split(",")]
+    if len(items) < 2:
+        return None
+    first = items[0].split()[0]
+    for item in items[1:]:
+        table = item.split()[-1] if item else ""
+        linked = re.search(rf"\b{re.escape(table)}\.\w+\s*=\s*\w+\.\w+|\w+\.\w+\s*=\s*{re.escape(table)}\.\w+", where)
+        if table and not linked:
+            return table, first
     return None
 
 
@@ -173,6 +202,12 @@ q1 = Exercise(
             "filters on Tag without joining it",
             lambda: select(Post.id, User.username).join(Post.author).where(Tag.name == "joins").order_by(Post.id),
             "extra rows",
+        ),
+        Counterexample(
+            # run a second time, the statement comes from the compiled cache: SQLAlchemy warns no more
+            "filters on Tag without joining it (compiled before: no warning)",
+            lambda: select(Post.id, User.username).join(Post.author).where(Tag.name == "joins").order_by(Post.id),
+            '"tags" sits in FROM joined to nothing',
         ),
         Counterexample(
             "the commenters, not the author",
