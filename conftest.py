@@ -2,7 +2,8 @@
 
 - ``COURSE_STRICT=1``: an incorrect exercise verdict raises, so a notebook whose
   reference answer stopped passing fails nbval (kernels inherit the variable).
-- SQLite files go to a folder private to this run.
+- SQLite files go to a folder private to this run, removed when the run ends (pass or fail;
+  xdist workers inherit the folder from the controller, which alone creates and removes it).
 - Tests marked ``postgresql`` or ``sqlite`` are *selected* by the active backend
   (deselected, not skipped, on the other one), so a skip always means a problem.
 - Tests marked ``e2e`` (JupyterLab in a real browser) and ``hub`` (a real JupyterHub) are
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 
 import pytest
@@ -21,9 +23,24 @@ os.environ.setdefault("COURSE_STRICT", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+_OWN_DATA_DIR = pytest.StashKey[str]()  # the SQLite folder this process made (not inherited)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if "COURSE_DATA_DIR" not in os.environ:
-        os.environ["COURSE_DATA_DIR"] = tempfile.mkdtemp(prefix="course-test-")
+        made = tempfile.mkdtemp(prefix="course-test-")
+        os.environ["COURSE_DATA_DIR"] = made
+        config.stash[_OWN_DATA_DIR] = made
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's SQLite folder (pytest calls this after failures and interrupts too)."""
+    made = config.stash.get(_OWN_DATA_DIR, None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        if os.environ.get("COURSE_DATA_DIR") == made:
+            del os.environ["COURSE_DATA_DIR"]
+
 
 
 def active_backend() -> str:

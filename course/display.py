@@ -44,15 +44,22 @@ _KEYWORD_RE = re.compile(rf"\b({_KEYWORDS})\b")
 _PARAM_RUN = re.compile(r"((?:\?|\$\d+)(?:, (?:\?|\$\d+)){9,})")
 
 STYLE = """<style>
-.course-sql-log{font-family:var(--jp-code-font-family,monospace);font-size:12px;margin:4px 0}
+.course-sql-log{font-family:var(--jp-code-font-family,monospace);font-size:12px;margin:4px 0;max-width:100%;overflow-x:auto}
 .course-table{border-collapse:collapse}
-:is(.course-sql-log,.course-box,.course-pool-table) table.course-table :is(td,th){border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-.course-sql-log pre{margin:0;white-space:pre-wrap}
+:is(.course-sql-log,.course-box,.course-pool-table,.course-frame) table.course-table :is(td,th){border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+.jp-RenderedHTMLCommon :is(.course-sql-log,.course-box) pre,:is(.course-sql-log,.course-box) pre{margin:0;padding:0;border:0;font-size:inherit;line-height:1.4;white-space:pre-wrap!important;word-break:normal!important;overflow-wrap:normal!important;background:transparent!important}
 .course-sql-log .kw{color:#0b5fa5;font-weight:bold}
 .course-box{border-left:4px solid;padding:6px 10px;margin:4px 0;font-family:var(--jp-ui-font-family,sans-serif)}
 .course-ok{border-color:#2e7d32;background:#e8f5e9}.course-bad{border-color:#c62828;background:#ffebee}
 .course-todo{border-color:#6d6d6d;background:#f3f3f3}.course-info{border-color:#0b5fa5;background:#e3f2fd}
-.course-box pre{margin:4px 0;white-space:pre-wrap;font-size:12px}
+.jp-RenderedHTMLCommon .course-box pre,.course-box pre{margin:4px 0;font-size:12px}
+svg.course-icon{display:inline-block;vertical-align:-0.2em;margin-right:0.35em;flex:none}
+.course-frame{max-width:100%;overflow-x:auto;margin:4px 0;font-size:13px}
+.course-frame table.course-table{margin:0}
+.course-frame th .course-type{display:block;font-weight:normal;font-size:11px;color:#6d6d6d}
+.course-frame .course-null{color:#8a8a8a;font-style:italic}
+.course-frame td{white-space:nowrap}
+.course-frame .course-more{color:#6d6d6d;font-style:italic}
 </style>"""
 
 
@@ -81,8 +88,20 @@ def _compact_params(sql: str) -> str:
     return _PARAM_RUN.sub(lambda m: f"{m.group(0).split(',')[0]}, … {m.group(0).count(',') + 1} parameters", sql)
 
 
+_CLAUSE_INDENT = re.compile(r"\n (?=(?:LIMIT|OFFSET|FETCH)\b)")  # SQLAlchemy writes "\n LIMIT ?"
+_TRAILING = re.compile(r"[ \t]+\n")
+
+
+def tidy_sql(sql: str) -> str:
+    """The statement as a reader wants it: no trailing blanks, no stray space before LIMIT/OFFSET.
+
+    Indentation inside the text (a ``text()`` the learner wrote, a CTE) is kept.
+    """
+    return _CLAUSE_INDENT.sub("\n", _TRAILING.sub("\n", sql.strip()))
+
+
 def highlight_sql(sql: str) -> str:
-    return _KEYWORD_RE.sub(r'<span class="kw">\1</span>', esc(_compact_params(sql.strip())))
+    return _KEYWORD_RE.sub(r'<span class="kw">\1</span>', esc(_compact_params(tidy_sql(sql))))
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -115,11 +134,38 @@ def sql_log_html(log: _Log) -> str:
     )
 
 
+#: Icons drawn by the browser from these shapes: no font needed (an emoji font is often missing).
+_ICON_SHAPES = {
+    "ok": ("#2e7d32", '<path d="M4.4 8.3l2.4 2.4 4.8-5" fill="none" stroke="#fff" stroke-width="2"'
+                      ' stroke-linecap="round" stroke-linejoin="round"/>'),
+    "bad": ("#c62828", '<path d="M5.2 5.2l5.6 5.6M10.8 5.2l-5.6 5.6" fill="none" stroke="#fff" stroke-width="2"'
+                       ' stroke-linecap="round"/>'),
+    "todo": ("#6d6d6d", '<path d="M4.5 11.5l.6-2.4 4.8-4.8 1.8 1.8-4.8 4.8z" fill="#fff"/>'),
+    "info": ("#0b5fa5", '<rect x="7" y="7" width="2" height="5" rx="1" fill="#fff"/><circle cx="8" cy="4.6" r="1.2" fill="#fff"/>'),
+}
+
+
+def icon(kind: str, size: int = 16) -> str:
+    """An inline SVG icon (ok, bad, todo, info): a coloured disc with a white mark. The word goes beside it."""
+    colour, mark = _ICON_SHAPES[kind]
+    return (
+        f'<svg class="course-icon course-icon-{kind}" width="{size}" height="{size}" viewBox="0 0 16 16"'
+        f' aria-hidden="true"><circle cx="8" cy="8" r="8" fill="{colour}"/>{mark}</svg>'
+    )
+
+
 def box(kind: str, title: str, body: str = "", *, css: str = "") -> str:
     """A coloured box with a leading icon and word, e.g. kind="ok" title="Correct"."""
-    icon = {"ok": "\N{WHITE HEAVY CHECK MARK}", "bad": "\N{CROSS MARK}", "todo": "\N{PENCIL}",
-            "info": "\N{INFORMATION SOURCE}"}[kind]
     return (
         f'{STYLE}<div class="{" ".join(filter(None, ["course-box", f"course-{kind}", css]))}">'
-        f"<b>{icon} {esc(title)}</b>{body}</div>"
+        f"<b>{icon(kind)}{esc(title)}</b>{body}</div>"
     )
+
+
+def log_lines_html(lines: list[str], title: str) -> str:
+    """Log lines (what ``echo=True`` prints) shown the way the SQL log shows statements."""
+    n = len(lines)
+    head = f"{esc(title)}: <b>{n}</b> line{'s' if n != 1 else ''}"
+    rows = "".join(f"<tr><td>{i}</td><td><pre>{highlight_sql(line)}</pre></td></tr>" for i, line in enumerate(lines, 1))
+    table = f'<table class="course-table"><tr><th>#</th><th>line</th></tr>{rows}</table>' if n else ""
+    return f'{STYLE}<div class="course-sql-log course-engine-log"><div>{head}</div>{table}</div>'

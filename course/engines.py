@@ -11,6 +11,7 @@ at the notebook's own schema, so the SQL learners read carries no schema names.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,21 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+_WRAPPER_PREFIX = re.compile(r"^\([\w.]+\) ")  # SQLAlchemy's "(sqlalchemy.dialects....Error) " prefix
+_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)", re.S)
+
+
+def _causes(chain: list[BaseException]) -> str:
+    """Each distinct cause once: SQLAlchemy's wrapper, the driver's error and the server's
+    exception usually carry the same message (``role "x" does not exist`` three times)."""
+    seen: list[str] = []
+    for e in chain:
+        message = _WRAPPER_PREFIX.sub("", _BACKGROUND.sub("", str(e))).strip()
+        if message and not any(message in other or other in message for other in seen):
+            seen.append(message)
+    return " | ".join(seen)
+
+
 def explain_connect_failure(exc: BaseException, config: BackendConfig) -> DatabaseUnavailable:
     """Turn whatever the driver raised while connecting into one friendly error."""
     url = config.url
@@ -142,7 +158,7 @@ def explain_connect_failure(exc: BaseException, config: BackendConfig) -> Databa
     server = f"{host or 'localhost'}:{(url.port if url else None) or 5432}"
     chain = _chain(exc)
     states = {getattr(e, "sqlstate", None) for e in chain}
-    text = hide_secret(" | ".join(str(e) for e in chain if str(e)))
+    text = hide_secret(_causes(chain))
 
     if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in chain):
         return DatabaseUnavailable(

@@ -37,6 +37,7 @@ class Statement:
     batch_size: int = 1
     rows: int | None = None
     duration_ms: float = 0.0
+    failed: bool = False  # the database (or driver) raised for this statement
 
     @property
     def verb(self) -> str:
@@ -215,6 +216,7 @@ def _error(exception_context: Any) -> None:
     if pending:
         record, started, _ = pending.pop()
         record.duration_ms = (time.perf_counter() - started) * 1000
+        record.failed = True
         for log in _active:
             log.statements.append(record)
 

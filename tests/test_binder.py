@@ -215,15 +215,30 @@ def _launch(who: Learner) -> str:
     return done.stdout
 
 
-def _wait_ready(pg_home: Path, timeout: float = 90) -> None:
-    """The launch set the server up in the background: wait for its ready marker."""
+def _wait_ready(pg_home: Path, timeout: float = 90) -> str:
+    """The launch set the server up in the background: wait for its ready marker; the log then.
+
+    binder/start logs "... is ready; switch with: ..." before it creates the marker, so the
+    line is there once the marker is (the test waits for the marker, the learner's signal,
+    and only then reads the log).
+    """
     deadline = time.monotonic() + timeout
+    log = pg_home / "start.log"
     while not (pg_home / "ready").exists():
-        log = pg_home / "start.log"
         said = log.read_text(errors="replace") if log.exists() else ""
         assert "the course runs on SQLite" not in said, said
         assert time.monotonic() < deadline, f"no server after {timeout} s:\n{said}"
         time.sleep(0.1)
+    return log.read_text(errors="replace")
+
+
+def test_start_announces_before_it_marks_ready() -> None:
+    """The ready marker comes last: a reader who sees it must find the "switch with" line."""
+    body = START.read_text()
+    said = body.index('echo "binder/start: PostgreSQL')
+    marked = body.index('touch "$home/ready"')
+    assert "switch with: python -m course use postgresql" in body[said:marked]
+    assert said < marked, "binder/start creates the ready marker before it logs that the server is ready"
 
 
 def _course(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -239,10 +254,9 @@ async def test_start_runs_a_postgres_the_course_uses(learner: Learner, monkeypat
     launched = time.monotonic() - began
     run_dir = pg_home / "run"
     assert url == f"postgresql+asyncpg://{learner.name}@/course?host={run_dir}"
-    _wait_ready(pg_home)
+    said = _wait_ready(pg_home)
     ready = time.monotonic() - began
     print(f"launch returned in {launched:.2f} s; server ready after {ready:.2f} s")
-    said = (pg_home / "start.log").read_text()
     assert "switch with: python -m course use postgresql" in said
     assert run_dir.stat().st_mode & 0o777 == 0o700  # only the learner reaches the socket
     assert (pg_home / "data").stat().st_uid == learner.uid

@@ -76,6 +76,9 @@ async def test_role_that_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None
     assert "127.0.0.1:5432" in error.message
     assert "no_such_role_xyz" in error.message
     assert "createuser" in error.hint
+    # the cause once, in the server's words: not SQLAlchemy's, the driver's and the server's copy of it
+    assert error.message.count('role "no_such_role_xyz" does not exist') == 1, error.message
+    assert "Background on this error" not in error.message
 
 
 async def test_no_connection_slot_left_is_explained_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,20 +1,24 @@
-"""JupyterLab in a real browser: lessons 00, 06 and 09 run through the UI, checked as a learner sees them.
+"""JupyterLab in a real browser: lessons 00, 06, 07 and 09 run through the UI, checked as a learner sees them.
 
 Selected only with ``pytest -m e2e`` (the default run deselects it, see conftest.py). Needs
 Debian's Chromium at /usr/bin/chromium (or ``COURSE_E2E_CHROMIUM``) and the ``e2e`` extra
 (playwright, driving that Chromium: no browser is ever downloaded).
 
 One private JupyterLab server (free loopback port, random token, notebook windowing off) and one
-headless Chromium serve the whole module. Each lesson's *solutions* notebook (a temporary
-copy) is opened, run with Run > Run All Cells, and checked: every code cell has an execution
-count, no output is a traceback, the SQL log and the charts rendered, every exercise verdict
-is "correct", and the lesson's widget answers in the page (06: another loader strategy
-changes the statement count; 09: a burst larger than the pool times out). The solutions are
-used, not the learner copies, so the exercise cells run real answers and their verdicts
-(rendered by the checker) are part of what is checked. Screenshots and the server's log go to
-test-artifacts/e2e/ (ignored by git). docs/screenshot.png, shown in the README, is
-test-artifacts/e2e/lesson06.png reduced to 256 colours with Pillow (``quantize(256)``,
-``save(..., optimize=True)``).
+headless Chromium serve the whole module. Each lesson's *solutions* notebook (a temporary copy) is
+opened, run with Run > Run All Cells, and checked: every code cell has an execution count, no output
+is a traceback, the SQL log and the charts rendered, every exercise verdict is "correct", and the
+lesson's widget answers in the page (06: another loader strategy changes the statement count; 09: a
+burst larger than the pool times out). What the page looks like is checked too, on computed styles
+and sizes at a 1280 px window: the SQL log wraps at spaces (no break inside a word, no white code
+background, no stray indent), ``course.frame`` tables show no index and fit the notebook (a wide one
+scrolls in its own box), charts are at least 700 px wide, verdicts show no backticks and their icons
+draw without any font. The solutions are used, not the learner copies, so the exercise cells run
+real answers and their verdicts (rendered by the checker) are part of what is checked. Screenshots
+and the server's log go to test-artifacts/e2e/ (ignored by git): one per lesson and one per thing
+checked (``lesson00-table.png`` and so on), taken whatever the outcome, so a failure has them too.
+docs/screenshot.png, shown in the README, is test-artifacts/e2e/lesson06.png reduced to 256 colours
+with Pillow (``quantize(256)``, ``save(..., optimize=True)``).
 
 The last test opens the course website's lesson 00 (built beforehand by ``python -m course site``
 into ``site/`` or ``COURSE_SITE_DIR``; CI's site phase does) from a local server and checks its
@@ -39,16 +43,17 @@ FOLDER = "solutions"
 LESSONS = {
     "00": "00_start_here.ipynb",
     "06": "06_loader_strategies.ipynb",
+    "07": "07_bulk_operations.ipynb",
     "09": "09_connection_pooling.ipynb",
 }
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 VIEWPORT = {"width": 1280, "height": 800}
 
 # Bounded waits: every wait takes at most what is left of one budget, so the module stays under
-# 3 minutes even when every wait runs out. Nothing is retried but waiting.
-BUDGET = Budget(170.0)
+# 6 minutes even when every wait runs out. Nothing is retried but waiting.
+BUDGET = Budget(330.0)
 LOAD_S = 45.0  # open a notebook and start its kernel (about 4 s here)
-RUN_S = 75.0  # run all cells of one lesson (8 to 15 s here)
+RUN_S = 120.0  # run all cells of one lesson (8 to 15 s here, 07 about 40 s)
 WIDGET_S = 20.0  # a widget's answer after a change (well under 2 s here)
 
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
@@ -191,16 +196,114 @@ def assert_chart_images(page, name: str) -> None:
     assert all(w > 100 for w in widths), f"{name}: a chart image did not decode: widths {widths}"
 
 
-def screenshot(page, lesson: str, focus: str | None) -> None:
-    """A viewport screenshot, scrolled to ``focus`` when it is in the page (also after a failure)."""
+def screenshot(page, name: str, focus: str | None) -> None:
+    """A viewport screenshot ``name``.png, scrolled to ``focus`` when it is in the page (also after a failure)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         if focus and page.locator(focus).count():
             page.locator(focus).first.scroll_into_view_if_needed(timeout=5_000)
             page.wait_for_timeout(300)  # let the scroll settle before the picture
-        page.screenshot(path=str(ARTIFACTS / f"lesson{lesson}.png"))
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
     except Exception as error:  # a screenshot must never hide the test's own outcome
-        print(f"screenshot of lesson {lesson} failed: {error}")
+        print(f"screenshot {name} failed: {error}")
+
+
+def screenshots(page, lesson: str, focus: str | None) -> None:
+    """The lesson's own picture plus one of each thing the looks checks judge, where the lesson has it."""
+    screenshot(page, f"lesson{lesson}", focus)
+    for what, selector in LOOKS.items():
+        if page.locator(selector).count():
+            screenshot(page, f"lesson{lesson}-{what}", selector)
+
+
+#: What the looks checks judge, and where a screenshot of each is taken.
+LOOKS = {
+    "sql": ".course-sql-log",
+    "table": ".course-frame",
+    "chart": '.jp-OutputArea-output[data-mime-type="image/png"] img',
+    "verdict": ".course-verdict",
+    "engine-log": ".course-engine-log",
+}
+EMOJI = re.compile("[\u2190-\u2bff\u2700-\u27bf\U0001F000-\U0001FAFF\ufe0f]")
+
+
+def assert_sql_log_wraps(page, name: str) -> None:
+    """8: the SQL log wraps at spaces, keeps indentation, no white code background, no stray indent."""
+    styles = page.locator(".course-sql-log pre").evaluate_all(
+        "els => els.map(e => { const s = getComputedStyle(e); return {ws: s.whiteSpace, wb: s.wordBreak,"
+        " ow: s.overflowWrap, bg: s.backgroundColor, text: e.innerText}; })"
+    )
+    assert styles, f"{name}: no SQL log in the page"
+    for style in styles:
+        assert style["ws"] in ("pre-wrap", "break-spaces"), f"{name}: SQL log white-space {style['ws']}"
+        assert style["wb"] == "normal", f"{name}: SQL log word-break {style['wb']} breaks inside words"
+        assert style["ow"] in ("normal", "break-word", "anywhere"), style["ow"]
+        assert style["bg"] in ("rgba(0, 0, 0, 0)", "transparent"), f"{name}: SQL code background {style['bg']}"
+        assert not re.search(r"\n[ \t]+(LIMIT|OFFSET)\b", style["text"]), f"{name}: stray indent: {style['text']!r}"
+    # a long statement never widens the notebook: the log scrolls inside its own box
+    wide = page.locator(".course-sql-log").evaluate_all(
+        "els => els.filter(e => e.getBoundingClientRect().right >"
+        " e.closest('.jp-OutputArea-output').getBoundingClientRect().right + 1).length"
+    )
+    assert wide == 0, f"{name}: {wide} SQL logs stick out of their output area"
+
+
+def assert_frames_plain(page, name: str) -> None:
+    """9: course.frame tables: no index column, no index-name row, NULL as NULL, inside the notebook."""
+    tables = page.locator(".course-frame table")
+    assert tables.count() > 0, f"{name}: no course.frame table in the page"
+    shape = tables.evaluate_all(
+        "els => els.map(t => ({bodyTh: t.querySelectorAll('tbody th').length,"
+        " headRows: t.querySelectorAll('thead tr').length, text: t.innerText}))"
+    )
+    for table in shape:
+        assert table["bodyTh"] == 0, f"{name}: a course.frame table has an index column"
+        assert table["headRows"] == 1, f"{name}: a course.frame table has {table['headRows']} header rows"
+        for shown in ("<NA>", "NaN", "NaT", "None"):
+            assert not re.search(rf"(^|\t){re.escape(shown)}(\t|$)", table["text"], re.M), f"{name}: {shown} shown"
+    overflow = page.locator(".course-frame").first.evaluate(
+        "e => { const out = e.closest('.jp-OutputArea-output').getBoundingClientRect();"
+        " const panel = e.closest('.jp-Notebook').getBoundingClientRect(); const box = e.getBoundingClientRect();"
+        " return {box: box.right, out: out.right, panel: panel.right}; }"
+    )
+    assert overflow["box"] <= overflow["out"] + 1 and overflow["box"] <= overflow["panel"] + 1, (
+        f"{name}: the first table sticks out of the notebook at {VIEWPORT['width']} px: {overflow}"
+    )
+
+
+def assert_charts_wide(page, name: str, selector: str) -> None:
+    """10: charts take the notebook's width: at least 700 px shown at a 1280 px window."""
+    widths = page.locator(selector).evaluate_all("els => els.map(e => e.getBoundingClientRect().width)")
+    assert widths, f"{name}: no chart in the page"
+    assert min(widths) >= 700, f"{name}: charts shown {widths} px wide at {VIEWPORT['width']} px"
+
+
+def assert_verdicts_plain(page, name: str) -> None:
+    """11: verdicts: no backtick on screen; an icon that needs no font, and the word beside it."""
+    texts = page.locator(".course-verdict").all_inner_texts()
+    assert texts, f"{name}: no verdict"
+    ticks = [t for t in texts if "`" in t]
+    assert not ticks, f"{name}: backticks in verdicts: {ticks[:2]}"
+    boxes = page.locator(".course-box").evaluate_all(
+        "els => els.map(e => { const i = e.querySelector('svg.course-icon'); const r = i && i.getBoundingClientRect();"
+        " return {w: r ? r.width : 0, h: r ? r.height : 0, head: e.querySelector('b') ? e.querySelector('b').innerText : ''}; })"
+    )
+    for b in boxes:
+        assert b["w"] >= 10 and b["h"] >= 10, f"{name}: a box's icon is not drawn: {b}"
+        assert re.search(r"[A-Za-z]", b["head"]), f"{name}: a box has no word beside its icon: {b}"
+        assert not EMOJI.search(b["head"]), f"{name}: a box's head needs an emoji font: {b['head']!r}"
+    marks = page.locator(".course-verdict li").all_inner_texts()
+    assert not [m for m in marks if EMOJI.search(m[:2])], f"{name}: rule marks need a symbol font: {marks[:3]}"
+
+
+def assert_looks_right(page, name: str, *, tables: bool = False, charts: tuple[str, ...] = ()) -> None:
+    """8 to 11 on one lesson's page: the SQL log, its course.frame tables, its charts, its verdicts."""
+    assert_sql_log_wraps(page, name)
+    if tables:
+        assert_frames_plain(page, name)
+    for selector in charts:
+        assert_charts_wide(page, name, selector)
+    assert_verdicts_plain(page, name)
 
 
 # ------------------------------------------------------------------ the lessons
@@ -211,8 +314,11 @@ def test_lesson_00_start_here(page, lab):
         prompts = open_and_run(page, lab, LESSONS["00"])
         assert_ran_cleanly(page, LESSONS["00"], prompts)
         assert page.locator(".course-banner").count() > 0, "the database banner is not shown"
+        assert_looks_right(page, "00", tables=True)
+        hints = page.locator(".course-box", has_text=re.compile(r"^\s*Hint")).count()
+        assert hints == 0, "lesson 00 shows a hint on Run All"
     finally:
-        screenshot(page, "00", ".course-sql-log")
+        screenshots(page, "00", ".course-sql-log")
 
 
 def test_lesson_06_loader_explorer(page, lab):
@@ -237,8 +343,24 @@ def test_lesson_06_loader_explorer(page, lab):
         assert after != before
         assert after == "2", f"selectinload should take 2 statements, the explorer shows {after}"
         assert explorer.locator(".course-loader-sql .course-sql-log").count() == 1, "the explorer shows no SQL"
+        assert_looks_right(page, "06", charts=(LOOKS["chart"],))
     finally:
-        screenshot(page, "06", ".course-loader-explorer")
+        screenshots(page, "06", ".course-loader-explorer")
+
+
+def test_lesson_07_bulk(page, lab):
+    try:
+        prompts = open_and_run(page, lab, LESSONS["07"])
+        assert_ran_cleanly(page, LESSONS["07"], prompts)
+        # 12: the engine's own log renders as the SQL log does, not as a Python list
+        log = page.locator(".course-engine-log")
+        assert log.count() == 1, "lesson 07's engine log is not rendered as a log"
+        assert "insertmanyvalues" in log.inner_text()
+        lists = [t for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "['[" in t]
+        assert not lists, f"07: the engine log printed as a Python list: {lists[0][:200]}"
+        assert_looks_right(page, "07", tables=True, charts=(LOOKS["chart"],))
+    finally:
+        screenshots(page, "07", ".course-engine-log")
 
 
 def test_lesson_09_pool_playground(page, lab):
@@ -271,8 +393,9 @@ def test_lesson_09_pool_playground(page, lab):
         assert timeouts > 0, f"no timeout reported: {text}"
         assert timeouts == 3, f"6 tasks on 2 + 1 connections held 1 s, waiting 0.2 s: 3 time out; got {text}"
         assert panel.locator("img").count() == 1, "the playground's timeline chart is missing"
+        assert_looks_right(page, "09", charts=(".course-pool-playground img", LOOKS["chart"]))
     finally:
-        screenshot(page, "09", ".course-pool-playground")
+        screenshots(page, "09", ".course-pool-playground")
 
 
 

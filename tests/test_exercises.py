@@ -10,7 +10,9 @@ import pytest
 import pytest_asyncio
 
 from course.exercises import CORRECT, INCORRECT, all_exercises, lesson_modules
+from course.exercises.verdict import plain
 from tests.conftest import private_db
+from tests.feedback_support import assert_renders_cleanly
 
 EXERCISES = all_exercises()
 
@@ -19,8 +21,6 @@ EXERCISES = all_exercises()
 async def db():
     async with private_db("exercisetests") as handle:
         yield handle
-
-
 
 
 def _answer(exercise, build):
@@ -35,6 +35,7 @@ async def test_reference_solution_is_correct(db, exercise_id):
     exercise = EXERCISES[exercise_id]
     verdict = await exercise.evaluate(_answer(exercise, exercise.solution_answer), db=db)
     assert verdict.status == CORRECT, str(verdict)
+    assert_renders_cleanly(verdict)
 
 
 CASES = [
@@ -50,7 +51,10 @@ async def test_wrong_answer_is_rejected_by_name(db, exercise_id, index):
     case = exercise.counterexamples[index]
     verdict = await exercise.evaluate(_answer(exercise, case.answer), db=db)
     assert verdict.status in (INCORRECT, "error"), str(verdict)
-    assert case.says.lower() in str(verdict).lower(), str(verdict)
+    # the phrase as the learner reads it: backtick-marked code shows without its backticks
+    assert plain(case.says).lower() in str(verdict).lower(), str(verdict)
+    # every message of every counterexample renders as HTML and as text with no markup leaking
+    assert_renders_cleanly(verdict)
 
 
 ALTERNATIVES = [
@@ -69,6 +73,7 @@ async def test_correct_answer_of_another_form_is_accepted(db, exercise_id, index
     _label, build = module.ALTERNATIVES[exercise_id][index]
     verdict = await exercise.evaluate(_answer(exercise, build), db=db)
     assert verdict.status == CORRECT, str(verdict)
+    assert_renders_cleanly(verdict)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
@@ -87,3 +92,11 @@ def test_catalogued_lessons_have_four_mistakes_and_accept_another_form(exercise_
     assert len(exercise.counterexamples) >= 4
     assert len({c.says.lower() for c in exercise.counterexamples}) >= 4  # four different messages
     assert getattr(module, "ALTERNATIVES", {}).get(exercise_id)
+
+
+@pytest.mark.parametrize("exercise_id", ["03.q4", "03.q5"])
+async def test_paging_references_refuse_a_limit_below_one(exercise_id):
+    """The references validate `limit` as lesson 03 teaches: 0 would say has_more forever (q4) or
+    leave no last post to build the next cursor from (q5)."""
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        await EXERCISES[exercise_id].solution_answer(None, None, 0)

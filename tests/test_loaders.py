@@ -79,4 +79,4 @@ async def test_measure_table_and_chart(db):
     table = comparison.table()
     assert table["statements"].to_dict() == {"selectinload": 2, "awaited": 6}
     assert comparison["awaited"].result == comparison["selectinload"].result
-    assert comparison.chart("t")._repr_png_().startswith(b"\x89PNG")
+    assert comparison.chart("t")._repr_mimebundle_()[0]["image/png"].startswith(b"\x89PNG")

@@ -12,6 +12,7 @@ session) the learner gets a verdict, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import textwrap
@@ -25,12 +26,14 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Result, Row
 from sqlalchemy.exc import MissingGreenlet, SAWarning
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql.base import Executable
 
 from ..display import box, esc, highlight_sql, in_notebook, show_html
 from ..recorder import record
+from .explain import explain_error, explain_warning, first_leaf
 from .rules import Attempt, NoLazyLoads, Rule, SameResult, has_top_level_order_by
-from .verdict import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, RuleResult, Verdict
+from .verdict import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, RuleResult, Verdict, plain, rich
 
 STATEMENT = "statement"  # a Select / Insert / Update / Delete the checker executes
 SESSION_FN = "session function"  # async def answer(session, **args)
@@ -176,7 +179,7 @@ class Exercise:
             level = max(1, min(level, len(self.hints)))
             text_, n = self.hints[level - 1], level
         more = f" ({n} of {len(self.hints)}; call hint() again for more)" if n and n < len(self.hints) else ""
-        self._show(box("info", f"Hint {n}{more}" if n else "Hint", f"<div>{esc(text_)}</div>"), text_)
+        self._show(box("info", f"Hint {n}{more}" if n else "Hint", f"<div>{rich(text_)}</div>"), plain(text_))
 
     def solution(self) -> None:
         """Show the reference answer's code."""
@@ -240,7 +243,10 @@ class Exercise:
         if failed:
             message = failed[0].message
             if attempt.warnings:
-                message += f" (SQLAlchemy warned: {attempt.warnings[0]})"
+                warned = attempt.warnings[0]
+                if "cartesian product" in warned:  # the cause of the wrong rows: say it first
+                    message = f"{explain_warning(warned)}. What differs: {message}"
+                message += f" (SQLAlchemy warned: {warned})"
             return self._verdict(INCORRECT, message, merged)
         return self._verdict(CORRECT, self.why, merged)
 
@@ -249,9 +255,17 @@ class Exercise:
 
     def _kind_problem(self, answer: Any) -> tuple[str | None, bool]:
         """(message naming the expected kind, or None; whether this is the untouched stub)."""
-        if answer is ... or answer is None:
+        if answer is ...:  # the untouched stub: `answer = ...  # YOUR CODE HERE`
             return None, True
         expected = f"This exercise takes {_KIND_EXAMPLES[self.kind]}."
+        if answer is None:
+            if self.kind == STATEMENT:
+                return (
+                    "Your answer is None, not a statement: did a function that builds it forget `return`, or "
+                    "did you assign what a call that returns nothing gave back (`print(...)`, `session.add(...)`)?",
+                    False,
+                )
+            return (f"Your answer is None: pass your function itself (`answer = my_function`). {expected}", False)
         if inspect.iscoroutine(answer):
             answer.close()
             return (
@@ -263,10 +277,31 @@ class Exercise:
                 return None, False
             if isinstance(answer, str):
                 return (f"You passed a SQL string. {expected} (text() SQL is not what this one asks for.)", False)
+            if inspect.iscoroutinefunction(answer):
+                return (
+                    "You passed an async function, but this exercise takes the statement itself: build it "
+                    "and pass it unexecuted, `answer = select(...)...` (the checker executes it)", False,
+                )
+            if callable(answer) and not isinstance(answer, type):
+                return (
+                    "You passed a function, but this exercise takes the statement itself: call your builder "
+                    "and pass what it returns, `answer = build()`", False,
+                )
             return (f"You passed {_kind_name(answer)}. {expected}", False)
         if self.kind in (SESSION_FN, DB_FN):
             if inspect.iscoroutinefunction(answer):
                 return None, False
+            if isinstance(answer, Executable):
+                arg = "session" if self.kind == SESSION_FN else "db"
+                run = (
+                    "await session.execute(stmt)" if self.kind == SESSION_FN
+                    else "async with db.session() as session: ... await session.execute(stmt)"
+                )
+                return (
+                    f"You passed a statement, but this exercise takes an async function: wrap it, "
+                    f"`async def answer({arg}): ...` that runs it (`{run}`) and returns what the task asks "
+                    f"for", False,
+                )
             if callable(answer):
                 return (f"You passed a regular (sync) function. {expected} Define it with `async def`.", False)
             return (f"You passed {_kind_name(answer)}. {expected}", False)
@@ -286,8 +321,13 @@ class Exercise:
             for requirement in self.requirements:
                 attempt = Attempt()
                 problem = ""
+                leftovers = Leftovers()
                 try:
-                    await asyncio.wait_for(requirement.scenario(answer, scratch, attempt), ANSWER_TIMEOUT)
+                    try:
+                        await asyncio.wait_for(requirement.scenario(answer, scratch, attempt), ANSWER_TIMEOUT)
+                    finally:
+                        await leftovers.stop_tasks(attempt)
+                        await leftovers.release(db.engine, attempt)
                 except NotImplementedError:
                     return self._verdict(
                         NOT_ATTEMPTED, "Replace the `raise NotImplementedError` with your code, then check again."
@@ -300,6 +340,7 @@ class Exercise:
                         _note_lazy_load(attempt, raised.error)
                         attempt.lazy_loads = max(counted, 1)
                     else:
+                        raised.leftovers = leftovers
                         problem = raised.explain()
                 except Exception as exc:  # the checker itself failed
                     if strict():
@@ -338,12 +379,21 @@ class Exercise:
                 if self.expected is not None:
                     attempt.expected = await self.expected(conn, **call)
                 session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
-                counter = _LazyLoadCounter(session)
+                counter = _LazyLoadCounter(session, attempt)
+                attempt.extra["checker_savepoints"] = 1  # create_savepoint: the session's first is ours
+                leftovers = Leftovers()
                 finished = False
                 try:
                     await self._run(answer, session, call, attempt)
                     finished = True
+                except _AnswerRaised as raised:
+                    raised.leftovers = leftovers
+                    raise
                 finally:
+                    # tasks the answer started and left running (a gather that failed half-way)
+                    # still use the session: stop them before the checker touches it again
+                    await leftovers.stop_tasks(attempt)
+                    await leftovers.release(db.engine, attempt)  # connections it opened itself, if any
                     # the counter sees relationship lazy loads; _run also counts an implicit
                     # IO it caught (e.g. a deferred column read outside the greenlet)
                     attempt.lazy_loads = max(attempt.lazy_loads, counter.count)
@@ -353,10 +403,18 @@ class Exercise:
                     # hiding an answer that forgot to flush
                     if finished and self.probe is not None and attempt.error is None:
                         await self.probe(conn, attempt, **call)
-                    attempt.session_usable = await _usable(session)
-                    await session.close()
+                    try:
+                        attempt.session_usable = await _usable(session)
+                        await session.close()
+                    except Exception:  # left mid-operation by tasks sharing it: the connection goes
+                        attempt.session_usable = False
+                        await _discard_connection(conn)
             finally:
-                await outer.rollback()
+                if not conn.closed and not conn.invalidated:
+                    try:
+                        await asyncio.wait_for(outer.rollback(), 5)
+                    except Exception:
+                        await _discard_connection(conn)
         return attempt
 
     async def _run(self, answer: Any, session: AsyncSession, call: dict[str, Any], attempt: Attempt) -> None:
@@ -383,6 +441,7 @@ class Exercise:
                     returned: Any = result
                 else:
                     returned = await answer(session, **call)
+                    attempt.extra["returned_none"] = returned is None and self.observe is None
             except NotImplementedError:
                 raise
             except Exception as exc:  # judged below, never shown as a traceback
@@ -415,17 +474,30 @@ class Exercise:
             if self.expected is not None:
                 async with scratch.engine.connect() as conn:
                     attempt.expected = await self.expected(conn, **call)
-            with record(show=False) as log:
+            leftovers = Leftovers()
+            with record(show=False) as log, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SAWarning)
                 attempt.log = log
                 try:
                     returned = await answer(scratch, **call)
+                    attempt.extra["returned_none"] = returned is None and self.observe is None
                 except NotImplementedError:
                     raise
                 except Exception as exc:
                     if _is_lazy_load(exc):
                         _note_lazy_load(attempt, exc)
                         return attempt
-                    raise _AnswerRaised(exc) from exc
+                    raised = _AnswerRaised(exc)
+                    raised.leftovers = leftovers
+                    raise raised from exc
+                finally:
+                    # what the answer left open would block dropping the scratch database (and every
+                    # check after this one): stop its tasks, end the transactions it left open
+                    await leftovers.stop_tasks(attempt)
+                    await leftovers.release(db.engine, attempt)
+                    attempt.warnings = [
+                        str(w.message).split(". ")[0] for w in caught if issubclass(w.category, SAWarning)
+                    ]
             if self.observe is not None:
                 async with scratch.session() as session:
                     attempt.value = await self.observe(session, returned, **call)
@@ -479,31 +551,155 @@ class _AnswerRaised(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+        self.leftovers: Leftovers | None = None
 
     def explain(self) -> str:
-        err = self.error
+        """The mistake in the lesson's terms first (when known), then the raw error, quoted."""
+        err, failures = first_leaf(self.error)
         first = (str(err).strip().splitlines() or [""])[0][:300]
         name = type(getattr(err, "orig", None) or err).__name__
-        text_ = f"Your answer raised {type(err).__name__}" + (f" ({name})" if name != type(err).__name__ else "") + f": {first}"
+        raw = f"{type(err).__name__}" + (f" ({name})" if name != type(err).__name__ else "") + f": {first}"
+        if err is not self.error:  # a TaskGroup's ExceptionGroup: name its first cause
+            raw = (
+                f"{type(self.error).__name__} from a TaskGroup: {failures} task(s) failed, the first with {raw}"
+            )
+        text_ = f"Your answer raised {raw}"
         # an error raised while handling another (a cleanup that failed: a session closed in
         # `async with` while tasks still used it) hides the cause: name the first one too
         context = err.__context__
         if context is not None and not err.__suppress_context__ and type(context) is not type(err):
             cause = (str(context).strip().splitlines() or [""])[0][:300]
             text_ += f" (raised while handling {type(context).__name__}: {cause})"
+        left = self.leftovers.describe() if self.leftovers is not None else ""
+        if left:
+            text_ += f". {left}"
+        diagnosis = explain_error(self.error)
+        if diagnosis:
+            return f"{diagnosis[:1].upper()}{diagnosis[1:]}. {text_}"
         return text_
 
 
-class _LazyLoadCounter:
-    """Counts lazy loads (relationship loads not asked for up front) in one session."""
+class Leftovers:
+    """What an answer may leave behind when it stops: tasks still running (a gather whose other
+    tasks carry on after one failed) and, on PostgreSQL, connections still inside a transaction.
 
-    def __init__(self, session: AsyncSession) -> None:
+    Left alone, those block the checker's cleanup (dropping the scratch database waits on their
+    locks) and so every later check in the notebook. Create it just before the answer runs.
+    """
+
+    def __init__(self) -> None:
+        self.tasks_before = set(asyncio.all_tasks())
+        self.tasks_stopped = 0
+        self.connections_ended = 0
+        self._pids: set[int] = set()
+        event.listen(Pool, "checkout", self._checkout)
+
+    def _checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        get_pid = getattr(getattr(dbapi_connection, "driver_connection", None), "get_server_pid", None)
+        if get_pid is not None:
+            with contextlib.suppress(Exception):
+                self._pids.add(int(get_pid()))
+
+    async def stop_tasks(self, attempt: Attempt | None = None) -> int:
+        """Cancel the tasks the answer started that still run; how many there were."""
+        current = asyncio.current_task()
+        left = [
+            t for t in asyncio.all_tasks() - self.tasks_before
+            if t is not current and not t.done() and not _kernel_task(t)
+        ]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=5)
+        for task in left:  # read their outcome, so no "exception was never retrieved" later
+            if task.done() and not task.cancelled():
+                task.exception()
+        self.tasks_stopped += len(left)
+        if attempt is not None and left:
+            attempt.extra["tasks_left_running"] = attempt.extra.get("tasks_left_running", 0) + len(left)
+        return len(left)
+
+    async def release(self, engine: Any, attempt: Attempt | None = None) -> int:
+        """End (``pg_terminate_backend``) the connections the answer checked out that are still
+        inside a transaction or a statement; stop watching. PostgreSQL only: a SQLite file
+        connection holds no lock once its tasks are gone."""
+        if event.contains(Pool, "checkout", self._checkout):
+            event.remove(Pool, "checkout", self._checkout)
+        pids, self._pids = sorted(self._pids), set()
+        if not pids or engine.dialect.name != "postgresql":
+            return 0
+        async with engine.connect() as conn:
+            ended = (await conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = ANY(CAST(:pids AS integer[])) AND pid <> pg_backend_pid() AND state <> 'idle'"
+            ), {"pids": pids})).all()
+            await conn.commit()
+        self.connections_ended += len(ended)
+        if attempt is not None and ended:
+            attempt.extra["connections_ended"] = attempt.extra.get("connections_ended", 0) + len(ended)
+        return len(ended)
+
+    def describe(self) -> str:
+        parts = []
+        if self.tasks_stopped:
+            parts.append(f"{self.tasks_stopped} task(s) it started were still running")
+        if self.connections_ended:
+            parts.append(f"{self.connections_ended} connection(s) it opened were left inside a transaction")
+        if not parts:
+            return ""
+        return f"When your answer stopped, {' and '.join(parts)}: the checker ended them"
+
+
+_KERNEL_PARTS = ("ipykernel", "tornado", "zmq", "jupyter_client", "anyio", "comm", "ipywidgets")
+
+
+def _kernel_task(task: asyncio.Task[Any]) -> bool:
+    """A task the Jupyter kernel started meanwhile (a message handler), not the answer's: never cancelled."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    filename = (getattr(code, "co_filename", "") or "").replace(os.sep, "/")
+    # a package's own folder (".../ipykernel/kernelbase.py"); a notebook cell's code lives in
+    # "/tmp/ipykernel_<pid>/<hash>.py" and is the learner's
+    return any(f"/{part}/" in filename for part in _KERNEL_PARTS)
+
+
+async def _discard_connection(conn: AsyncConnection) -> None:
+    """Throw away a connection an answer left mid-operation (closed at the driver, not reused)."""
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+
+
+class _LazyLoadCounter:
+    """Counts lazy loads (relationship loads not asked for up front) in one session, and
+    names them: ``Comment.author`` (many-to-one) or ``Post.comments`` (a collection)."""
+
+    def __init__(self, session: AsyncSession, attempt: Attempt | None = None) -> None:
         self.count = 0
+        self.attempt = attempt
         event.listen(session.sync_session, "do_orm_execute", self._on_execute)
 
     def _on_execute(self, state: Any) -> None:
         if state.is_select and state.lazy_loaded_from is not None:
             self.count += 1
+            if self.attempt is not None:
+                note_lazy_attribute(self.attempt, state)
+
+
+def note_lazy_attribute(attempt: Attempt, orm_state: Any) -> None:
+    """Record which relationship an ORM execute loaded lazily (from its loader path)."""
+    try:
+        prop = getattr(orm_state.loader_strategy_path, "prop", None)
+    except Exception:
+        prop = None
+    _note_property(attempt, prop)
+
+
+def _note_property(attempt: Attempt, prop: Any) -> None:
+    if prop is None or not hasattr(prop, "uselist"):
+        return
+    name = f"{prop.parent.class_.__name__}.{prop.key}"
+    if name not in attempt.lazy_attributes:
+        attempt.lazy_attributes.append(name)
+        attempt.lazy_collections[name] = bool(prop.uselist)
 
 
 def _note_lazy_load(attempt: Attempt, exc: BaseException) -> None:
@@ -511,7 +707,18 @@ def _note_lazy_load(attempt: Attempt, exc: BaseException) -> None:
 
     attempt.lazy_loads += 1
     attempt.error = exc
-    _release_frames(_chain(exc))  # no "coroutine was never awaited" echo in a later cell
+    chain = _chain(exc)
+    for error in chain:  # the lazy loader's frame knows the relationship (any session, no listener)
+        tb = error.__traceback__
+        while tb is not None:
+            snapshot = tb.tb_frame.f_locals  # a dict Python 3.11 keeps on the frame: emptied below
+            loader = snapshot.get("self")
+            if type(loader).__name__.endswith("LazyLoader"):  # _LazyLoader in 2.1
+                _note_property(attempt, getattr(loader, "parent_property", None))
+            loader = None
+            snapshot.clear()  # else it keeps the driver's unawaited coroutine alive ("never awaited" later)
+            tb = tb.tb_next
+    _release_frames(chain)  # no "coroutine was never awaited" echo in a later cell
 
 
 def _is_lazy_load(exc: BaseException) -> bool:

@@ -13,6 +13,8 @@ from sqlalchemy import select, text
 from ..schema import User
 from .core import STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+from .userfacts import order_by_keys
+from .verdict import RuleResult
 
 
 def _asks_for_nl(attempt: Attempt) -> str | None:
@@ -31,6 +33,36 @@ def _asks_for_nl(attempt: Attempt) -> str | None:
     )
 
 
+def _q1_sorted_by(attempt: Attempt) -> str | None:
+    """Right rows sorted by something else: name the order asked for, and the learner's."""
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list)) or got == want or sorted(map(repr, got)) != sorted(
+        map(repr, want)
+    ):
+        return None
+    reads = [s.sql for s in attempt.log.queries]
+    keys = order_by_keys(reads[0]) if reads else []
+    if not keys:
+        return None  # SameResult says: no ORDER BY
+    return (
+        f"your rows are sorted by {', '.join(keys)}; the task asks for them by id, smallest first: "
+        ".order_by(User.id)"
+    )
+
+
+class _NoValueInSql(BoundParameters):
+    """The value written into the SQL text: in a text() literal or an f-string, the fix is the same."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        if not result.passed:
+            result.message = (
+                "\"NL\" is written into the SQL text itself (text(\"country = 'NL'\") or an f-string): "
+                "let SQLAlchemy send it as a bound parameter instead, .where(User.country == \"NL\")"
+            )
+        return result
+
+
 def _q1_solution():
     return select(User.id, User.username).where(User.country == "NL").order_by(User.id)
 
@@ -44,9 +76,10 @@ q1 = Exercise(
     rules=[
         Columns(["id", "username"]),
         Probe(_asks_for_nl, name="the Netherlands asked for"),
+        Probe(_q1_sorted_by, name="sorted by id"),
         SameResult(ordered=True),
         StatementBudget(1),
-        BoundParameters(["NL"]),
+        _NoValueInSql(["NL"]),
     ],
     hints=[
         "Start from select(User.id, User.username): name the two columns, not the whole User.",
@@ -61,7 +94,12 @@ q1 = Exercise(
         Counterexample(
             "the value pasted into SQL text",
             lambda: select(User.id, User.username).where(text("country = 'NL'")).order_by(User.id),
-            "pasted into the SQL text",
+            "written into the sql text itself",
+        ),
+        Counterexample(
+            "sorted by username",
+            lambda: select(User.id, User.username).where(User.country == "NL").order_by(User.username),
+            "sorted by users.username; the task asks for them by id",
         ),
     ],
 )

@@ -21,12 +21,13 @@ not sent. Those reads are marked hidden, so they do not count against a budget.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from ..engines import HIDDEN
 from ..schema import Comment, Post, Tag, User
@@ -59,12 +60,40 @@ def _q1_solution():
     return select(User).filter_by(country="DE", is_active=False).order_by(User.id)
 
 
+def _q1_where(attempt: Attempt) -> str:
+    sql = " ".join(s.sql for s in attempt.log.queries)
+    return sql.split("WHERE", 1)[1] if "WHERE" in sql else ""
+
+
+# a conjunct of its own (not "is_active = false", PostgreSQL's spelling of a real comparison)
+_CONSTANT_FALSE = re.compile(
+    r"(?:^|\bAND\b|\bOR\b|\()\s*(?:0\s*=\s*1|1\s*!=\s*1|false)\s*(?=\bAND\b|\bOR\b|\)|\bORDER\b|$)", re.I
+)
+
+
+def _q1_constant(attempt: Attempt) -> str | None:
+    if _CONSTANT_FALSE.search(_q1_where(attempt)):
+        return (
+            "your WHERE contains the constant false, so no user can match: Python evaluated "
+            "`User.is_active is False` or `not User.is_active` itself (an object is never the value "
+            "False) instead of turning it into SQL. Write filter_by(is_active=False), "
+            "User.is_active.is_(False) or ~User.is_active"
+        )
+    return None
+
+
 def _q1_active(attempt: Attempt) -> str | None:
     n = shared(attempt, "extra", lambda r: r["is_active"])
     if n:
+        python_and = ""
+        if "is_active" not in _q1_where(attempt):
+            python_and = (
+                " (your WHERE never mentions is_active: if you joined two comparisons with Python's "
+                "`and`, Python kept only one of them; separate conditions with a comma)"
+            )
         return (
             f"{n} extra users, every one active: the 1.x query keeps only inactive users, "
-            "filter_by(..., is_active=False)"
+            f"filter_by(..., is_active=False){python_and}"
         )
     return None
 
@@ -80,6 +109,7 @@ q1 = Exercise(
     probe=user_facts_probe(),
     rules=[
         Columns(["User"]),
+        Probe(test=_q1_constant, name="a WHERE clause made of SQL"),
         Probe(test=_q1_active, name="only inactive users"),
         SameResult(ordered=True, what="users"),
         StatementBudget(1),
@@ -107,6 +137,21 @@ q1 = Exercise(
             "raw SQL with the value pasted in",
             lambda: text("SELECT * FROM users WHERE country = 'DE' AND NOT is_active ORDER BY id"),
             "pasted into the SQL text",
+        ),
+        Counterexample(
+            "`is False` evaluated by Python",
+            lambda: select(User).where(User.country == "DE", User.is_active is False).order_by(User.id),
+            "constant false",
+        ),
+        Counterexample(
+            "`not` evaluated by Python",
+            lambda: select(User).where(User.country == "DE", not User.is_active).order_by(User.id),
+            "not User.is_active",
+        ),
+        Counterexample(
+            "Python `and` between the comparisons",
+            lambda: select(User).where((User.country == "DE") and (User.is_active == False)).order_by(User.id),  # noqa: E712 - a wrong answer on purpose
+            "python's `and`",
         ),
         Counterexample(
             "ids instead of User objects",
@@ -144,6 +189,8 @@ async def _q2_expected(conn: AsyncConnection, **call: Any) -> dict[str, Any]:
 
 async def _q2_observe(session: AsyncSession, returned: Any, **call: Any) -> dict[str, Any]:
     new_id = normalize(returned)
+    if isinstance(returned, User):  # normalize() would turn it into its id: the task asks for the int
+        new_id = ("a User object", new_id)
     rows = []
     if isinstance(new_id, int) and not isinstance(new_id, bool):
         rows = await _read(
@@ -157,6 +204,15 @@ def _q2_id_set(attempt: Attempt) -> str | None:
     new_id = attempt.value["id"]
     if isinstance(new_id, int) and not isinstance(new_id, bool):
         return None
+    if isinstance(new_id, tuple) and new_id[:1] == ("a User object",):
+        return (
+            "your function returned the User object; the task asks for its id, an int: return user.id"
+        )
+    if new_id is None and attempt.value["users"] == attempt.expected["users"]:
+        return (
+            "your function returned None, but the new user is in the database: did you forget "
+            "return user.id at the end?"
+        )
     if new_id is None or new_id == ("pending", "User"):
         return (
             "your function returned None, not the new id: the id is assigned when the INSERT reaches "
@@ -167,6 +223,8 @@ def _q2_id_set(attempt: Attempt) -> str | None:
 
 def _q2_row(attempt: Attempt) -> str | None:
     got, want = attempt.value, attempt.expected
+    if isinstance(got["id"], tuple) and got["id"][:1] == ("a User object",):
+        return None  # the id rule says what to return
     if got["row"] is None:
         if got["users"] == want["users"] - 1:
             return "no users row was inserted"
@@ -209,6 +267,23 @@ async def _q2_commits(session, username, email, display_name, country, created_a
     return user.id
 
 
+async def _q2_returns_user(session, username, email, display_name, country, created_at):
+    user = User(
+        username=username, email=email, display_name=display_name, country=country, created_at=created_at
+    )
+    session.add(user)
+    await session.flush()
+    return user  # the object, not its id
+
+
+async def _q2_forgot_return(session, username, email, display_name, country, created_at):
+    user = User(
+        username=username, email=email, display_name=display_name, country=country, created_at=created_at
+    )
+    session.add(user)
+    await session.flush()  # the id is set... and never returned
+
+
 async def _q2_ask_for_max_id(session, username, email, display_name, country, created_at):
     session.add(
         User(username=username, email=email, display_name=display_name, country=country, created_at=created_at)
@@ -244,6 +319,8 @@ q2 = Exercise(
         Counterexample("refresh instead of flush", _q2_refresh_instead_of_flush, "not persistent"),
         Counterexample("asks for max(id) afterwards", _q2_ask_for_max_id, "took 2 statements"),
         Counterexample("commits", _q2_commits, "your function committed the session"),
+        Counterexample("returns the User, not its id", _q2_returns_user, "returned the User object"),
+        Counterexample("flushed, forgot return", _q2_forgot_return, "did you forget return user.id"),
     ],
 )
 
@@ -273,8 +350,33 @@ async def _q3_expected(conn: AsyncConnection, tag_id: int, new_name: str) -> dic
     return {"returned": found[0][0] if found else None, "tags": [tuple(r) for r in rows.all()]}
 
 
+_STATEMENT_UPDATES = "course.exercises.statement_updates"
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_update_statement(state: Any) -> None:
+    """Mark a session that ran an update() statement: the unit of work's own UPDATE (a flush)
+    does not pass through do_orm_execute, so 01.q3 can tell the two apart (the SQL is the same)."""
+    if state.is_update:
+        state.session.info[_STATEMENT_UPDATES] = state.session.info.get(_STATEMENT_UPDATES, 0) + 1
+
+
 async def _q3_observe(session: AsyncSession, returned: Any, tag_id: int, new_name: str) -> dict[str, Any]:
-    return {"returned": normalize(returned), "tags": await _read(session, "SELECT id, name FROM tags ORDER BY id")}
+    return {
+        "returned": normalize(returned),
+        "tags": await _read(session, "SELECT id, name FROM tags ORDER BY id"),
+        "update_statements": session.sync_session.info.get(_STATEMENT_UPDATES, 0),
+    }
+
+
+def _q3_through_attribute(attempt: Attempt) -> str | None:
+    if not attempt.value.get("update_statements"):
+        return None
+    return (
+        "you sent the UPDATE yourself with an update(Tag) statement: the task asks for the rename "
+        "through the ORM attribute. Set tag.name = new_name on the loaded tag and flush: the unit of "
+        "work writes the UPDATE for you"
+    )
 
 
 def _q3_sent(attempt: Attempt) -> str | None:
@@ -332,6 +434,20 @@ async def _q3_refresh_to_be_sure(session, tag_id, new_name):
     return tag
 
 
+async def _q3_commits(session, tag_id, new_name):
+    tag = await session.get(Tag, tag_id)
+    if tag is None:
+        return None
+    tag.name = new_name
+    await session.commit()  # reaches the database, and ends the caller's transaction too
+    return tag
+
+
+async def _q3_core_update(session, tag_id, new_name):
+    await session.execute(update(Tag).where(Tag.id == tag_id).values(name=new_name))
+    return await session.get(Tag, tag_id)
+
+
 q3 = Exercise(
     id="01.q3",
     title="Rename a tag through the unit of work",
@@ -341,9 +457,11 @@ q3 = Exercise(
     observe=_q3_observe,
     calls=Q3_CALLS,
     rules=[
+        Probe(test=_q3_through_attribute, name="renamed through the attribute"),
         Probe(test=_q3_sent, name="the new name reached the database"),
         Probe(test=_q3_returned, name="returns the tag, or None"),
         StatementBudget(2),
+        LeavesTransactionToCaller(),
     ],
     hints=[
         "session.get(Tag, tag_id) returns the tag, or None when there is no such id.",
@@ -358,6 +476,8 @@ q3 = Exercise(
         Counterexample("scalar_one on a missing id", _q3_scalar_one, "NoResultFound"),
         Counterexample("no check for a missing tag", _q3_no_none_check, "NoneType"),
         Counterexample("refresh after flush", _q3_refresh_to_be_sure, "took 3 statements"),
+        Counterexample("commits", _q3_commits, "your function committed the session"),
+        Counterexample("Core update() instead of the attribute", _q3_core_update, "through the ORM attribute"),
     ],
 )
 

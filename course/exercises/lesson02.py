@@ -191,8 +191,35 @@ q1 = Exercise(
 _CASE_INSENSITIVE = re.compile(r"\bILIKE\b|\blower\s*\(|\bupper\s*\(", re.IGNORECASE)
 
 
+def _patterns(attempt: Attempt) -> list[str]:
+    """The strings the answer sent as bound parameters: its LIKE patterns, as the learner wrote them."""
+    found: list[str] = []
+    for statement in attempt.log.queries:
+        params = statement.params
+        values = params.values() if isinstance(params, dict) else (params or ())
+        found += [v for v in values if isinstance(v, str)]
+    return found
+
+
 def _case_insensitive_probe(attempt: Attempt) -> str | None:
     sql = _sql_of(attempt)
+    patterns = _patterns(attempt)
+    if re.search(r"\blower\s*\(", sql, re.I) and not re.search(r"\bILIKE\b|\blower\s*\(\s*(\?|\$|%\(|:)", sql, re.I):
+        upper = [p for p in patterns if p != p.lower()]
+        if upper:
+            return (
+                f"you lower-cased the email but not the pattern: lower(email) has no capitals, so "
+                f"{upper[0]!r} matches nothing on PostgreSQL (SQLite's LIKE ignores case and hides it). "
+                "Write the pattern in lower case ('%@example.com'), or use .ilike() and keep yours"
+            )
+    if re.search(r"\bupper\s*\(", sql, re.I) and not re.search(r"\bupper\s*\(\s*(\?|\$|%\(|:)", sql, re.I):
+        lower = [p for p in patterns if p != p.upper()]
+        if lower:
+            return (
+                f"you upper-cased the email but not the pattern: upper(email) has no small letters, so "
+                f"{lower[0]!r} matches nothing on PostgreSQL (SQLite's LIKE ignores case and hides it). "
+                "Write the pattern in capitals, or use .ilike()"
+            )
     if _CASE_INSENSITIVE.search(sql):
         return None
     if len(re.findall(r"\bLIKE\b", sql, re.IGNORECASE)) > 1 and re.search(r"\bOR\b", sql, re.IGNORECASE):
@@ -201,11 +228,16 @@ def _case_insensitive_probe(attempt: Attempt) -> str | None:
             "...) is missed on PostgreSQL, whose LIKE is case-sensitive. Ask for case-insensitive "
             "matching instead: one .ilike() (or .iendswith())"
         )
+    got, want = attempt.value, attempt.expected
+    counts = ""
+    if isinstance(got, list) and isinstance(want, list) and len(got) != len(want):
+        counts = f" (here {len(got)} of the {len(want)} addresses)"
+    yours = f" with {patterns[0]!r}" if patterns else ""
     return (
-        "your statement sends plain LIKE, which is case-sensitive on PostgreSQL: it finds only the "
-        "letter case you wrote ('%@example.com' finds 285 of the 306 addresses there, missing the 21 "
-        "at Example.com). It only looks right on SQLite, whose LIKE ignores ASCII case. Ask for "
-        "case-insensitive matching on every backend: .ilike() (or .iendswith())"
+        f"your statement sends plain LIKE{yours}, which is case-sensitive on PostgreSQL: it finds only "
+        f"addresses in exactly the letter case you wrote{counts}. It only looks right on SQLite, whose "
+        "LIKE ignores ASCII case. Ask for case-insensitive matching on every backend: .ilike() "
+        "(or .iendswith())"
     )
 
 
@@ -213,7 +245,8 @@ def _q2_pattern(attempt: Attempt) -> str | None:
     got, want = attempt.value, attempt.expected
     if not (isinstance(got, list) and isinstance(want, list)):
         return None
-    if want and got == []:
+    leading = re.search(r"'%'\s*\|\|", _sql_of(attempt)) or any(p.startswith("%") for p in _patterns(attempt))
+    if want and got == [] and not leading:
         return (
             "no address matched: a LIKE pattern must match the whole value, so a pattern without % "
             "only finds an address equal to it. Put % in front: '%@EXAMPLE.COM'"
@@ -262,7 +295,7 @@ q2 = Exercise(
         Counterexample(
             "plain like, capitals",
             lambda: _emails(User.email.like("%@EXAMPLE.COM")),
-            "case-sensitive on PostgreSQL",
+            "plain LIKE with '%@EXAMPLE.COM', which is case-sensitive on PostgreSQL",
         ),
         Counterexample(
             "two spellings with like",
@@ -291,7 +324,13 @@ q2 = Exercise(
             # the same with contains(): 306 rows on SQLite, 285 on PostgreSQL
             "contains(), case-sensitive on PostgreSQL",
             lambda: _emails(User.email.contains("@example.com")),
-            "missing the 21 at Example.com",
+            "in exactly the letter case you wrote",
+        ),
+        Counterexample(
+            # lower(email) never has capitals: nothing matches on PostgreSQL, everything on SQLite
+            "lower() of the column, an upper-case pattern",
+            lambda: _emails(func.lower(User.email).endswith("@EXAMPLE.COM")),
+            "lower-cased the email but not the pattern",
         ),
     ],
 )
@@ -444,6 +483,20 @@ def _q4_wildcards(attempt: Attempt) -> str | None:
     return None
 
 
+def _q4_anywhere(attempt: Attempt) -> str | None:
+    """contains() puts % on both sides: right rows only while no 2025 username has the text inside."""
+    sql = _sql_of(attempt)
+    if re.search(r"'%'\s*\|\|\s*(lower\s*\()?\s*(\?|\$\d+|%\(|:)", sql) or any(
+        p.startswith("%") and TERM in p for p in _patterns(attempt)
+    ):
+        return (
+            "your pattern starts with %, so it matches the search text anywhere in the username "
+            "(contains() does that: 'obrian' would match 'brian'). The search box asks for usernames "
+            "that start with it: User.username.startswith(term, autoescape=True)"
+        )
+    return None
+
+
 def _q4_limit(attempt: Attempt) -> str | None:
     got = attempt.value
     if isinstance(got, list) and len(got) > 5 and not re.search(r"\bLIMIT\b|\bFETCH\b", _sql_of(attempt), re.I):
@@ -497,6 +550,7 @@ q4 = Exercise(
         id=Integer, username=String, created_at=DateTime,
     ),
     rules=[
+        Probe(test=_q4_anywhere, name="names that start with the search"),
         Probe(test=_q4_wildcards, name="the search text matched literally"),
         Probe(test=_last_day_probe, name="the whole last day"),
         Probe(test=_q4_limit, name="at most five rows"),
@@ -565,6 +619,19 @@ q4 = Exercise(
             .order_by(User.created_at.desc(), User.id)
             .limit(5),
             "wildcard",
+        ),
+        Counterexample(
+            # the same five rows here: no 2025 username has "brian" inside but not at the start
+            "contains() instead of startswith()",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.contains(TERM, autoescape=True),
+                User.created_at >= datetime(2025, 1, 1),
+                User.created_at < datetime(2026, 1, 1),
+            )
+            .order_by(User.created_at.desc(), User.id)
+            .limit(5),
+            "anywhere in the username",
         ),
     ],
 )

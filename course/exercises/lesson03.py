@@ -27,7 +27,52 @@ from ..recorder import Statement
 from ..schema import Order, Post, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
-from .userfacts import FACTS, shared, user_facts_probe
+from .userfacts import FACTS, order_by_keys, orders_by, shared, user_facts_probe
+from .verdict import RuleResult
+
+
+def _cursor_text(value: Any) -> str:
+    """A cursor or flag as the learner would print it (no datetime.datetime(...) repr cut in half)."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], datetime):
+        return f"({value[0]:%Y-%m-%d %H:%M:%S}, {value[1]!r})"
+    return repr(value)
+
+
+class _SamePage(SameResult):
+    """A (page ids, next) answer compared part by part, in words: which ids, which flag or cursor."""
+
+    def __init__(self, second: str) -> None:
+        super().__init__()
+        self.second = second
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        got, want = _page_parts(attempt.value), _page_parts(attempt.expected)
+        if result.passed or want is None:
+            return result
+        if got is None:
+            result.message = (
+                f"return a pair, (list of post ids, {self.second}); yours is a {type(attempt.value).__name__}"
+            )
+        elif got[0] != want[0]:
+            result.message = f"the page should hold posts {want[0]}; yours holds {got[0]}"
+        else:
+            result.message = (
+                f"the right posts, but {self.second} should be {_cursor_text(want[1])}, not {_cursor_text(got[1])}"
+            )
+        return result
+
+
+class _SameBool(SameResult):
+    """A yes/no answer: no "too high" for a count returned where True or False was asked."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        if not result.passed and not isinstance(attempt.value, bool):
+            result.message = "not judged: return True or False first (see above)"
+        elif not result.passed:
+            result.message = f"your function says {attempt.value} for this user; the answer is {attempt.expected}"
+        return result
 
 # --------------------------------------------------------------------------- shared probes
 
@@ -248,6 +293,35 @@ def _q2_having(attempt: Attempt) -> str | None:
     return None
 
 
+def _q2_at_least(attempt: Attempt) -> str | None:
+    """The boundary: no country has exactly 25 buyers in the seed, so read the HAVING itself."""
+    for statement in _queries(attempt):
+        match = re.search(r"\bHAVING\b(.*?)(\bORDER BY\b|\bLIMIT\b|$)", statement.sql, re.I | re.S)
+        if not match:
+            continue
+        having = match.group(1)
+        values = _param_values(statement)
+        at_25 = Q2_MIN_BUYERS in values or re.search(rf"(?<![\w.]){Q2_MIN_BUYERS}(?![\w.])", having)
+        if at_25 and re.search(r">(?!=)", having) and ">=" not in having:
+            return (
+                f"your HAVING keeps countries with more than {Q2_MIN_BUYERS} buyers (> {Q2_MIN_BUYERS}): "
+                f"a country with exactly {Q2_MIN_BUYERS} is a big market too. Use >= {Q2_MIN_BUYERS}"
+            )
+    return None
+
+
+def _q2_tie_breaker(attempt: Attempt) -> str | None:
+    """No two countries tie here, so the rows cannot show a missing tie-breaker: the ORDER BY does."""
+    reads = [s.sql for s in _queries(attempt) if s.verb in ("SELECT", "WITH")]
+    if not reads or "ORDER BY" not in reads[0].upper() or orders_by(reads[0], "users.country"):
+        return None
+    return (
+        "your ORDER BY has no tie-breaker: two countries with the same number of buyers would come back "
+        "in any order (right here only because none tie). Add the country as the second key: "
+        ".order_by(buyers.desc(), User.country)"
+    )
+
+
 q2 = Exercise(
     id="03.q2",
     title="Buyers per country, big markets only",
@@ -265,6 +339,8 @@ q2 = Exercise(
         Columns(["country", "buyers"]),
         Probe(_q2_counts, name="counts users, not orders"),
         Probe(_q2_having, name="groups filtered with HAVING"),
+        Probe(_q2_at_least, name="at least 25 buyers"),
+        Probe(_q2_tie_breaker, name="ties broken by country"),
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters(["paid"]),
@@ -323,6 +399,24 @@ q2 = Exercise(
             .having(func.count(User.id) >= 25)
             .order_by(func.count(User.id).desc(), User.country),
             "users with any order",
+        ),
+        Counterexample(
+            "> 25 instead of >= 25",
+            lambda: select(User.country, func.count(User.id).label("buyers"))
+            .where(User.orders.any(Order.status == "paid"))
+            .group_by(User.country)
+            .having(func.count(User.id) > 25)
+            .order_by(func.count(User.id).desc(), User.country),
+            "more than 25 buyers (> 25)",
+        ),
+        Counterexample(
+            "no country tie-breaker",
+            lambda: select(User.country, func.count(User.id).label("buyers"))
+            .where(User.orders.any(Order.status == "paid"))
+            .group_by(User.country)
+            .having(func.count(User.id) >= 25)
+            .order_by(func.count(User.id).desc()),
+            "no tie-breaker",
         ),
     ],
 )
@@ -422,7 +516,7 @@ q3 = Exercise(
         Probe(_q3_is_bool, name="returns a bool"),
         Probe(_q3_paid, name="a paid order, not any order"),
         Probe(_q3_stops_early, name="stops at the first match"),
-        SameResult(),
+        _SameBool(),
         StatementBudget(1),
         BoundParameters(["paid"]),
     ],
@@ -438,6 +532,7 @@ q3 = Exercise(
         Counterexample("load the orders, test in Python", _q3_load_rows, "fetched"),
         Counterexample("any order, not a paid one", _q3_any_status, "any order at all"),
         Counterexample("the Result, not its value", _q3_result, "session.scalar"),
+        Counterexample("the count itself, no 'too high'", _q3_count_returned, "not judged: return true or false first"),
     ],
 )
 
@@ -446,6 +541,8 @@ q3 = Exercise(
 
 
 async def _q4_solution(session, after_id, limit):
+    if limit < 1:  # limit=0 would answer has_more=True forever (list_users_page)
+        raise ValueError(f"limit must be at least 1, got {limit}")
     stmt = select(Post.id).where(Post.status == "published").order_by(Post.id).limit(limit + 1)
     if after_id is not None:
         stmt = stmt.where(Post.id > after_id)
@@ -500,6 +597,16 @@ def _q4_has_more(attempt: Attempt) -> str | None:
     )
 
 
+def _q4_published(attempt: Attempt) -> str | None:
+    selects = _selects_from(attempt, "posts")
+    if selects and not any("published" in _param_values(s) or "'published'" in s.sql for s in selects):
+        return (
+            "your query never filters on the status, so drafts and archived posts are in your pages: "
+            "add Post.status == \"published\" to the where()"
+        )
+    return None
+
+
 async def _q4_probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
     attempt.extra["call"] = dict(call)  # the cursor this call used, for the "starts after" rule
 
@@ -538,6 +645,14 @@ async def _q4_unordered(session, after_id, limit):
     return ids[:limit], len(ids) > limit
 
 
+async def _q4_every_status(session, after_id, limit):
+    stmt = select(Post.id).order_by(Post.id).limit(limit + 1)
+    if after_id is not None:
+        stmt = stmt.where(Post.id > after_id)
+    ids = list((await session.scalars(stmt)).all())
+    return ids[:limit], len(ids) > limit
+
+
 async def _q4_count_for_more(session, after_id, limit):
     published = Post.status == "published"
     after = Post.id > after_id if after_id is not None else Post.id > 0
@@ -564,8 +679,9 @@ q4 = Exercise(
         Probe(_no_offset, name="a keyset, not OFFSET"),
         Probe(_q4_order, name="a deterministic order"),
         Probe(lambda a: _q4_starts_after(a, a.extra.get("call", {}).get("after_id")), name="starts after the cursor"),
+        Probe(_q4_published, name="published posts only"),
         Probe(_q4_has_more, name="has_more right on the boundary"),
-        SameResult(),
+        _SamePage("has_more"),
         StatementBudget(1),
     ],
     hints=[
@@ -580,6 +696,7 @@ q4 = Exercise(
         Counterexample("an OFFSET in disguise", _q4_offset, "offset"),
         Counterexample("no ORDER BY", _q4_unordered, "no order by"),
         Counterexample("a second query to count", _q4_count_for_more, "statements"),
+        Counterexample("every status, not only published", _q4_every_status, "drafts and archived posts"),
     ],
 )
 
@@ -601,6 +718,8 @@ async def make_ties(conn: AsyncConnection) -> None:
 
 
 async def _q5_solution(session, after, limit):
+    if limit < 1:  # an empty page has no last post to make a cursor from
+        raise ValueError(f"limit must be at least 1, got {limit}")
     stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
     if after is not None:
         stmt = stmt.where(tuple_(Post.created_at, Post.id) < tuple_(*after))
@@ -641,6 +760,17 @@ def _q5_unique_order(attempt: Attempt) -> str | None:
             return (
                 "ORDER BY created_at alone is not unique: posts that share a timestamp come back in any "
                 "order, so pages can repeat or skip them. Add Post.id.desc() as a tiebreaker"
+            )
+    return None
+
+
+def _q5_newest_first(attempt: Attempt) -> str | None:
+    for s in _selects_from(attempt, "posts"):
+        keys = order_by_keys(s.sql)
+        if keys and "created_at" in keys[0] and "desc" not in keys[0]:
+            return (
+                "your feed is sorted oldest first: newest first is .order_by(Post.created_at.desc(), "
+                "Post.id.desc()), and 'after the cursor' then means smaller: tuple_(...) < tuple_(*after)"
             )
     return None
 
@@ -729,6 +859,15 @@ async def _q5_always_next(session, after, limit):
     return [r.id for r in page], ((page[-1].created_at, page[-1].id) if page else None)
 
 
+async def _q5_oldest_first(session, after, limit):
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at, Post.id).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(tuple_(Post.created_at, Post.id) > tuple_(*after))
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
+
+
 q5 = Exercise(
     id="03.q5",
     title="A newest-first feed that survives ties",
@@ -743,11 +882,12 @@ q5 = Exercise(
     ),
     rules=[
         Probe(_no_offset, name="a keyset, not OFFSET"),
+        Probe(_q5_newest_first, name="newest first"),
         Probe(_q5_unique_order, name="a unique order"),
         Probe(_q5_repeats, name="no post twice"),
         Probe(_q5_skips, name="no post skipped"),
         Probe(_q5_next, name="the next cursor"),
-        SameResult(),
+        _SamePage("the next cursor"),
         StatementBudget(1),
     ],
     hints=[
@@ -763,6 +903,8 @@ q5 = Exercise(
         Counterexample("no tiebreaker in ORDER BY", _q5_no_tiebreak, "tiebreaker"),
         Counterexample("expanded form with <= on id", _q5_expanded_le, "already on an earlier page"),
         Counterexample("a next cursor on the last page", _q5_always_next, "return none"),
+        Counterexample("oldest first", _q5_oldest_first, "sorted oldest first"),
+        Counterexample("oldest first: the page in words", _q5_oldest_first, "the page should hold posts ["),
     ],
 )
 

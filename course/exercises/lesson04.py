@@ -110,6 +110,35 @@ def _cartesian(attempt: Attempt) -> str | None:
                 f'paired with every row of "{found.group(2)}". A table you filter or select on must be '
                 "joined: along a relationship, .join(Post.tags) and .join(Post.author)"
             )
+    # SQLAlchemy warns once per compiled statement (the compiled cache hides a re-run):
+    # read the FROM list itself, a table after a top-level comma that no WHERE condition links
+    reads = [q.sql for q in attempt.log.queries if q.verb == "SELECT"]
+    found = _loose_table(reads[0]) if reads else None
+    if found:
+        loose, first = found
+        return (
+            f'a cartesian product: "{loose}" sits in FROM joined to nothing, so every row is paired with '
+            f'every row of "{first}". A table you filter or select on must be joined: along a relationship, '
+            ".join(Post.tags) and .join(Post.author)"
+        )
+    return None
+
+
+def _loose_table(sql: str) -> tuple[str, str] | None:
+    """(a table listed after a comma in the outer FROM that no WHERE equality links, the first table)."""
+    match = re.search(r"\bFROM\b(.*?)(\bWHERE\b|\bGROUP BY\b|\bORDER BY\b|\bLIMIT\b|$)", sql, re.I | re.S)
+    if not match or "(" in match.group(1):
+        return None
+    where = sql[match.end(1):]
+    items = [i.strip() for i in match.group(1).split(",")]
+    if len(items) < 2:
+        return None
+    first = items[0].split()[0]
+    for item in items[1:]:
+        table = item.split()[-1] if item else ""
+        linked = re.search(rf"\b{re.escape(table)}\.\w+\s*=\s*\w+\.\w+|\w+\.\w+\s*=\s*{re.escape(table)}\.\w+", where)
+        if table and not linked:
+            return table, first
     return None
 
 
@@ -175,6 +204,12 @@ q1 = Exercise(
             "extra rows",
         ),
         Counterexample(
+            # run a second time, the statement comes from the compiled cache: SQLAlchemy warns no more
+            "filters on Tag without joining it (compiled before: no warning)",
+            lambda: select(Post.id, User.username).join(Post.author).where(Tag.name == "joins").order_by(Post.id),
+            '"tags" sits in FROM joined to nothing',
+        ),
+        Counterexample(
             "the commenters, not the author",
             lambda: select(Post.id, User.username)
             .join(Post.comments)
@@ -214,8 +249,9 @@ def _q2_solution():
 
 _Q2_MISSING = (
     "an inner join drops users without a matching post, and so does a WHERE condition on the "
-    "outer-joined table (it is false for the NULL row). Use outerjoin() and put the status "
-    "condition in the ON clause: User.posts.and_(...)"
+    "outer-joined table (it is not true for any of their rows: their other posts fail it, and on the "
+    "NULL row of a user without posts it is unknown). Use outerjoin() and put the status condition "
+    "in the ON clause: User.posts.and_(...)"
 )
 
 def _q2_undone(attempt: Attempt) -> str | None:
@@ -226,8 +262,9 @@ def _q2_undone(attempt: Attempt) -> str | None:
     where = sql.split("WHERE", 1)[1] if "WHERE" in sql else ""
     if "LEFT OUTER JOIN posts" in sql and "posts.status" in where:
         return (
-            "your outer join is undone by WHERE: posts.status = 'draft' is false for the NULL row a user "
-            "without drafts gets, so WHERE drops that user again. Move the condition into the ON clause: "
+            "your outer join is undone by WHERE: posts.status = 'draft' is not true for any row of a user "
+            "without drafts (their other posts fail it; the NULL row of a user without posts makes it "
+            "unknown), so WHERE drops that user again. Move the condition into the ON clause: "
             ".outerjoin(User.posts.and_(Post.status == 'draft'))"
         )
     return None

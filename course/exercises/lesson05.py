@@ -17,6 +17,26 @@ from sqlalchemy.orm import aliased
 from ..schema import Comment, Order, Post, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+from .userfacts import order_by_keys, orders_by
+
+
+def _parenthesized_after(sql: str, keyword: str) -> str:
+    """The balanced (...) that follows ``keyword`` (an EXISTS subquery, an OVER clause), or ""."""
+    at = sql.upper().find(keyword.upper())
+    start = sql.find("(", at) if at >= 0 else -1
+    if start < 0:
+        return ""
+    depth = 0
+    for i in range(start, len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[i], 0)
+        if depth == 0:
+            return sql[start + 1 : i]
+    return sql[start + 1 :]
+
+
+def _first_sql(attempt: Attempt) -> str:
+    reads = [s.sql for s in attempt.log.queries if s.verb in ("SELECT", "WITH")]
+    return reads[0] if reads else ""
 
 # ----------------------------------------------------------------------------- shared probes
 
@@ -371,6 +391,26 @@ def _q2_order(attempt: Attempt) -> str | None:
     )
 
 
+def _q2_tie_breaker(attempt: Attempt) -> str | None:
+    """Whether the rows tie here depends on the backend's luck: read the ORDER BY itself."""
+    sql = _first_sql(attempt)
+    keys = order_by_keys(sql)
+    if len(keys) != 1 or "comment_count" not in keys[0] or orders_by(sql, "posts.id"):
+        return None
+    return (
+        "your ORDER BY has only comment_count: posts with the same count come back in whatever order the "
+        "database meets them (here it may look right by chance). Add Post.id as the tie-breaker: "
+        ".order_by(comment_count.desc(), Post.id)"
+    )
+
+
+def _q2_no_tie_breaker():
+    comment_count = (
+        select(func.count(Comment.id)).where(Comment.post_id == Post.id).scalar_subquery().label("comment_count")
+    )
+    return select(Post.id, comment_count).where(Post.author_id == 346).order_by(comment_count.desc())
+
+
 q2 = Exercise(
     id="05.q2",
     title="An author's posts by comment count",
@@ -389,6 +429,7 @@ q2 = Exercise(
         ),
         Columns(["id", "comment_count"]),
         Probe(_q2_order, name="most-commented first, ties by id"),
+        Probe(_q2_tie_breaker, name="a tie-breaker"),
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters([Q2_AUTHOR]),
@@ -405,6 +446,7 @@ q2 = Exercise(
         Counterexample("join and group by", _q2_join_group, "posts with a count of 0 are missing"),
         Counterexample("outer join with count(*)", _q2_count_star, "count(*)"),
         Counterexample("ties broken the wrong way", _q2_ties_reversed, "break the tie"),
+        Counterexample("no tie-breaker (right on SQLite by chance)", _q2_no_tie_breaker, "add post.id as the tie-breaker"),
         Counterexample("ordered by id only", _q2_by_id, "not sorted by comment_count"),
         Counterexample("subquery with no link to the post", _q2_no_link, "uncorrelated"),
         Counterexample("an alias of Post inside the subquery", _q2_aliased_inside, "uncorrelated"),
@@ -429,6 +471,20 @@ def _q3_no_cancelled_user(attempt: Attempt) -> str | None:
     got = attempt.value
     if not isinstance(got, list):
         return None
+    sql = _first_sql(attempt)
+    if re.search(r"count\s*\(\s*orders\.status\s*(=|!=|<>)", sql, re.I):
+        return (
+            "count(Order.status == \"cancelled\") counts every order whose comparison is not NULL, true or "
+            "false alike: it is each user's number of orders, never 0 here. Ask for the absence of a "
+            "cancelled order instead: ~exists().where(Order.user_id == User.id, Order.status == \"cancelled\")"
+        )
+    subquery = _parenthesized_after(sql, "EXISTS")
+    if not got and attempt.expected and subquery and "users.id" not in subquery.lower():
+        return (
+            "your EXISTS never refers to the user on the row (it is uncorrelated): it asks whether any "
+            "cancelled order exists at all, which is true, so NOT EXISTS drops every user. Link it to the "
+            "outer user: exists().where(Order.user_id == User.id, Order.status == \"cancelled\")"
+        )
     if not got and attempt.expected:
         return (
             "your query returned no users. Every user has placed orders, so a test for 'no orders at "
@@ -505,6 +561,17 @@ q3 = Exercise(
         Counterexample("join on status != 'cancelled'", _q3_not_equal_join, "do have a cancelled order"),
         Counterexample("users with no orders at all", _q3_no_orders_at_all, "no users"),
         Counterexample("inner join looking for NULL", _q3_inner_anti_join, "no users"),
+        Counterexample(
+            "an uncorrelated NOT EXISTS",
+            lambda: select(User.id).where(~exists().where(Order.status == "cancelled")).order_by(User.id),
+            "uncorrelated",
+        ),
+        Counterexample(
+            "count of a comparison equals 0",
+            lambda: select(User.id).join(Order, Order.user_id == User.id).group_by(User.id)
+            .having(func.count(Order.status == "cancelled") == 0).order_by(User.id),
+            "true or false alike",
+        ),
     ],
 )
 
@@ -535,6 +602,53 @@ _Q4_REFERENCE = sql_reference(
     SELECT id, depth FROM tree ORDER BY id
     """
 )
+
+
+async def _q4_probe(conn: Any, attempt: Attempt, user_id: int) -> None:
+    """The user's inviters, up to the root: what a CTE walking the wrong way finds."""
+    chain, current = set(), user_id
+    while current is not None and current not in chain:
+        chain.add(current)
+        current = (
+            await conn.execute(text("SELECT invited_by_id FROM users WHERE id = :id"), {"id": current})
+        ).scalar()
+    attempt.extra["up_the_tree"] = chain
+
+
+def _q4_direction(attempt: Attempt) -> str | None:
+    got, want = attempt.value, _rows(attempt.expected)
+    if isinstance(got, list) and got and want and all(isinstance(i, int) for i in got):
+        return (
+            "your function returns bare ids: each row should be (id, depth). Select both columns "
+            "and return result.all() (scalars() keeps only the first column)"
+        )
+    got = _rows(got)
+    if got is None or want is None:
+        return None
+    wanted = {r[0] for r in want}
+    extra = {r[0] for r in got if r} - wanted
+    up = attempt.extra.get("up_the_tree") or set()
+    if extra and extra <= up and wanted - {r[0] for r in got if r}:
+        return (
+            f"your CTE walks up the tree: it found user {min(extra)}, who is the user or one of their "
+            "inviters, not the users they invited. In the recursive part, join the next users to the "
+            "CTE by their own invited_by_id: User.invited_by_id == invited.c.id"
+        )
+    return None
+
+
+async def _q4_walks_up(session, user_id):
+    up = select(User.id, User.invited_by_id, literal(1).label("depth")).where(User.invited_by_id == user_id)
+    up = up.cte("up", recursive=True)
+    up = up.union_all(select(User.id, User.invited_by_id, up.c.depth + 1).join(up, User.id == up.c.invited_by_id))
+    return (await session.execute(select(up.c.id, up.c.depth).order_by(up.c.id))).all()
+
+
+async def _q4_ids_only(session, user_id):
+    invited = select(User.id, literal(1).label("depth")).where(User.invited_by_id == user_id)
+    invited = invited.cte("invited", recursive=True)
+    invited = invited.union_all(select(User.id, invited.c.depth + 1).join(invited, User.invited_by_id == invited.c.id))
+    return (await session.scalars(select(invited.c.id, invited.c.depth).order_by(invited.c.id))).all()
 
 
 def _q4_shape(attempt: Attempt) -> str | None:
@@ -620,7 +734,9 @@ q4 = Exercise(
     solution_answer=_q4_solution,
     expected=_Q4_REFERENCE,
     calls=({"user_id": 1}, {"user_id": 17}, {"user_id": 500}),
+    probe=_q4_probe,
     rules=[
+        Probe(_q4_direction, name="down the tree, as (id, depth) rows"),
         Probe(_q4_shape, name="the whole invitation tree, depth from 1"),
         SameResult(ordered=True),
         Probe(_q4_one_statement, name="one statement"),
@@ -643,6 +759,8 @@ q4 = Exercise(
         Counterexample("the user is included", _q4_includes_self, "includes user"),
         Counterexample("depth counted from 0", _q4_depth_from_zero, "off by -1"),
         Counterexample("one query per generation", _q4_python_loop, "one per generation"),
+        Counterexample("walks up to the inviters", _q4_walks_up, "walks up the tree"),
+        Counterexample("ids only (scalars())", _q4_ids_only, "each row should be (id, depth)"),
     ],
 )
 
@@ -696,6 +814,26 @@ async def _q5_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
         "OR (q.published_at = p.published_at AND q.id < p.id)))"
     ))
     attempt.extra["oldest_id"] = dict(oldest.all())
+
+
+def _q5_window_order(attempt: Attempt) -> str | None:
+    """What the window is ordered by, read from the SQL (ties make the rows depend on luck)."""
+    over = _parenthesized_after(_first_sql(attempt), "OVER").lower()
+    if "order by" not in over:
+        return None
+    order = over.split("order by", 1)[1]
+    if "published_at" not in order and "created_at" in order:
+        return (
+            "your window ranks posts by created_at, when they were written; 'latest published' is by "
+            "published_at: order_by=(Post.published_at.desc(), Post.id.desc())"
+        )
+    if "published_at" in order and "posts.id" not in order and "row_number" in _first_sql(attempt).lower():
+        return (
+            "your window orders by published_at alone: seven authors have two posts published in the same "
+            "second, and row_number() then picks either one. Add a tie-breaker: "
+            "order_by=(Post.published_at.desc(), Post.id.desc())"
+        )
+    return None
 
 
 def _q5_which_post(attempt: Attempt) -> str | None:
@@ -818,6 +956,7 @@ q5 = Exercise(
     probe=_q5_probe,
     rules=[
         Probe(_q5_which_post, name="the latest published post of each author"),
+        Probe(_q5_window_order, name="ranked by published_at, then id"),
         Columns(["author_id", "post_id", "published_posts"]),
         SameResult(ordered=True),
         StatementBudget(1),
@@ -842,6 +981,12 @@ q5 = Exercise(
         Counterexample("highest id per author", _q5_highest_id, "highest post id"),
         Counterexample("window ordered oldest first", _q5_oldest, "first published post"),
         Counterexample("window without partition_by", _q5_no_partition, "partition_by"),
+        Counterexample(
+            "row_number() without a tie-breaker", lambda: _q5_ranked(Post.published_at.desc()), "add a tie-breaker"
+        ),
+        Counterexample(
+            "ranked by created_at", lambda: _q5_ranked((Post.created_at.desc(), Post.id.desc())), "ranks posts by created_at"
+        ),
     ],
 )
 
@@ -870,7 +1015,8 @@ def _q6_which_users(attempt: Attempt) -> str | None:
     if not got and want and re.search(r"\bNOT IN\b", sql, re.I):
         return (
             "no users at all: NOT IN over a column that holds NULL. invited_by_id is NULL for every "
-            "user nobody invited, and x NOT IN (..., NULL) is never true (it is unknown), so no row "
+            "user nobody invited, and x NOT IN (..., NULL) is never true (false when x is in the list, "
+            "unknown otherwise), so no row "
             "passes. The NULL is the culprit, not the subquery: use ~exists() / ~User.invitees.any(), "
             "or keep the NULLs out of the subquery with .where(User.invited_by_id.is_not(None))"
         )

@@ -20,6 +20,8 @@ from sqlalchemy.orm import contains_eager, defer, joinedload, load_only, selecti
 from ..schema import Comment, Post, User
 from .core import SESSION_FN, Counterexample, Exercise
 from .rules import Attempt, NoLazyLoads, Probe, SameResult, StatementBudget
+from .userfacts import order_by_keys
+from .verdict import RuleResult
 
 # ---------------------------------------------------------------- helpers
 
@@ -93,6 +95,113 @@ def _objects_probe(cls: type, how: str) -> Probe:
     return Probe(test=test, name=f"{cls.__name__} objects")
 
 
+def _ids(items: list[Any]) -> list[Any]:
+    return [i[0] if isinstance(i, tuple) and i else i for i in items]
+
+
+def _short(items: list[Any], n: int = 5) -> str:
+    return ", ".join(map(str, items[:n])) + (", ..." if len(items) > n else "")
+
+
+class _SameObjects(SameResult):
+    """The objects compared by id, in a sentence: no dict the observer used as a marker, no screen
+    of tuples. A marker (wrong kind, a collection not loaded) is named by its own rule above."""
+
+    def __init__(self, what: str, children: str = "", order_fix: str = "") -> None:
+        super().__init__(ordered=True, what=what)
+        self.children = children  # "posts" when each row is (id, (child ids...))
+        self.order_fix = order_fix
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if isinstance(attempt.value, dict):
+            if attempt.error is not None and attempt.lazy_loads:
+                return super().judge(attempt)
+            return RuleResult(self.name, False, "not judged: see the first problem above")
+        result = super().judge(attempt)
+        got, want = attempt.value, attempt.expected
+        if result.passed or not (isinstance(got, list) and isinstance(want, list)) or "ORDER BY" in result.message:
+            return result
+        got_ids, want_ids = _ids(got), _ids(want)
+        if got_ids == want_ids:
+            for g, w in zip(got, want, strict=False):
+                if g == w:
+                    continue
+                if (self.children and isinstance(g[-1], tuple) and isinstance(w[-1], tuple)
+                        and sorted(map(repr, g[-1])) == sorted(map(repr, w[-1]))):
+                    result.message = (
+                        f"the right {self.what}, but the {self.children} of {self.what[:-1]} {g[0]} are in "
+                        f"another order ({_short(list(g[-1]))} instead of {_short(list(w[-1]))}): order them "
+                        "by id, ascending"
+                    )
+                else:
+                    result.message = f"{self.what[:-1]} {g[0]} is not as expected: {g!r:.120} instead of {w!r:.120}"
+                return result
+        if sorted(map(repr, got_ids)) == sorted(map(repr, want_ids)):
+            result.message = (
+                f"the right {self.what}, in another order: yours start {_short(got_ids)}, expected "
+                f"{_short(want_ids)}{self.order_fix}"
+            )
+            return result
+        missing = [i for i in want_ids if i not in got_ids]
+        extra = [i for i in got_ids if i not in want_ids]
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} {self.what} missing (ids {_short(missing)})")
+        if extra:
+            parts.append(f"{len(extra)} {self.what} that should not be there (ids {_short(extra)})")
+        if len(set(map(repr, got_ids))) < len(got_ids):
+            parts.append("some come back more than once")
+        result.message = "; ".join(parts) or result.message
+        return result
+
+
+def _posts_query(attempt: Attempt) -> str:
+    reads = [q.sql for q in attempt.log.queries if q.verb in ("SELECT", "WITH") and re.search(r"\bFROM posts\b", q.sql)]
+    return reads[0] if reads else ""
+
+
+def _tie_breaker_probe(first: str, fix: str) -> Probe:
+    """The ORDER BY of the posts query ends with the id: the seed may have no tie where it matters."""
+
+    def test(attempt: Attempt) -> str | None:
+        keys = order_by_keys(_posts_query(attempt))
+        if not keys or any(re.search(r"\bposts[._]id\b", k) for k in keys):
+            return None
+        return (
+            f"your ORDER BY has no tie-breaker: posts with the same {first} come back in any order, so "
+            f"which ones make the page, and in what order, is luck. Add the id as the last key: {fix}"
+        )
+
+    return Probe(test=test, name="ties broken by id")
+
+
+def _newest_first_probe(column: str, fix: str) -> Probe:
+    def test(attempt: Attempt) -> str | None:
+        keys = order_by_keys(_posts_query(attempt))
+        if keys and column in keys[0] and "desc" not in keys[0]:
+            return f"your ORDER BY sorts {column} ascending, oldest first: newest first is {fix}"
+        return None
+
+    return Probe(test=test, name="newest first")
+
+
+def _published_probe(how: str) -> Probe:
+    def test(attempt: Attempt) -> str | None:
+        statements = [q for q in attempt.log.queries if re.search(r"\bFROM posts\b", q.sql)]
+        if not statements:
+            return None
+        for q in statements:
+            params = q.params
+            values = list(params.values()) if isinstance(params, dict) else list(params or ())
+            if "published" in values or "'published'" in q.sql:
+                return None
+        return (
+            f"your posts query never filters on the status, so drafts and archived posts are among yours: {how}"
+        )
+
+    return Probe(test=test, name="published posts only")
+
+
 # ---------------------------------------------------------------- q1
 
 
@@ -153,7 +262,7 @@ q1 = Exercise(
     expected=_q1_expected,
     observe=_q1_observe,
     rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), _not_loaded_probe(),
-           SameResult(ordered=True, what="users"), StatementBudget(2)],
+           _SameObjects("users", "posts"), StatementBudget(2)],
     hints=[
         "Select the User objects with ids 1 to 10, ordered by id, and load their posts in the same "
         "call: a loader option on the statement, .options(...).",
@@ -243,6 +352,15 @@ async def _q2_drafts_too(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q2_no_tie_breaker(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post).where(Post.status == "published")
+        .options(joinedload(Post.author), selectinload(Post.tags))
+        .order_by(Post.published_at.desc()).limit(20)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q2_selectin_both(session: AsyncSession) -> list[Post]:
     stmt = _q2_newest().options(selectinload(Post.author), selectinload(Post.tags))
     return list((await session.scalars(stmt)).all())
@@ -256,7 +374,9 @@ q2 = Exercise(
     expected=_q2_expected,
     observe=_q2_observe,
     rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), _not_loaded_probe(),
-           SameResult(ordered=True, what="posts"), StatementBudget(3)],
+           _published_probe(".where(Post.status == \"published\")"),
+           _tie_breaker_probe("published_at", ".order_by(Post.published_at.desc(), Post.id.desc())"),
+           _SameObjects("posts"), StatementBudget(3)],
     hints=[
         "Two relationships to load: Post.author (one user per post) and Post.tags (a collection, "
         "many-to-many). Each can have its own loader option inside one .options(...).",
@@ -271,7 +391,8 @@ q2 = Exercise(
         Counterexample("joinedload on the tags, no unique()", _q2_joined_tags, "unique()"),
         Counterexample("no loader for the tags", _q2_no_tags_loader, "Post.tags was not loaded"),
         Counterexample("tags awaited in a loop", _q2_tags_in_a_loop, "N+1"),
-        Counterexample("drafts included, newest by created_at", _q2_drafts_too, "missing"),
+        Counterexample("drafts included, newest by created_at", _q2_drafts_too, "drafts and archived posts"),
+        Counterexample("no id tie-breaker", _q2_no_tie_breaker, "no tie-breaker"),
     ],
 )
 
@@ -319,6 +440,11 @@ async def _q3_comments_only(session: AsyncSession, post_id: int) -> Post:
     return (await session.scalars(stmt)).one()
 
 
+async def _q3_list(session: AsyncSession, post_id: int) -> list[Post]:
+    stmt = select(Post).where(Post.id == post_id).options(selectinload(Post.comments).joinedload(Comment.author))
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q3_two_options(session: AsyncSession, post_id: int) -> Post:
     stmt = select(Post).where(Post.id == post_id).options(selectinload(Post.comments), selectinload(Comment.author))
     return (await session.scalars(stmt)).one()
@@ -344,6 +470,27 @@ async def _q3_all_joined(session: AsyncSession, post_id: int) -> Post:
     return (await session.scalars(stmt)).unique().one()
 
 
+class _NoLazyLoadsAlongThePath(NoLazyLoads):
+    """Name the relationship: the comments (nothing loaded them) or each comment's author."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        if result.passed:
+            return result
+        if any(re.search(r"\bFROM comments\b", q.sql) for q in attempt.log.queries):
+            result.message = (
+                "the comments were loaded, but each comment's author (Comment.author) was loaded lazily, one "
+                "query per comment: chain a loader along the path, "
+                "selectinload(Post.comments).joinedload(Comment.author)"
+            )
+        else:
+            result.message = (
+                "post.comments was loaded lazily (and then each Comment.author): load the whole path up "
+                "front, selectinload(Post.comments).joinedload(Comment.author)"
+            )
+        return result
+
+
 q3 = Exercise(
     id="06.q3",
     title="A post, its comments and each comment's author",
@@ -352,8 +499,8 @@ q3 = Exercise(
     expected=_q3_expected,
     observe=_q3_observe,
     calls=Q3_POSTS,
-    rules=[Probe(test=_q3_probe_test, name="one Post object"), NoLazyLoads(), SameResult(what="comments"),
-           StatementBudget(3)],
+    rules=[Probe(test=_q3_probe_test, name="one Post object"), _NoLazyLoadsAlongThePath(),
+           _SameObjects("comments"), StatementBudget(3)],
     hints=[
         "Load the post by id, its comments, and for every comment its author: a path of two "
         "relationships, Post.comments then Comment.author.",
@@ -364,7 +511,8 @@ q3 = Exercise(
     ],
     why="A chained option follows the path: the comments' authors arrive with the comments, not one by one.",
     counterexamples=[
-        Counterexample("comments loaded, authors not", _q3_comments_only, "loaded lazily"),
+        Counterexample("comments loaded, authors not", _q3_comments_only, "each comment's author (Comment.author)"),
+        Counterexample("a list, not the Post", _q3_list, "a list, not one post"),
         Counterexample("two separate options", _q3_two_options, "does not apply"),
         Counterexample("authors awaited in a loop", _q3_authors_in_a_loop, "N+1"),
         Counterexample("session.get, comments awaited", _q3_get, "loaded lazily"),
@@ -454,6 +602,22 @@ async def _q4_title_only(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(_q4_newest().options(load_only(Post.title)))).all())
 
 
+async def _q4_no_tie_breaker(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post).where(Post.status == "published").options(load_only(Post.title, Post.published_at))
+        .order_by(Post.published_at.desc()).limit(100)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q4_oldest_first(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post).where(Post.status == "published").options(load_only(Post.title, Post.published_at))
+        .order_by(Post.published_at, Post.id).limit(100)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q4_defer_body(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(_q4_newest().options(defer(Post.body)))).all())
 
@@ -470,12 +634,15 @@ q4 = Exercise(
         NoLazyLoads(),
         Probe(test=_q4_probe_test, name="body not fetched"),
         Probe(test=_q4_loaded_test, name="title and date loaded"),
-        SameResult(ordered=True, what="posts"),
+        _published_probe(".where(Post.status == \"published\")"),
+        _newest_first_probe("published_at", ".order_by(Post.published_at.desc(), Post.id.desc())"),
+        _tie_breaker_probe("published_at", ".order_by(Post.published_at.desc(), Post.id.desc())"),
+        _SameObjects("posts", order_fix=": newest published first, .order_by(Post.published_at.desc(), Post.id.desc())"),
         StatementBudget(1),
     ],
     hints=[
         "You need Post objects (a page template wants post.title, post.published_at), but not the "
-        "1-2 KB body of each. Column loader options decide which columns a select(Post) fetches.",
+        "0.5-2.5 KB body of each. Column loader options decide which columns a select(Post) fetches.",
         "load_only(Post.title, Post.published_at) fetches those (plus the primary key); "
         "defer(Post.body) fetches everything but the body. Order by published_at, newest first, "
         "then id, highest first.",
@@ -488,6 +655,8 @@ q4 = Exercise(
         Counterexample("columns instead of objects", _q4_columns, "Post objects"),
         Counterexample("deferred the title instead", _q4_wrong_column, "post.title not loaded"),
         Counterexample("load_only without the date", _q4_title_only, "post.published_at not loaded"),
+        Counterexample("no id tie-breaker", _q4_no_tie_breaker, "no tie-breaker"),
+        Counterexample("oldest first", _q4_oldest_first, "oldest first: newest first is"),
     ],
 )
 
@@ -598,6 +767,29 @@ async def _q5_has_and_selectin(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(stmt)).all())
 
 
+class _NoLazyAuthor(NoLazyLoads):
+    """Your join already brings the author: the fix is contains_eager, not another loader."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        sql = _posts_query(attempt)
+        if not result.passed and re.search(r"\bJOIN users\b", sql) and len(_USERS_IN_FROM.findall(sql)) == 1:
+            result.message = (
+                "post.author was loaded lazily, one query per post, although your join already brings the "
+                "author's columns: tell the ORM to fill .author from that join, "
+                ".options(contains_eager(Post.author))"
+            )
+        return result
+
+
+async def _q5_no_tie_breaker(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post).join(Post.author).where(User.country == "JP")
+        .options(contains_eager(Post.author)).order_by(Post.created_at.desc()).limit(30)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 q5 = Exercise(
     id="06.q5",
     title="Posts by authors from Japan, author from the same join",
@@ -607,8 +799,9 @@ q5 = Exercise(
     observe=_q5_observe,
     rules=[
         _objects_probe(Post, "select(Post).join(Post.author)..."),
-        NoLazyLoads(),
-        SameResult(ordered=True, what="posts"),
+        _NoLazyAuthor(),
+        _tie_breaker_probe("created_at", ".order_by(Post.created_at.desc(), Post.id.desc())"),
+        _SameObjects("posts"),
         StatementBudget(1),
         Probe(test=_q5_probe_test, name="users named once in the statement"),
     ],
@@ -623,7 +816,8 @@ q5 = Exercise(
     why="contains_eager reuses the join you filter on: one join, one statement, author filled.",
     counterexamples=[
         Counterexample("join plus joinedload", _q5_join_and_joinedload, "appears twice"),
-        Counterexample("join, no loader", _q5_join_no_loader, "loaded lazily"),
+        Counterexample("join, no loader", _q5_join_no_loader, "contains_eager(Post.author))"),
+        Counterexample("contains_eager, no id tie-breaker", _q5_no_tie_breaker, "no tie-breaker"),
         Counterexample("has() plus selectinload", _q5_has_and_selectin, "1 should be enough"),
         Counterexample("has() plus joinedload", _q5_has_and_joinedload, "EXISTS subquery (.has())"),
         Counterexample("in_() plus joinedload", _q5_in_and_joinedload, "an IN subquery"),
@@ -716,6 +910,17 @@ async def _q6_selectin_criteria(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q6_posts_desc(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(User.posts.and_(Post.status == "published"))
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.id.desc())
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
 def _published_collections(*, dropped_why: str, extra_why: str, check_repeats: bool = False) -> Any:
     """Judge [(user id, (post ids...))]: every user kept, .posts holding only published posts."""
 
@@ -726,9 +931,13 @@ def _published_collections(*, dropped_why: str, extra_why: str, check_repeats: b
         wanted = dict(want)
         returned = [user_id for user_id, _ in got]
         dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
+        twice = check_repeats and len(set(returned)) < len(returned)
         if dropped:
+            repeats = (
+                " (and the join repeats each remaining user once per published post)" if twice else ""
+            )
             return (
-                f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}): "
+                f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}){repeats}: "
                 + dropped_why
             )
         if check_repeats and len(set(returned)) < len(returned):
@@ -773,7 +982,7 @@ q6 = Exercise(
         _objects_probe(User, "select(User)..."),
         NoLazyLoads(),
         Probe(test=_q6_collections_test, name="every user, only published posts"),
-        SameResult(ordered=True, what="users"),
+        _SameObjects("users", "posts"),
         StatementBudget(1),
     ],
     hints=[
@@ -792,6 +1001,7 @@ q6 = Exercise(
         Counterexample("drafts and archived posts too", _q6_every_post, "not published"),
         Counterexample("contains_eager without unique()", _q6_no_unique, "unique()"),
         Counterexample("selectinload with criteria", _q6_selectin_criteria, "1 should be enough"),
+        Counterexample("posts ordered by id descending", _q6_posts_desc, "are in another order"),
     ],
 )
 
@@ -826,6 +1036,43 @@ _q7_collections_test = _published_collections(
     "selectinload(User.posts.and_(Post.status == 'published')), or with_loader_criteria(Post, ...)",
     check_repeats=True,
 )
+
+
+async def _q7_observe(session: AsyncSession, returned: Any) -> Any:
+    users = _objects_of(returned, User)
+    if users is not None:
+        changed = [u.id for u in users if "posts" not in sa_inspect(u).unloaded
+                   and sa_inspect(u).attrs.posts.history.has_changes()]
+        if changed:
+            return {"changed": changed}
+    return await _q1_observe(session, returned)
+
+
+def _q7_python_filter(attempt: Attempt) -> str | None:
+    value = attempt.value
+    if isinstance(value, dict) and "changed" in value:
+        return (
+            f"you filtered .posts in Python (user.posts = [...]) for {len(value['changed'])} user(s): that "
+            "changes the relationship itself, and the next flush would write it (setting author_id to NULL "
+            "on every post you dropped). Load only the published posts instead: "
+            "selectinload(User.posts.and_(Post.status == 'published'))"
+        )
+    return None
+
+
+async def _q7_filtered_in_python(session: AsyncSession) -> list[User]:
+    users = list((await session.scalars(_q7_users().options(selectinload(User.posts)))).all())
+    for user in users:
+        user.posts = [p for p in user.posts if p.status == "published"]
+    return users
+
+
+async def _q7_join_where_and_criteria(session: AsyncSession) -> list[User]:
+    stmt = (
+        _q7_users().join(User.posts).where(Post.status == "published")
+        .options(selectinload(User.posts.and_(Post.status == "published")))
+    )
+    return list((await session.scalars(stmt)).all())
 
 
 def _q7_users() -> Any:
@@ -869,13 +1116,14 @@ q7 = Exercise(
     kind=SESSION_FN,
     solution_answer=_q7_solution,
     expected=_q7_expected,
-    observe=_q1_observe,
+    observe=_q7_observe,
     rules=[
         _objects_probe(User, "select(User)..."),
+        Probe(test=_q7_python_filter, name="the relationship left as loaded"),
         NoLazyLoads(),
         _not_loaded_probe(),
         Probe(test=_q7_collections_test, name="every user, only published posts"),
-        SameResult(ordered=True, what="users"),
+        _SameObjects("users", "posts"),
         StatementBudget(2),
     ],
     hints=[
@@ -892,6 +1140,10 @@ q7 = Exercise(
         Counterexample("status filtered in the users query", _q7_filter_in_where, "filtered the users"),
         Counterexample("with_loader_criteria, but no loader", _q7_criteria_alone, "User.posts was not loaded"),
         Counterexample("joinedload with criteria, no unique()", _q7_joined_no_unique, "unique()"),
+        Counterexample("the collection filtered in Python", _q7_filtered_in_python, "you filtered .posts in python"),
+        Counterexample(
+            "a join and WHERE, plus loader criteria", _q7_join_where_and_criteria, "repeats each remaining user"
+        ),
     ],
 )
 

@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 
 from ..schema import Tag, User
 from .core import SESSION_FN, Counterexample, Exercise, normalize
-from .explaining import EXPLAINED as _EXPLAINED
-from .explaining import Explaining as _Explaining
+from .named_mistakes import EXPLAINED as _EXPLAINED
+from .named_mistakes import Explaining as _Explaining
 from .rules import Attempt, LeavesTransactionToCaller, Probe, SameResult, SessionUsable, StatementBudget
 
 

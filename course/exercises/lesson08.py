@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..schema import Post, Tag, User, post_tags
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
-from .explaining import EXPLAINED, Explaining
+from .named_mistakes import EXPLAINED, Explaining
 from .rules import Attempt, LeavesTransactionToCaller, Probe, SessionUsable
 
 WHEN = datetime(2026, 1, 1)

@@ -116,7 +116,7 @@ class Overview:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from ..display import STYLE, esc
+        from ..display import STYLE, esc, icon
 
         width = max(len(r) for r in self.lessons.values())
         head = "".join(f"<th>q{i}</th>" for i in range(1, width + 1))
@@ -139,7 +139,7 @@ class Overview:
                 f'.course-progress td.course-progress-not-yet{{background:#ffebee}}'
                 f'.course-progress td.course-progress-not-attempted{{color:#6d6d6d}}'
                 f'.course-progress-table td{{white-space:nowrap}}</style>'
-                f'<div class="course-box course-info course-progress"><b>{esc(self._headline())}</b>'
+                f'<div class="course-box course-info course-progress"><b>{icon("info")}{esc(self._headline())}</b>'
                 f"{table}<div>{MARK[CORRECT]} correct&emsp;{MARK[NOT_YET]} not yet&emsp;{MARK[TODO]} not attempted</div>"
                 f"<div><b>{esc(self._next_line())}</b></div>{chart}{notes}</div>")
 

@@ -28,6 +28,8 @@ class Attempt:
     log: SqlLog = field(default_factory=SqlLog)
     error: BaseException | None = None
     lazy_loads: int = 0
+    lazy_attributes: list[str] = field(default_factory=list)  # relationships loaded lazily: "Comment.author"
+    lazy_collections: dict[str, bool] = field(default_factory=dict)  # name -> is a collection
     session_usable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # what exercise-specific probes found
     warnings: list[str] = field(default_factory=list)  # SQLAlchemy warnings the answer raised
@@ -74,6 +76,15 @@ class SameResult(Rule):
             # the answer stopped at a lazy load (MissingGreenlet): there is no result to compare
             return RuleResult(self.name, False, "not judged: your answer stopped at a lazy load (see above)")
         got, want = normal(attempt.value), normal(attempt.expected)
+        if got is None and want is not None and attempt.extra.get("returned_none"):
+            return RuleResult(self.name, False, (
+                "your function returned None: did you forget `return`? (It ran to the end; the checker "
+                "needs the value it computes)"
+            ))
+        if isinstance(want, list) and isinstance(got, tuple):  # a tuple where a list was asked: same values
+            got = list(got)
+        if isinstance(want, list) and isinstance(got, list):  # rows as lists or tuples compare by value
+            got, want = _rows(got), _rows(want)
         if not isinstance(want, list):
             if got == want:
                 return RuleResult(self.name, True)
@@ -96,7 +107,10 @@ class SameResult(Rule):
         if g == w:
             if self.ordered:
                 missing = ": your statement has no ORDER BY" if unordered else ""
-                return RuleResult(self.name, False, f"the right {self.what}, in the wrong order{missing}")
+                return RuleResult(self.name, False, (
+                    f"the right {self.what}, in the wrong order{missing}: check `.order_by(...)` (the "
+                    "columns, their direction with `.desc()`, and a tie-breaker such as the id)"
+                ))
             return RuleResult(self.name, True)
         lacking, surplus = w - g, g - w  # once: per item it was quadratic (30 s for 5,000 rows)
         missing = [x for x in want if lacking[repr(x)]]
@@ -108,15 +122,128 @@ class SameResult(Rule):
                 self.name, False,
                 f"each row should have {min(shape_want)} column(s), yours have {min(shape_got)}",
             )
+        try:
+            cause = _likely_cause(got, want, missing, extra, attempt, self.ordered, self.what)
+        except Exception:  # a shape the analysis did not foresee: the concrete difference still stands
+            cause = ""
         parts = []
         if missing:
-            parts.append(f"{len(lacking)} missing {self.what} (e.g. {_examples(missing)})")
+            parts.append(f"{sum(lacking.values())} missing {self.what} (e.g. {_examples(missing)})")
         if extra:
-            parts.append(f"{len(surplus)} extra {self.what} (e.g. {_examples(extra)})")
+            parts.append(f"{sum(surplus.values())} extra {self.what} (e.g. {_examples(extra)})")
         dupes = [k for k, n in g.items() if n > 1 and w.get(k, 0) < n]
-        if dupes and not missing:
+        if dupes and not missing and not cause:
             parts.append("some rows appear more than once: a join that multiplies rows?")
-        return RuleResult(self.name, False, "; ".join(parts))
+        detail = "; ".join(parts)
+        return RuleResult(self.name, False, f"{cause}. What differs: {detail}" if cause else detail)
+
+
+def _rows(items: list[Any]) -> list[Any]:
+    return [tuple(x) if isinstance(x, list) else x for x in items]
+
+
+def _column_name(attempt: Attempt, index: int, width: int) -> str:
+    columns = attempt.columns or attempt.extra.get("expected_columns") or []
+    if len(columns) == width and not str(columns[index]).startswith(("_no_label", "anon_")):
+        return f"`{columns[index]}`"
+    return f"column {index + 1}"
+
+
+def _likely_cause(
+    got: list[Any], want: list[Any], missing: list[Any], extra: list[Any], attempt: Attempt, ordered: bool, what: str
+) -> str:
+    """What the missing or extra rows have in common, said as the likely mistake ("" if nothing)."""
+    sql = " ".join(s.sql.upper() for s in attempt.log if s.verb in ("SELECT", "WITH"))
+    # NOT IN over a subquery that yields a NULL is never true: no row at all
+    if not got and want and re.search(r"\bNOT\s+IN\b", sql):
+        return (
+            "no rows at all, and your statement uses NOT IN: when the subquery returns a NULL, "
+            "`x NOT IN (...)` is never true (NULL in NOT IN). Filter the NULLs out of the subquery "
+            "(`.where(col.is_not(None))`) or use `~exists()`"
+        )
+    # every extra row is a copy of an expected one: a join multiplied them
+    if extra and not missing:
+        wanted = set(map(repr, want))
+        if all(repr(x) in wanted for x in extra):
+            return (
+                f"{len(extra)} of your {what} are copies of expected ones (each appears more than once): "
+                "duplicated by a join. Count distinct (`func.count(distinct(...))`), or test with "
+                "`exists()` instead of joining"
+            )
+    # the same value on every row, where the expected values vary: an uncorrelated subquery
+    for mine_rows, their_rows, which in ((got, want, "row"), (extra, missing, "row that differs")):
+        if len(mine_rows) < 3 or len(mine_rows) != len(their_rows):
+            continue
+        for index, width in _positions(mine_rows, their_rows):
+            mine = {repr(_at(x, index)) for x in mine_rows}
+            theirs = {repr(_at(x, index)) for x in their_rows}
+            if len(mine) == 1 and len(theirs) > 1:
+                where = f" in {_column_name(attempt, index, width)}" if width else ""
+                same = f"the same value ({_fmt(_at(mine_rows[0], index))}) on every {which}{where}, where the expected values differ"
+                if "(SELECT" in sql.replace("( SELECT", "(SELECT"):
+                    return (
+                        f"{same}: is your subquery uncorrelated? A scalar subquery that does not refer to the "
+                        "outer row (no `.where(Comment.post_id == Post.id)`) gives one value for every row"
+                    )
+                return f"{same}: one value computed once for all of them, where each row needs its own"
+    # ordered results shifted: a page or an offset off by some rows
+    if ordered and got and len(got) == len(want):
+        n = len(want)
+        for k in range(1, n):
+            if got[: n - k] == want[k:] or got[k:] == want[: n - k]:
+                late = got[: n - k] == want[k:]  # yours start k rows further on
+                return (
+                    f"your {what} are the expected ones shifted by {k} (starting {k} too "
+                    f"{'late' if late else 'early'}): "
+                    "off by one page or one row: page n starts at offset (n - 1) * size, and a cursor "
+                    "compares with < (or >), not <= (or >=)"
+                )
+    # the same rows (same first column) but other columns wrong
+    same_shape = missing and len(got) == len(want) and all(isinstance(x, tuple) and len(x) > 1 for x in got + want)
+    if same_shape and Counter(repr(x[0]) for x in got) == Counter(repr(x[0]) for x in want):
+            keyed = {repr(x[0]): x for x in want}
+            for row in got:
+                expected = keyed.get(repr(row[0]))
+                if expected is not None and expected != row:
+                    if sorted(map(repr, row)) == sorted(map(repr, expected)):
+                        return "the right rows and values, but the columns are in another order: select them in the order asked"
+                    index = next(i for i, (a, b) in enumerate(zip(row, expected, strict=False)) if a != b)
+                    return (
+                        f"the right rows (the same {_column_name(attempt, 0, len(row))}), but "
+                        f"{_column_name(attempt, index, len(row))} differs: e.g. yours {_fmt(row[index])}, "
+                        f"expected {_fmt(expected[index])}"
+                    )
+    # what the missing (or extra) rows share: NULL in one column
+    for rows, side in ((missing, "missing"), (extra, "extra")):
+        if not rows:
+            continue
+        for index, width in _positions(rows, rows):
+            nulls = sum(1 for x in rows if _at(x, index) is None)
+            if nulls and nulls * 2 >= len(rows):
+                where = f" {_column_name(attempt, index, width)}" if width else ""
+                if side == "missing":
+                    return (
+                        f"{nulls} of the {len(rows)} missing {what} have{where} NULL: a comparison with NULL "
+                        "(=, <>, NOT IN) is never true, so those rows drop out. Say what NULL should do: "
+                        "`.is_(None)`, `or_(col.is_(None), ...)`, `coalesce()`"
+                    )
+                return (
+                    f"{nulls} of the {len(rows)} extra {what} have{where} NULL: rows with no match, kept "
+                    "by an outer join (or a NULL your filter lets through)"
+                )
+    return ""
+
+
+def _positions(a: list[Any], b: list[Any]) -> list[tuple[int, int]]:
+    """(index, row width) of each column shared by two lists of rows; [(0, 0)] for plain values."""
+    first = a[0] if a else None
+    if isinstance(first, tuple):
+        return [(i, len(first)) for i in range(len(first))]
+    return [(0, 0)]
+
+
+def _at(row: Any, index: int) -> Any:
+    return row[index] if isinstance(row, tuple) else row
 
 
 def has_top_level_order_by(sql: str) -> bool:
@@ -206,13 +333,29 @@ class NoLazyLoads(Rule):
 
     def judge(self, attempt: Attempt) -> RuleResult:
         if attempt.lazy_loads:
-            return RuleResult(
-                self.name, False,
-                f"{attempt.lazy_loads} attribute(s) were loaded lazily, one query each; load them up"
-                " front: a relationship with selectinload() or joinedload(), a deferred column with"
-                " undefer(), and read attributes before a commit expires them",
-            )
+            return RuleResult(self.name, False, lazy_load_message(attempt))
         return RuleResult(self.name, True)
+
+
+def lazy_load_message(attempt: Attempt) -> str:
+    """Which relationship loaded lazily and the loader option that loads it up front."""
+    names = attempt.lazy_attributes
+    if not names:
+        return (
+            f"{attempt.lazy_loads} attribute(s) were loaded lazily, one query each; load them up"
+            " front: a relationship with selectinload() or joinedload(), a deferred column with"
+            " undefer(), and read attributes before a commit expires them"
+        )
+    options = ", ".join(
+        f"selectinload({n})" if attempt.lazy_collections.get(n) else f"joinedload({n})" for n in names
+    )
+    which = ", ".join(f"`{n}`" for n in names)
+    return (
+        f"{which} {'was' if len(names) == 1 else 'were'} loaded lazily ({attempt.lazy_loads} attribute(s) "
+        f"loaded lazily, a query each; in async code that is a MissingGreenlet error): load "
+        f"{'it' if len(names) == 1 else 'them'} up front with `.options({options})`"
+        " (selectinload() for a collection, joinedload() for a many-to-one)"
+    )
 
 
 @dataclass
@@ -322,3 +465,79 @@ class LeavesTransactionToCaller(Rule):
 
 
 AsyncProbe = Callable[[Any, Attempt], Awaitable[None]]
+
+
+# ------------------------------------------------------------ correct on SQLite, wrong on PostgreSQL
+
+_LIKE = re.compile(r"(?<![A-Za-z_])(I?LIKE)\b", re.I)
+_BOUNDARY = re.compile(r"\b(?:WHERE|AND|OR|ON|HAVING|WHEN|NOT)\b", re.I)
+
+
+@dataclass
+class CaseInsensitiveMatch(Rule):
+    """A text match that must ignore case does so on both backends.
+
+    Judged from the SQL the answer emitted: a LIKE whose left side is not wrapped in
+    ``lower()`` / ``upper()`` is case-sensitive on PostgreSQL (ILIKE, or ``ilike()``
+    rendered on SQLite as ``lower(x) LIKE lower(y)``, is not). SQLite's LIKE ignores
+    ASCII case, so such an answer passes there and breaks where it is deployed.
+    """
+
+    name: str = "matches whatever the case"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        for statement in attempt.log:
+            if statement.verb not in ("SELECT", "WITH", "UPDATE", "DELETE"):
+                continue
+            for match in _LIKE.finditer(statement.sql):
+                if match.group(1).upper() == "ILIKE":
+                    continue
+                left = _BOUNDARY.split(statement.sql[: match.start()])[-1]
+                if not re.search(r"\b(lower|upper)\s*\(", left, re.I):
+                    return RuleResult(self.name, False, (
+                        "your match is case-sensitive on PostgreSQL: `contains()` / `like()` become LIKE, which "
+                        "ignores case on SQLite (for ASCII letters) but not on PostgreSQL, where 'Ada' would not "
+                        "match 'ada'. Use `icontains()` / `ilike()`, or compare `func.lower(col)` with a "
+                        "lower-cased value"
+                    ))
+        return RuleResult(self.name, True)
+
+
+@dataclass
+class SavepointAroundFailure(Rule):
+    """A statement that may fail runs inside a SAVEPOINT when the transaction carries on after it.
+
+    Judged from the SQL log (failed statements are marked by the recorder): a write that
+    raised with no savepoint of the answer's own open, followed by more statements in the
+    same transaction. SQLite keeps such a transaction usable; PostgreSQL aborts it at the
+    first error. The checker's own savepoint (a session answer's first SAVEPOINT, the
+    caller's) does not count: set ``attempt.extra["checker_savepoints"]``.
+    """
+
+    name: str = "a savepoint around the statement that may fail"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        base = int(attempt.extra.get("checker_savepoints", 0))
+        stack: list[str] = []
+        failed_outside = None
+        for statement in attempt.log:
+            words = statement.sql.split()
+            verb = statement.verb
+            if verb == "SAVEPOINT" and len(words) > 1:
+                stack.append(words[1])
+            elif verb in ("RELEASE", "ROLLBACK") and len(words) > 2 and words[-1] in stack:
+                del stack[stack.index(words[-1]):]  # RELEASE SAVEPOINT x / ROLLBACK TO SAVEPOINT x
+                failed_outside = None if len(stack) < base else failed_outside
+            elif verb in ("BEGIN", "COMMIT", "ROLLBACK"):
+                stack.clear()
+                failed_outside = None
+            elif statement.failed and verb in ("INSERT", "UPDATE", "DELETE") and len(stack) <= base:
+                failed_outside = statement
+            elif failed_outside is not None and not statement.failed:
+                return RuleResult(self.name, False, (
+                    f"a statement failed outside a savepoint ({failed_outside.sql.split('(')[0].strip()[:60]}...) "
+                    "and your answer carried on in the same transaction: SQLite allows that, but PostgreSQL "
+                    "aborts the whole transaction at the first error, and every later statement fails. Wrap "
+                    "the statement that may fail in `async with session.begin_nested():`"
+                ))
+        return RuleResult(self.name, True)

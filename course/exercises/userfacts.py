@@ -9,6 +9,7 @@ rules below name the condition the rows share.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,3 +75,49 @@ def some(attempt: Attempt, side: str, test: Callable[[dict[str, Any]], bool]) ->
     found = attempt.extra.get(FACTS) or {}
     facts = found.get("facts") or {}
     return [facts[i] for i in (found.get(side) or []) if i in facts and test(facts[i])]
+
+
+def order_by_keys(sql: str) -> list[str]:
+    """The outermost query's ORDER BY keys (lower case), read from the SQL it sent.
+
+    Where the seeded data happens to have no tie, the rows come back in the right order with or
+    without a tie-breaker: the keys themselves say whether the learner asked for one. A window's
+    ``OVER (ORDER BY ...)``, a subquery's or a CTE's ORDER BY is not the result's order.
+    """
+    depth, quoted, start = 0, False, -1
+    low = sql.lower()
+    for i, char in enumerate(low):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0 and low.startswith("order by", i) and (i == 0 or not low[i - 1].isalnum()):
+            start = i + len("order by")
+    if start < 0:
+        return []
+    keys, depth, current = [], 0, ""
+    for char in low[start:]:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if depth == 0 and char == ",":
+            keys.append(current.strip())
+            current = ""
+            continue
+        current += char
+    tail = re.split(r"\b(?:limit|offset|fetch|for update)\b", current)[0]
+    keys.append(tail.strip())
+    return [k for k in keys if k]
+
+
+def orders_by(sql: str, column: str) -> bool:
+    """Whether one of the outermost ORDER BY keys is ``column`` (``posts.id``, or a bare ``id``)."""
+    table, _, name = column.lower().rpartition(".")
+    pattern = re.compile(rf"^(?:{re.escape(table)}\.)?{re.escape(name)}(?:\s+(?:asc|desc))?(?:\s+nulls\s+\w+)?$"
+                         if table else rf"^(?:\w+\.)?{re.escape(name)}(?:\s+(?:asc|desc))?(?:\s+nulls\s+\w+)?$")
+    return any(pattern.match(k) for k in order_by_keys(sql))

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..display import in_notebook
+from ..display import in_notebook, log_lines_html
 from ..engines import HIDDEN
 from ..recorder import record
 from ..schema import User
@@ -137,15 +137,28 @@ class Progress:
             self._bar.bar_style = "success" if self.done >= self.total else "warning"
 
 
+class EngineLog(list[str]):
+    """Lines of the engine's own log: a list, shown in a notebook the way the SQL log is."""
+
+    title = "Engine log (what echo=True prints)"
+
+    def matching(self, text: str) -> EngineLog:
+        """Only the lines that contain ``text`` (still shown as a log)."""
+        return EngineLog(line for line in self if text in line)
+
+    def _repr_html_(self) -> str:
+        return log_lines_html(list(self), self.title)
+
+
 @contextmanager
-def engine_log() -> Iterator[list[str]]:
+def engine_log() -> Iterator[EngineLog]:
     """Collect the lines ``echo=True`` would print (logger ``sqlalchemy.engine.Engine``).
 
     Only connections opened inside the block log: SQLAlchemy decides whether to
     echo when a connection is checked out.
     """
     logger = logging.getLogger("sqlalchemy.engine.Engine")
-    lines: list[str] = []
+    lines = EngineLog()
 
     class _Collect(logging.Handler):
         def emit(self, record_: logging.LogRecord) -> None:
@@ -223,7 +236,7 @@ class Race(Mapping[str, Timing]):
         from matplotlib.ticker import FuncFormatter
 
         items = list(self.timings.values())
-        fig = Figure(figsize=(10, 0.55 * len(items) + 1.4), layout="constrained")
+        fig = Figure(figsize=(10, 0.6 * len(items) + 1.6), layout="constrained")
         ax = fig.subplots()
         names = [t.name for t in items][::-1]
         speeds = [t.rows_per_second for t in items][::-1]
@@ -236,10 +249,12 @@ class Race(Mapping[str, Timing]):
             what = f"{t.statements:,} statement{'s' if t.statements != 1 else ''}" if t.statements else "not seen by SQLAlchemy"
             ax.text(
                 bar.get_width() * 1.1, bar.get_y() + bar.get_height() / 2,
-                f"{t.rows_per_second:,.0f}/s · {t.rows:,} rows · {what}", va="center", fontsize=9,
+                f"{t.rows_per_second:,.0f}/s · {t.rows:,} rows · {what}", va="center",
             )
         ax.set_title(f"Inserting users on {self.backend}: one run each, rolled back (timings vary)")
-        return Chart(fig)
+        chart = Chart(fig)
+        chart.fit_texts(ax)  # the labels beside the bars stay inside the chart
+        return chart
 
 
 async def _count_users(conn: Any) -> int:

@@ -256,10 +256,10 @@ class Comparison:
             if log_scale:
                 ax.set_xscale("log")
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-            ax.set_title(label, fontsize=10)
+            ax.set_title(label)
             whole = all(float(v).is_integer() for v in values)
             ax.bar_label(bars, labels=[f"{v:,.0f}" if whole or v >= 10 else f"{v:.1f}" for v in values],
-                         fontsize=8, padding=2)
+                         padding=2)
             ax.margins(x=0.25)
         axes[0].invert_yaxis()  # first approach on top (the y axis is shared)
         if title:

@@ -35,7 +35,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.pool import Pool
 
-from .plots import Chart
+from .plots import MIN_FONT_PT, Chart
 
 #: Which burst task is running (a context variable reaches pool events through SQLAlchemy's greenlets).
 _TASK: contextvars.ContextVar[int | None] = contextvars.ContextVar("course_pool_task", default=None)
@@ -408,8 +408,7 @@ def timeline(result: BurstResult) -> Chart:
         + [t.released or 0 for t in tasks]
         + [t.failed or 0 for t in tasks]
     )
-    fig = Figure(figsize=(9, 0.32 * len(tasks) + 2.6))
-    fig.subplots_adjust(left=0.09, right=0.83, top=0.88, bottom=0.12, hspace=0.12)
+    fig = Figure(figsize=(10, 0.36 * len(tasks) + 3.2), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[max(len(tasks), 3), 2.2])
     for t in tasks:
         y = t.task
@@ -420,16 +419,16 @@ def timeline(result: BurstResult) -> Chart:
             released = t.released if t.released is not None else end
             top.broken_barh([(t.acquired, released - t.acquired)], (y - 0.35, 0.7), color="#0b5fa5")
             if t.connection:
-                top.text(t.acquired + 0.01, y, f"#{t.connection}", va="center", color="white", fontsize=8)
+                top.text(t.acquired + 0.01, y, f"#{t.connection}", va="center", color="white", fontsize=MIN_FONT_PT)
         if t.outcome != "ok" and t.failed is not None:
             top.plot([t.failed], [y], marker="X", color="#c62828", markersize=9)
-            top.text(t.failed + 0.02, y, t.outcome, va="center", color="#c62828", fontsize=8)
+            top.text(t.failed + 0.02, y, t.outcome, va="center", color="#c62828", fontsize=MIN_FONT_PT)
     top.set_yticks(range(len(tasks)), [f"task {t.task}" for t in tasks])
     top.invert_yaxis()
     top.set_title(
         f"{result.describe()} ({result.backend})\n"
         "grey: waiting for a connection · blue: holding connection #n · X: gave up",
-        fontsize=9,
+        fontsize=MIN_FONT_PT,
     )
 
     # checked-out connections over time, from the checkout/checkin events
@@ -454,11 +453,13 @@ def timeline(result: BurstResult) -> Chart:
             limits[size + overflow] = f"+ max_overflow ({size + overflow})"
         right = bottom.secondary_yaxis("right")
         right.set_yticks(list(limits), list(limits.values()))
-        right.tick_params(labelsize=8)
+        right.tick_params(labelsize=MIN_FONT_PT)
     bottom.set_ylabel("checked out")
     bottom.set_ylim(0, max(result.peak, (size or 0) + (overflow or 0)) + 1.2)
     bottom.set_xlabel("seconds since the burst started (timings vary from run to run)")
-    return Chart(fig)
+    chart = Chart(fig)
+    chart.fit_texts(top)  # a late 'timeout' label stays inside the chart
+    return chart
 
 
 # ----------------------------------------------------------------- the playground
@@ -505,13 +506,14 @@ class PoolPlayground:
         self.run_button = w.Button(description="Run", button_style="primary", tooltip="run the burst")
         self.run_button.add_class("course-pool-run")
         self.run_button.on_click(self._clicked)
-        # the result may be wider than the screen: it takes the room left and scrolls, and
-        # the sliders never shrink (on a narrow screen the result wraps below them)
-        self.output = w.HTML(value="<i>not run yet</i>", layout=w.Layout(flex="1 1 480px", min_width="0", overflow="auto"))
-        self.widget = w.HBox(
-            [w.VBox([*self.controls.values(), self.run_button], layout=w.Layout(flex="0 0 auto")), self.output],
-            layout=w.Layout(align_items="flex-start", flex_flow="row wrap"),
+        # the sliders in a row that wraps, the result below them with the notebook's whole width,
+        # so its chart is as wide (and its text as large) as a chart in an output cell
+        self.output = w.HTML(value="<i>not run yet</i>", layout=w.Layout(width="100%", overflow="auto"))
+        controls = w.HBox(
+            [*self.controls.values(), self.run_button],
+            layout=w.Layout(flex_flow="row wrap", align_items="center", grid_gap="2px 16px"),
         )
+        self.widget = w.VBox([controls, self.output], layout=w.Layout(width="100%"))
         self.widget.add_class("course-pool-playground")
 
     def values(self) -> dict[str, Any]:

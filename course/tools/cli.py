@@ -1,7 +1,9 @@
 """``python -m course``: tools for authors and instructors.
 
   build [--check]         regenerate notebooks/ from solutions/ (or check they are in sync)
-  grade PATH... [--json]  run learner notebooks and print a scorecard per exercise, rule by rule
+  grade PATH... [--json FILE] [--html FILE] [--jobs N] [--timeout S]
+                          run learner notebooks and print a scorecard per exercise, rule by rule;
+                          --html writes a class report
   doctor                  check this setup (Python, SQLAlchemy, drivers, kernel, database, seeding)
   progress [LESSON]       your exercises: correct, not yet, not attempted; --reset [--yes] clears
   reset [LESSON]          restore a lesson's notebook (your copy backed up) and drop its database
@@ -47,21 +49,74 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
+def _notebooks(paths: list[str]) -> list[Path]:
+    """Notebooks named, and every notebook under a folder named (``submissions/`` with one folder
+    per learner, as nbgrader lays them out), leaving out Jupyter's checkpoints and reset backups."""
+    found: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*.ipynb")
+                            if not {".ipynb_checkpoints", ".backup"} & set(p.parts))
+        else:
+            found.append(path)
+    return found
+
+
 def cmd_grade(args: argparse.Namespace) -> int:
     from .grading import grade
 
-    paths = [Path(p) for p in args.paths]
+    if os.name == "posix" and os.geteuid() == 0 and not args.allow_root:
+        print("error: grading runs every learner's code with your privileges; as root that code could do\n"
+              "anything to this machine. Run it as an unprivileged user (docs/instructors.md,\n"
+              "'Grading a class'), or add --allow-root inside a throwaway container.", file=sys.stderr)
+        return 2
+    paths = _notebooks(args.paths)
     missing = [p for p in paths if not p.exists()]
     if missing:
         print("error: no such notebook: " + ", ".join(map(str, missing)), file=sys.stderr)
         return 2
-    cards = grade(paths, json_path=Path(args.json) if args.json else None)
+    if not paths:
+        print(f"error: no notebooks in {', '.join(args.paths)}", file=sys.stderr)
+        return 2
+    if args.jobs < 1 or (args.timeout is not None and args.timeout <= 0):
+        print("error: --jobs takes a whole number from 1, --timeout a number of seconds above 0", file=sys.stderr)
+        return 2
+    reports = {"--json": Path(args.json) if args.json else None, "--html": Path(args.html) if args.html else None}
+    for flag, report in reports.items():
+        if report is not None:
+            problem = _report_problem(flag, report, paths, force=args.force)
+            if problem:
+                print(f"error: {problem}", file=sys.stderr)
+                return 2
+    timeout = args.timeout if args.timeout is not None else (600.0 if args.jobs > 1 else None)
+    cards = grade(paths, json_path=reports["--json"], html_path=reports["--html"], jobs=args.jobs,
+                  timeout=timeout)
     for card in cards:
         print(card.render())
         print()
-    if args.json:
-        print(f"wrote {args.json}")
+    for report in reports.values():
+        if report is not None:
+            print(f"wrote {report}")
+    empty = [card.notebook for card in cards if card.no_exercises]
+    if empty:
+        print("error: nothing to grade in " + ", ".join(empty) + " (not a lesson notebook, or renamed: "
+              "a lesson's file name starts with its number, e.g. 03_...)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _report_problem(flag: str, report: Path, inputs: list[Path], *, force: bool) -> str:
+    """Why a report must not be written there, or "" (checked before any notebook runs)."""
+    example = {"--json": "class.json", "--html": "report.html"}[flag]
+    if report.suffix.lower() == ".ipynb" or any(report.resolve() == p.resolve() for p in inputs):
+        return (f"{flag} {report} would overwrite a notebook; name a new file, e.g. {flag} {example} "
+                f"(write {flag} FILE after the notebooks, or before them with its name)")
+    if report.is_dir():
+        return f"{flag} {report} is a folder; name a file, e.g. {report / example}"
+    if report.exists() and not force:
+        return f"{flag} {report} exists; add --force to replace it, or name another file"
+    return ""
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -120,15 +175,22 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__,
+    # the docstring's reST literals (``...``) would show as backticks in a terminal
+    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="regenerate notebooks/ from solutions/")
     b.add_argument("--check", action="store_true", help="only check; exit 1 naming each stale notebook")
     b.set_defaults(func=cmd_build)
     g = sub.add_parser("grade", help="execute learner notebooks and print scorecards")
-    g.add_argument("paths", nargs="+", help="notebooks to grade")
-    g.add_argument("--json", metavar="FILE", help="also write the scorecards as JSON")
+    g.add_argument("paths", nargs="+", help="notebooks, or folders of them (one folder per learner)")
+    g.add_argument("--json", metavar="FILE", help="also write the scorecards as JSON (never over a notebook)")
+    g.add_argument("--html", metavar="FILE", help="also write a class report: one page that opens offline")
+    g.add_argument("--force", action="store_true", help="replace a report file that exists")
+    g.add_argument("--jobs", type=int, default=1, metavar="N", help="grade N notebooks at a time")
+    g.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a notebook that runs longer (and report it); default: 10 minutes with --jobs")
+    g.add_argument("--allow-root", action="store_true", help="grade as root (only in a throwaway container)")
     g.set_defaults(func=cmd_grade)
     d = sub.add_parser("doctor", help="check this setup and say what to fix")
     d.set_defaults(func=cmd_doctor)

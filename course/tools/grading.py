@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exercises import all_exercises
-from ..exercises.verdict import MIME, NOT_ATTEMPTED
+from ..exercises.verdict import MIME, NOT_ATTEMPTED, distinct, plain
 
 NOT_RUN = "not run"
 _ICON = {"correct": "✅", "incorrect": "❌", "not attempted": "✏️", "error": "⚠️", NOT_RUN: "⏸"}
@@ -29,6 +29,7 @@ class Scorecard:
     lesson: str
     exercises: list[dict[str, Any]] = field(default_factory=list)
     crashed_cells: list[str] = field(default_factory=list)
+    no_exercises: bool = False  # the notebook is no lesson with exercises (not run, nothing graded)
     timed_out: bool = False  # stopped after the grader's --timeout
 
     @property
@@ -41,16 +42,28 @@ class Scorecard:
         return out
 
     def render(self) -> str:
+        """One line per exercise, then each distinct problem once: a problem several exercises
+        share (the same missing function, the same error) is said at its first exercise and
+        referred to after."""
         got, total = self.score
+        if self.no_exercises:
+            return (f"{self.notebook}: no exercises to grade (lesson {self.lesson!r} has none; "
+                    "a lesson notebook's name starts with its number, e.g. 03_...)")
         lines = [f"{self.notebook}: {got}/{total} correct" + (" (stopped: ran out of time)" if self.timed_out else "")]
+        said: dict[str, str] = {}  # problem (as distinct() compares it) -> exercise that said it
         for e in self.exercises:
-            lines.append(f"  {_ICON.get(e['status'], '?')} {e['exercise']} {e['title']}: {e['status']}")
-            for r in e.get("rules", []):
-                if e["status"] in ("correct", "incorrect"):
-                    mark = "ok" if r["passed"] else "NO"
-                    lines.append(f"       {mark} {r['rule']}{': ' + r['message'] if not r['passed'] and r['message'] else ''}")
-            if e["status"] == "error" and e.get("message"):
-                lines.append(f"       {e['message']}")
+            lines.append(f"  {_ICON.get(e['status'], '?')} {e['exercise']} {plain(e['title'])}: {e['status']}")
+            if e["status"] in (NOT_RUN, "not attempted", "correct"):
+                continue
+            problems = [e["message"]] if e.get("message") else []
+            problems += [r["message"] for r in e.get("rules", []) if not r["passed"] and r["message"]]
+            for problem in distinct(problems):
+                earlier = next((ex for p, ex in said.items() if distinct([p, problem]) == [p]), None)
+                if earlier is not None:
+                    lines.append(f"       same problem as {earlier}")
+                    continue
+                said[problem] = e["exercise"]
+                lines.append(f"       {plain(problem)}")
         for crash in self.crashed_cells:
             lines.append(f"  ! a cell failed: {crash}")
         return "\n".join(lines)
@@ -66,8 +79,13 @@ def grade_notebook(path: Path, *, timeout: int = 300) -> Scorecard:
     from nbclient import NotebookClient
 
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
     lesson = lesson_of(path)
+    expected = sorted(
+        ((ex_id, ex) for ex_id, ex in all_exercises().items() if ex_id.split(".")[0] == lesson), key=lambda e: e[0]
+    )
+    if not expected:  # not a lesson with exercises: nothing to run it for
+        return Scorecard(notebook=str(path), lesson=lesson, no_exercises=True)
+    nb = nbformat.read(path, as_version=4)
     env_before = {k: os.environ.get(k) for k in ("COURSE_STRICT", "COURSE_NAMESPACE", "COURSE_PROGRESS")}
     # the grader judges; it does not stop at the first wrong answer
     os.environ["COURSE_STRICT"] = "0"
@@ -94,9 +112,7 @@ def grade_notebook(path: Path, *, timeout: int = 300) -> Scorecard:
                 seen[verdict["exercise"]] = verdict
             if output.get("output_type") == "error":
                 card.crashed_cells.append(f"cell {index}: {output.get('ename')}: {output.get('evalue', '')[:200]}")
-    for ex_id, ex in sorted(all_exercises().items()):
-        if ex_id.split(".")[0] != lesson:
-            continue
+    for ex_id, ex in expected:
         card.exercises.append(
             seen.get(ex_id, {"exercise": ex_id, "title": ex.title, "status": NOT_RUN, "message": "", "rules": []})
         )

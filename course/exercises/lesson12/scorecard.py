@@ -13,7 +13,8 @@ from ..verdict import Verdict
 from .feed import q1, q2
 from .writes import q3, q4
 
-_ICONS = {"correct": "✅", "incorrect": "❌", "not attempted": "✏️", "error": "⚠️"}
+_ICONS = {"correct": "✅", "incorrect": "❌", "not attempted": "✏️", "error": "⚠️"}  # plain text (a terminal)
+_ICON_KINDS = {"correct": "ok", "incorrect": "bad", "not attempted": "todo", "error": "bad"}  # HTML: SVG, no font
 
 
 @dataclass
@@ -61,14 +62,14 @@ class Scorecard:
         return "\n".join(text_)
 
     def _repr_html_(self) -> str:
-        from ...display import box, esc
+        from ...display import box, esc, icon
 
         rows = []
         shown = None
         for verdict, group, passed, n, problem in self.lines():
             first = verdict is not shown
             shown = verdict
-            head = f"{_ICONS.get(verdict.status, '?')} {esc(verdict.exercise)} {esc(verdict.title)}" if first else ""
+            head = f"{icon(_ICON_KINDS.get(verdict.status, 'info'))}{esc(verdict.exercise)} {esc(verdict.title)}" if first else ""
             count = f"{passed}/{n}" if n else ""
             rows.append(
                 f"<tr><td>{head}</td><td>{esc(group)}</td><td>{count}</td><td>{esc(problem)}</td></tr>"

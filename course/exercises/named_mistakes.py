@@ -1,4 +1,7 @@
-"""Exercises that name a known mistake the answer raises, instead of quoting the raw error.
+"""Exercises that name a mistake of their own the answer raises, instead of quoting the raw error.
+
+:mod:`course.exercises.explain` explains the errors any answer may raise (an aggregate in WHERE, a
+session shared by tasks); this is for an exercise that knows a mistake only it provokes.
 
 An exercise built with :class:`Explaining` gets ``explain(error)``: it returns the message for an
 error it recognises (the mistake in the lesson's terms and what to change), or None to let the

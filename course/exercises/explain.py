@@ -1,0 +1,259 @@
+"""Errors and warnings in the lesson's terms: what the learner did, and what to change.
+
+:func:`explain_error` reads an exception an answer raised (both backends' drivers,
+SQLAlchemy 2.0 and 2.1) and returns a sentence naming the mistake, or None when it
+has nothing better than the raw text. The checker puts that sentence first and
+quotes the raw error after it. Decided by SQLSTATE / SQLite result codes and by
+exception class first; by the message text only where the driver gives nothing
+else (SQLite's ``OperationalError`` covers every syntax and name error).
+
+Message strings mark code with backticks (see :mod:`course.exercises.verdict`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+from ..engines import _chain as _wrapped
+
+# Python 3.11+ (asyncio.TaskGroup raises it); a name ruff's older target does not know
+_GROUP: Any = getattr(builtins, "BaseExceptionGroup", ())
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+def chain(error: BaseException) -> Iterator[BaseException]:
+    """The error, what it wraps (``.orig``), its cause and context, each once."""
+    return iter(_wrapped(error))
+
+
+def first_leaf(error: BaseException) -> tuple[BaseException, int]:
+    """An ExceptionGroup's first real cause (depth first) and how many failures it held."""
+    if isinstance(error, _GROUP):
+        leaves = _leaves(error)
+        return (leaves[0] if leaves else error), len(leaves)
+    return error, 1
+
+
+def _leaves(group: Any) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out += _leaves(e) if isinstance(e, _GROUP) else [e]
+    return out
+
+
+def _code(error: BaseException) -> str:
+    for item in chain(error):
+        code = getattr(item, "sqlstate", None) or getattr(item, "sqlite_errorname", None)
+        if code:
+            return str(code)
+    return ""
+
+
+def _texts(error: BaseException) -> str:
+    return "\n".join(str(item) for item in chain(error)).lower()
+
+
+CONCURRENT = (
+    "one session used by several tasks at once (asyncio.gather or a TaskGroup sharing it): a session "
+    "and its connection run one statement at a time. Give each task its own session: open "
+    "`async with db.session() as session:` inside the task"
+)
+
+PENDING_ROLLBACK = (
+    "an earlier statement in this transaction failed, and the session refuses more work until the "
+    "transaction is rolled back. Roll back after the failure, or wrap the statement that may fail in "
+    "`async with session.begin_nested():` so that only it is undone"
+)
+
+
+def explain_error(error: BaseException) -> str | None:
+    """The mistake behind ``error`` in the lesson's terms, or None when there is nothing to add."""
+    error, _ = first_leaf(error)
+    code = _code(error)
+    text = _texts(error)
+    kinds = {type(item).__name__ for item in chain(error)}
+
+    if "MissingGreenlet" in kinds or "greenlet_spawn has not been called" in text:
+        return (
+            "an attribute was loaded lazily (implicit IO outside `await`, MissingGreenlet): load the "
+            "relationship up front with `selectinload()` / `joinedload()`, or read it through "
+            "`await obj.awaitable_attrs.name`"
+        )
+    if isinstance(error, sa_exc.PendingRollbackError) or "PendingRollbackError" in kinds:
+        original = re.search(r"original exception was: (.+)", str(error), re.I)
+        cause = f" (the statement that failed: {original.group(1).split(chr(10))[0][:200]})" if original else ""
+        return PENDING_ROLLBACK + cause
+    if code == "25P02" or "current transaction is aborted" in text:
+        return (
+            "an earlier statement in this transaction failed, and PostgreSQL aborts the whole transaction at "
+            "the first error: every later statement fails until it is rolled back (SQLite would have let you "
+            "carry on). Wrap the statement that may fail in `async with session.begin_nested():` so that "
+            "only it is undone"
+        )
+    if (
+        "IllegalStateChangeError" in kinds
+        or "another operation is in progress" in text
+        or "concurrent operations are not permitted" in text
+        or "session is already flushing" in text
+        or "is already in progress" in text and "method" in text
+    ):
+        return CONCURRENT
+    if code == "42803" and "aggregate functions are not allowed in where" in text or "misuse of aggregate" in text:
+        return (
+            "an aggregate (`count()`, `sum()`, ...) in WHERE: WHERE filters rows before they are grouped, "
+            "so it cannot see a group's total. Filter groups with `.having(...)` after `.group_by(...)`"
+        )
+    if code == "42803" or "must appear in the group by clause" in text:
+        column = _QUOTED.search(str(error))
+        what = f"`{column.group(1)}`" if column else "a column"
+        return (
+            f"{what} is selected but neither grouped nor aggregated: with GROUP BY, each selected column must "
+            f"be in `.group_by(...)` or inside an aggregate such as `func.count()` (SQLite lets this pass and "
+            f"picks a value from any row of the group; PostgreSQL refuses)"
+        )
+    if code == "42702" or "ambiguous column name" in text:
+        name = _name_after(str(error), "ambiguous column name:") or _quoted(error)
+        return (
+            f"the column {name} is in more than one table of your FROM and joins, and the SQL does not say "
+            f"which: name it through its model or alias (`User.id`, not `text(\"id\")`)"
+        )
+    if code == "42703" or "no such column" in text:
+        name = _name_after(str(error), "no such column:") or _quoted(error)
+        return (
+            f"there is no column {name} in the tables your statement reads: check the spelling, and that the "
+            f"table it belongs to is in the FROM clause (joined)"
+        )
+    if "missing from-clause entry" in text:
+        return (
+            f"the table {_quoted(error)} is used but not in the FROM clause: join it (`.join(...)`), or refer "
+            f"to the alias you gave it"
+        )
+    if code == "42P01" or "no such table" in text:
+        name = _name_after(str(error), "no such table:") or _quoted(error)
+        return f"there is no table {name} in this database: check the name (the models' tables are users, posts, comments, tags, orders)"
+    if _injected(error):
+        return (
+            "the database ran part of a value as SQL: your SQL text has a value pasted into it (an f-string "
+            "or +), and a quote in that value closed the string so the rest ran as SQL (SQL injection; an "
+            "error message is one way it leaks data). Pass values as bound parameters (`text(\"... :name\")` "
+            "with a dict, or compare columns with `==`)"
+        )
+    if code in ("42601", "SQLITE_ERROR") and (
+        "syntax error" in text or "unterminated quoted string" in text or "unrecognized token" in text
+    ) or code == "42601":
+        return (
+            "the SQL text itself is broken (a syntax error). If you built it from a value with an f-string or "
+            "+, a quote inside the value ended the string early: that is SQL injection. Pass values as bound "
+            "parameters (`text(\"... :name\")` with a dict, or compare columns with `==`)"
+        )
+    if isinstance(error, sa_exc.IntegrityError) or code.startswith("23") or "SQLITE_CONSTRAINT" in code:
+        return _integrity(error, code, text)
+    if isinstance(error, sa_exc.TimeoutError) or "queuepool limit" in text:
+        return (
+            "no connection came free in the pool within its timeout: more sessions were open at once than "
+            "the pool holds (`pool_size + max_overflow`), or one was never closed. Close each session "
+            "(`async with`), or limit how many run at once (an `asyncio.Semaphore`)"
+        )
+    if isinstance(error, sa_exc.MultipleResultsFound):
+        return "`scalar_one()` / `one()` found more than one row: filter to one row, or use `.first()` / `.all()`"
+    if isinstance(error, sa_exc.NoResultFound):
+        return "`scalar_one()` / `one()` found no row: use `scalar_one_or_none()` when a row may be missing"
+    if isinstance(error, TypeError) and "boolean value of this clause is not defined" in text:
+        return (
+            "Python's `and` / `or` / `not` on SQL expressions: Python cannot turn them into SQL. Use "
+            "`and_()`, `or_()`, `~` / `not_()`, or pass several conditions to `.where(a, b)`"
+        )
+    if "they are the same entity" in text or "can't construct a join from" in text and "same" in text:
+        return (
+            "a join of a table to itself needs an alias: `inviter = aliased(User)`, then "
+            "`.join(inviter, User.invited_by_id == inviter.id)`"
+        )
+    if "don't know how to join to" in text:
+        return (
+            "SQLAlchemy cannot tell where to join from: start from one table with `.select_from(...)` and give "
+            "the ON condition; a table joined to itself needs an alias (`inviter = aliased(User)`)"
+        )
+    if "does not apply to any of the root entities" in text:
+        return (
+            "a loader option is a path from the entity you select: chain it from the relationship that "
+            "reaches it, e.g. `selectinload(Post.comments).joinedload(Comment.author)`"
+        )
+    if "is not persistent within this session" in text:
+        return (
+            "`refresh()` reloads an object that is already in the database; a new one gets there only when "
+            "the session flushes: `await session.flush()` first"
+        )
+    if isinstance(error, AttributeError) and "'nonetype' object has no attribute" in text:
+        return (
+            "your code used None as an object: a lookup found nothing (`session.get()`, `scalar()`, "
+            "`scalar_one_or_none()` and `first()` return None when no row matches). Check for None first"
+        )
+    if isinstance(error, sa_exc.InvalidRequestError) and "unique()" in text:
+        return (
+            "a joined eager load of a collection repeats each parent once per child: call `.unique()` on "
+            "the result before `.all()` (or load the collection with `selectinload()`)"
+        )
+    return None
+
+
+_INJECTED = re.compile(r"'\s*(?:OR|AND|UNION)\b|'\s*\)?\s*--|'\s*;", re.I)
+
+
+def _injected(error: BaseException) -> bool:
+    """A failed statement with no bound parameters whose text closes a string and goes on as SQL."""
+    for item in chain(error):
+        statement = getattr(item, "statement", None)
+        if isinstance(item, sa_exc.DBAPIError) and statement and not getattr(item, "params", None):
+            return bool(_INJECTED.search(statement))
+    return False
+
+
+def _integrity(error: BaseException, code: str, text: str) -> str:
+    if code in ("23505", "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY") or "unique" in text:
+        what = "a row with the same unique value already exists (a unique constraint refused a duplicate)"
+    elif code in ("23503", "SQLITE_CONSTRAINT_FOREIGNKEY") or "foreign key" in text:
+        what = "the row points at a row that does not exist (a foreign key refused it)"
+    elif code in ("23502", "SQLITE_CONSTRAINT_NOTNULL") or "not null" in text:
+        what = "a required column was left empty (NOT NULL refused the row)"
+    elif code in ("23514", "SQLITE_CONSTRAINT_CHECK") or "check constraint" in text:
+        what = "a value broke a CHECK constraint (the table refuses it)"
+    else:
+        what = "a constraint refused the row"
+    return (
+        f"{what}. Check before you write, or catch `IntegrityError` around that statement inside "
+        "`async with session.begin_nested():` so the rest of the transaction survives"
+    )
+
+
+def _quoted(error: BaseException) -> str:
+    for item in chain(error):
+        match = _QUOTED.search(str(item))
+        if match:
+            return f"`{match.group(1)}`"
+    return "named in the error"
+
+
+def _name_after(message: str, marker: str) -> str:
+    index = message.lower().find(marker)
+    if index < 0:
+        return ""
+    word = message[index + len(marker):].strip().split()
+    return f"`{word[0].rstrip('.,;')}`" if word else ""
+
+
+def explain_warning(message: str) -> str:
+    """A SQLAlchemy warning in the lesson's terms (the cartesian product linter, mostly)."""
+    if "cartesian product" in message:
+        names = _QUOTED.findall(message)
+        between = " and ".join(f"`{n}`" for n in names[:2]) if names else "two tables"
+        return (
+            f"a cartesian product: your statement reads {between} with no condition linking them, so every "
+            f"row of one is paired with every row of the other. Join them on their key: `.join()` along a "
+            f"relationship (such as `Post.author`) or with an explicit ON condition"
+        )
+    return f"SQLAlchemy warned: {message}"

@@ -1,0 +1,585 @@
+"""Feedback that names the mistake: what every exercise gets from the checker core.
+
+Each test builds a small exercise, runs a realistic wrong answer for real (on the active
+backend: COURSE_DATABASE_URL selects PostgreSQL) and asserts the phrase the learner reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, insert, literal_column, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
+
+from course.exercises import (
+    CORRECT,
+    DB_FN,
+    ERROR,
+    INCORRECT,
+    NOT_ATTEMPTED,
+    SESSION_FN,
+    STATEMENT,
+    Exercise,
+    sql_reference,
+)
+from course.exercises.rules import CaseInsensitiveMatch, SameResult, SavepointAroundFailure
+from course.exercises.verdict import RuleResult, Verdict, plain, rich
+from course.exercises.verdict import distinct as distinct_messages
+from course.schema import Comment, Post, Tag, User
+from course.tools.grading import Scorecard
+from tests.conftest import private_db
+from tests.feedback_support import assert_renders_cleanly
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def db():
+    async with private_db("feedback") as handle:
+        yield handle
+
+
+def _exercise(kind=STATEMENT, expected=None, rules=None, solution=None, **kw) -> Exercise:
+    return Exercise(
+        id="t.f", title="feedback", kind=kind, solution_answer=solution or (lambda: None),
+        expected=expected, rules=rules if rules is not None else [SameResult()], hints=["h"], why="w", **kw,
+    )
+
+
+async def judged(exercise: Exercise, answer, db) -> Verdict:
+    verdict = await exercise.evaluate(answer, db=db)
+    assert_renders_cleanly(verdict)
+    return verdict
+
+
+# ------------------------------------------------------------------ 6. how messages look
+
+
+def test_backticks_become_code_in_html_and_vanish_in_text():
+    message = "use `exists()` instead of a join, or `func.count(distinct(Post.id))`; a <b> stays text"
+    assert plain(message) == "use exists() instead of a join, or func.count(distinct(Post.id)); a <b> stays text"
+    assert rich(message) == (
+        "use <code>exists()</code> instead of a join, or <code>func.count(distinct(Post.id))</code>; "
+        "a &lt;b&gt; stays text"
+    )
+    assert "`" not in rich("a stray ` backtick") and "`" not in plain("a stray ` backtick")
+
+
+def test_headline_is_the_diagnosis_and_each_problem_is_said_once():
+    same = "your function returned None: did you forget `return`?"
+    verdict = Verdict("t.1", "t", INCORRECT, f"called with page=1: {same}", [
+        RuleResult("the right result", False, f"called with page=1: {same}"),
+        RuleResult("the next cursor", False, f"called with page=2: {same}"),
+        RuleResult("statement budget", False, "your answer took 9 statements; 2 should be enough"),
+        RuleResult("bound parameters", True),
+    ])
+    text_ = str(verdict)
+    assert text_.splitlines()[1].strip() == f"called with page=1: {plain(same)}"  # the headline, first
+    assert text_.count("did you forget return?") == 1
+    assert "9 statements" in text_  # a different problem is still said
+    html = verdict._repr_html_()
+    assert html.count("did you forget <code>return</code>?") == 1
+    assert html.index("course-diagnosis") < html.index("<ul>")
+    assert_renders_cleanly(verdict)
+
+
+def test_an_error_verdict_is_not_headlined_could_not_be_checked():
+    verdict = Verdict("t.1", "t", ERROR, "An aggregate (`count()`) in WHERE: ... Your answer raised ...")
+    assert "could not be checked" not in str(verdict) and "could not be checked" not in verdict._repr_html_()
+    assert str(verdict).startswith("[Not yet]")
+
+
+def test_a_scorecard_says_a_shared_problem_once():
+    problem = "SimpleNamespace has no function feed, create_post: this exercise needs an object with `feed`"
+    card = Scorecard("12_capstone.ipynb", "12", exercises=[
+        {"exercise": f"12.q{i}", "title": f"part {i}", "status": ERROR, "message": problem, "rules": []}
+        for i in range(1, 5)
+    ])
+    text_ = card.render()
+    assert "0/4 correct" in text_
+    assert text_.count("has no function feed") == 1, text_
+    assert text_.count("same problem as 12.q1") == 3 and "`" not in text_
+    assert distinct_messages(["a: x", "b: x", "y"]) == ["a: x", "y"]
+
+
+def test_hints_render_code_without_backticks(capsys):
+    exercise = _exercise()
+    exercise.hints = ["Wrap it: `async with session.begin_nested():`"]
+    exercise.hint()
+    assert capsys.readouterr().out.strip().endswith("Wrap it: async with session.begin_nested():")
+
+
+def test_every_hint_and_why_renders_without_backticks():
+    from course.exercises import all_exercises
+    from tests.feedback_support import HTML_TAG, visible_text
+
+    for exercise in all_exercises().values():
+        for message in [*exercise.hints, exercise.why]:
+            assert "`" not in plain(message) and not HTML_TAG.search(plain(message)), (exercise.id, message)
+            assert "`" not in visible_text(rich(message)), (exercise.id, message)
+
+
+async def test_the_pool_listener_of_a_check_is_removed_after_it(db, monkeypatch):
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    from course.exercises import core
+
+    made = []
+    original = core.Leftovers.__init__
+
+    def remember(self):
+        original(self)
+        made.append(self)
+
+    monkeypatch.setattr(core.Leftovers, "__init__", remember)
+    await _exercise(SESSION_FN, rules=[]).evaluate(_carries_on_after_a_failed_flush, db=db)
+    await _exercise(DB_FN, rules=[], scratch_scale=0.1, calls=({"user_ids": [1, 2]},)).evaluate(
+        _count_posts_one_session, db=db
+    )
+    assert len(made) == 2
+    assert not any(event.contains(Pool, "checkout", leftovers._checkout) for leftovers in made)
+
+
+# ------------------------------------------------------------------ 2. database errors explained
+
+USERS_BY_COUNTRY = sql_reference(
+    "SELECT country, count(*) FROM users GROUP BY country HAVING count(*) > 40 ORDER BY country"
+)
+
+
+async def test_aggregate_in_where_says_having(db):
+    answer = (
+        select(User.country, func.count()).where(func.count() > 40).group_by(User.country).order_by(User.country)
+    )
+    verdict = await judged(_exercise(expected=USERS_BY_COUNTRY), answer, db)
+    assert verdict.status == ERROR
+    assert verdict.message.startswith("An aggregate (`count()`, `sum()`, ...) in WHERE"), verdict.message
+    assert "`.having(...)`" in verdict.message and "Your answer raised" in verdict.message
+
+
+async def test_a_column_neither_grouped_nor_aggregated(db):
+    answer = select(User.country, User.username, func.count()).group_by(User.country)
+    verdict = await judged(_exercise(expected=USERS_BY_COUNTRY), answer, db)
+    if db.backend == "postgresql":
+        assert verdict.status == ERROR
+        assert "`users.username` is selected but neither grouped nor aggregated" in verdict.message
+        assert "`.group_by(...)`" in verdict.message
+    else:  # SQLite accepts it (a value from any row of the group): the rows are what is wrong
+        assert verdict.status == INCORRECT and "each row should have 2 column(s), yours have 3" in verdict.message
+
+
+async def test_ambiguous_and_unknown_columns(db):
+    expected = sql_reference("SELECT id FROM users")
+    ambiguous = select(literal_column("id")).select_from(User).join(Post, Post.author_id == User.id)
+    verdict = await judged(_exercise(expected=expected), ambiguous, db)
+    assert verdict.status == ERROR
+    assert "The column `id` is in more than one table of your FROM and joins" in verdict.message, verdict.message
+    unknown = select(literal_column("nickname")).select_from(User)
+    verdict = await judged(_exercise(expected=expected), unknown, db)
+    assert "There is no column `nickname` in the tables your statement reads" in verdict.message, verdict.message
+
+
+async def test_a_cartesian_product_is_named_before_the_rows(db):
+    expected = sql_reference(
+        "SELECT u.username, p.title FROM users u JOIN posts p ON p.author_id = u.id WHERE u.id < 30 AND p.id < 300"
+    )
+    answer = select(User.username, Post.title).where(User.id < 30, Post.id < 300)  # no join condition
+    verdict = await judged(_exercise(expected=expected), answer, db)
+    assert verdict.status == INCORRECT, str(verdict)
+    assert verdict.message.startswith("a cartesian product: your statement reads `"), verdict.message
+    assert "`users`" in verdict.message and "`posts`" in verdict.message and "Join them on their key" in verdict.message
+    assert "What differs:" in verdict.message and "SQLAlchemy warned" in verdict.message
+
+
+async def _carries_on_after_a_failed_flush(session):
+    session.add(Tag(name="dup-tag"))
+    session.add(Tag(name="dup-tag"))
+    with contextlib.suppress(IntegrityError):  # neither rolled back nor in a savepoint
+        await session.flush()
+    return (await session.execute(select(func.count()).select_from(Tag))).scalar_one()
+
+
+async def test_pending_rollback_says_roll_back_or_begin_nested(db):
+    verdict = await judged(_exercise(SESSION_FN), _carries_on_after_a_failed_flush, db)
+    assert verdict.status == ERROR
+    assert verdict.message.startswith("An earlier statement in this transaction failed"), verdict.message
+    assert "`async with session.begin_nested():`" in verdict.message and "PendingRollbackError" in verdict.message
+
+
+async def _shares_the_session_between_tasks(session):
+    async def add(name):
+        session.add(Tag(name=name))
+        await session.flush()
+
+    await asyncio.gather(add("shared-1"), add("shared-2"))
+    return 2
+
+
+async def test_one_session_used_by_two_tasks_is_named(db):
+    verdict = await judged(_exercise(SESSION_FN, rules=[]), _shares_the_session_between_tasks, db)
+    assert verdict.status == ERROR, str(verdict)
+    assert verdict.message.startswith("One session used by several tasks at once"), verdict.message
+    assert "Give each task its own session" in verdict.message
+
+
+async def _author_names(session):
+    comments = (await session.scalars(select(Comment).order_by(Comment.id).limit(3))).all()
+    return [c.author.username for c in comments]
+
+
+async def _author_names_loaded(session):
+    stmt = select(Comment).options(joinedload(Comment.author)).order_by(Comment.id).limit(3)
+    return [c.author.username for c in (await session.scalars(stmt)).all()]
+
+
+async def test_a_lazy_load_names_the_relationship_and_its_loader(db):
+    expected = sql_reference(
+        "SELECT u.username FROM comments c JOIN users u ON u.id = c.author_id ORDER BY c.id LIMIT 3", flat=True
+    )
+    exercise = _exercise(SESSION_FN, expected=expected, rules=[SameResult(ordered=True)])
+    verdict = await judged(exercise, _author_names, db)
+    assert verdict.status == INCORRECT
+    assert verdict.message.startswith("`Comment.author` was loaded lazily"), verdict.message
+    assert "`.options(joinedload(Comment.author))`" in verdict.message
+    assert (await judged(exercise, _author_names_loaded, db)).status == CORRECT
+
+
+async def _task_group_fails(session):
+    async def one(n):
+        if n == 2:
+            raise ValueError("no post for user 2")
+        return n
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(n)) for n in range(3)]
+    return [t.result() for t in tasks]
+
+
+async def test_an_exception_group_names_its_first_cause(db):
+    verdict = await judged(_exercise(SESSION_FN, rules=[]), _task_group_fails, db)
+    assert verdict.status == ERROR
+    assert "ExceptionGroup from a TaskGroup: 1 task(s) failed, the first with ValueError: no post for user 2" in (
+        verdict.message
+    ), verdict.message
+
+
+async def _search_with_an_fstring(session):
+    name = "o'brien"
+    return (await session.execute(text(f"SELECT id FROM users WHERE username = '{name}'"))).all()
+
+
+async def test_a_syntax_error_from_a_pasted_value_says_injection(db):
+    verdict = await judged(_exercise(SESSION_FN, rules=[]), _search_with_an_fstring, db)
+    assert verdict.status == ERROR
+    assert "that is SQL injection" in verdict.message and "bound" in verdict.message, verdict.message
+
+
+async def _search_leaking_through_an_error(session):
+    term = "x' AND 1 = CAST((SELECT email FROM users ORDER BY id LIMIT 1) AS INTEGER) --"
+    return (await session.execute(text(f"SELECT id FROM users WHERE username = '{term}'"))).all()
+
+
+async def test_an_injection_that_leaks_through_the_error_text_is_named(db):
+    verdict = await judged(_exercise(SESSION_FN, rules=[SameResult()], expected=sql_reference(
+        "SELECT id FROM users WHERE 1 = 0"
+    )), _search_leaking_through_an_error, db)
+    if db.backend == "postgresql":  # the cast fails, and its message carries the e-mail address
+        assert verdict.status == ERROR
+        assert verdict.message.startswith("The database ran part of a value as SQL"), verdict.message
+        assert "SQL injection" in verdict.message
+    else:  # SQLite casts the text to 0: no error, no leak; SameResult alone cannot see the pasting
+        # (an exercise that must, adds BoundParameters: lesson 10 does)
+        assert verdict.status == CORRECT
+
+
+async def _insert_a_taken_username(session):
+    await session.execute(insert(User).values(
+        email="x@example.com", username=(await session.scalar(select(User.username).limit(1))),
+        display_name="x", country="NL", created_at=func.now(),
+    ))
+
+
+async def test_an_integrity_error_names_the_constraint_kind(db):
+    verdict = await judged(_exercise(SESSION_FN, rules=[]), _insert_a_taken_username, db)
+    assert verdict.status == ERROR
+    assert verdict.message.startswith("A row with the same unique value already exists"), verdict.message
+
+
+async def _author_names_own_session(db):
+    async with db.session() as session:  # no checker-made session: the loader's frame names it
+        comments = (await session.scalars(select(Comment).order_by(Comment.id).limit(3))).all()
+        return [c.author.username for c in comments]
+
+
+async def test_a_lazy_load_in_the_answers_own_session_is_named_too(db):
+    exercise = _exercise(DB_FN, rules=[SameResult()], scratch_scale=0.1, expected=sql_reference(
+        "SELECT u.username FROM comments c JOIN users u ON u.id = c.author_id ORDER BY c.id LIMIT 3", flat=True
+    ))
+    verdict = await judged(exercise, _author_names_own_session, db)
+    assert verdict.status == INCORRECT
+    assert verdict.message.startswith("`Comment.author` was loaded lazily"), verdict.message
+
+
+async def _inviters_without_alias(session):
+    stmt = select(User.username).join(User, User.invited_by_id == User.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _first_tag_name(session):
+    tag = await session.scalar(select(Tag).where(Tag.name == "no-such-tag"))
+    return tag.name
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (_inviters_without_alias, "SQLAlchemy cannot tell where to join from"),
+        (_first_tag_name, "Your code used None as an object: a lookup found nothing"),
+    ],
+)
+async def test_common_python_side_errors_are_named(db, answer, says):
+    verdict = await judged(_exercise(SESSION_FN, rules=[]), answer, db)
+    assert verdict.status == ERROR and verdict.message.startswith(says), verdict.message
+
+
+# ------------------------------------------------------------------ 1. what differs, concretely
+
+
+async def test_missing_rows_that_share_a_null_are_named(db):
+    expected = sql_reference("SELECT id, phone FROM users WHERE phone IS NULL OR phone NOT LIKE '+1-555-0%'")
+    answer = select(User.id, User.phone).where(User.phone.not_like("+1-555-0%"))
+    verdict = await judged(_exercise(expected=expected), answer, db)
+    assert verdict.status == INCORRECT
+    assert " missing rows have `phone` NULL: a comparison with NULL" in verdict.message, verdict.message
+    assert "`.is_(None)`" in verdict.message and "What differs:" in verdict.message
+
+
+async def test_not_in_over_a_null_is_named(db):
+    expected = sql_reference(
+        "SELECT id FROM users WHERE id NOT IN (SELECT invited_by_id FROM users WHERE invited_by_id IS NOT NULL)",
+        flat=True,
+    )
+    answer = select(User.id).where(User.id.not_in(select(User.invited_by_id).scalar_subquery()))
+    verdict = await judged(_exercise(expected=expected), answer, db)
+    assert verdict.status == INCORRECT
+    assert "NULL in NOT IN" in verdict.message and "`~exists()`" in verdict.message, verdict.message
+
+
+async def test_rows_duplicated_by_a_join_are_named(db):
+    expected = sql_reference("SELECT id FROM users WHERE EXISTS (SELECT 1 FROM posts WHERE author_id = users.id)", flat=True)
+    answer = select(User.id).join(Post, Post.author_id == User.id)
+    verdict = await judged(_exercise(expected=expected), answer, db)
+    assert verdict.status == INCORRECT
+    assert "appears more than once): duplicated by a join" in verdict.message, verdict.message
+    assert "`exists()`" in verdict.message
+    assert (await judged(_exercise(expected=expected), answer.distinct(), db)).status == CORRECT
+
+
+async def test_the_same_value_on_every_row_says_uncorrelated(db):
+    expected = sql_reference(
+        "SELECT u.id, (SELECT count(*) FROM posts p WHERE p.author_id = u.id) FROM users u ORDER BY u.id"
+    )
+    uncorrelated = select(func.count(Post.id)).scalar_subquery()
+    answer = select(User.id, uncorrelated).order_by(User.id)
+    verdict = await judged(_exercise(expected=expected), answer, db)
+    assert verdict.status == INCORRECT
+    assert "on every row in column 2, where the expected values differ: is your subquery uncorrelated?" in (
+        verdict.message
+    ), verdict.message
+
+
+async def test_a_page_off_by_one_is_named(db):
+    expected = sql_reference("SELECT id FROM users ORDER BY id LIMIT 10 OFFSET 20", flat=True)
+    answer = select(User.id).order_by(User.id).limit(10).offset(21)
+    verdict = await judged(_exercise(expected=expected, rules=[SameResult(ordered=True)]), answer, db)
+    assert verdict.status == INCORRECT
+    assert "shifted by 1 (starting 1 too late): off by one page or one row" in verdict.message, verdict.message
+
+
+async def test_right_rows_in_the_wrong_order_and_wrong_columns(db):
+    expected = sql_reference("SELECT id, username FROM users ORDER BY id DESC LIMIT 5")
+    ordered = _exercise(expected=expected, rules=[SameResult(ordered=True)])
+    ascending = select(User.id, User.username).order_by(User.id.desc()).limit(5).subquery()
+    verdict = await judged(ordered, select(ascending).order_by(ascending.c.id), db)
+    assert "the right rows, in the wrong order" in verdict.message and "`.desc()`" in verdict.message
+    wrong_column = select(User.id, User.email).order_by(User.id.desc()).limit(5)
+    verdict = await judged(ordered, wrong_column, db)
+    assert "the right rows (the same `id`), but `email` differs" in verdict.message, verdict.message
+    swapped = select(User.username, User.id).order_by(User.id.desc()).limit(5)
+    verdict = await judged(ordered, swapped, db)
+    assert "the columns are in another order" in verdict.message or "missing" in verdict.message
+
+
+# ------------------------------------------------------------------ 3. almost right
+
+FIVE_USERS = sql_reference("SELECT id, username FROM users ORDER BY id LIMIT 5")
+
+
+async def _forgot_return(session):
+    (await session.execute(select(User.id, User.username).order_by(User.id).limit(5))).all()
+
+
+async def _rows_as_lists(session):
+    rows = (await session.execute(select(User.id, User.username).order_by(User.id).limit(5))).all()
+    return [list(r) for r in rows]
+
+
+async def _a_tuple_of_rows(session):
+    return tuple((await session.execute(select(User.id, User.username).order_by(User.id).limit(5))).all())
+
+
+async def _stub(session):
+    raise NotImplementedError
+
+
+async def test_a_function_that_returns_none_is_asked_about_return(db):
+    exercise = _exercise(SESSION_FN, expected=FIVE_USERS)
+    verdict = await judged(exercise, _forgot_return, db)
+    assert verdict.status == INCORRECT
+    assert verdict.message.startswith("your function returned None: did you forget `return`?")
+    assert (await exercise.evaluate(_stub, db=db)).status == NOT_ATTEMPTED
+
+
+async def test_none_as_the_answer_is_not_the_stub(db):
+    verdict = await judged(_exercise(expected=FIVE_USERS), None, db)
+    assert verdict.status == ERROR and "did a function that builds it forget `return`" in verdict.message
+    verdict = await judged(_exercise(SESSION_FN, expected=FIVE_USERS), None, db)
+    assert verdict.status == ERROR and "pass your function itself" in verdict.message
+    assert (await judged(_exercise(expected=FIVE_USERS), ..., db)).status == NOT_ATTEMPTED
+
+
+async def test_lists_and_tuples_compare_by_value(db):
+    exercise = _exercise(SESSION_FN, expected=FIVE_USERS)
+    assert (await judged(exercise, _rows_as_lists, db)).status == CORRECT
+    assert (await judged(exercise, _a_tuple_of_rows, db)).status == CORRECT
+
+
+async def test_a_statement_where_a_function_was_asked_and_back(db):
+    statement = select(User.id, User.username).order_by(User.id).limit(5)
+    verdict = await judged(_exercise(SESSION_FN, expected=FIVE_USERS), statement, db)
+    assert verdict.status == ERROR
+    assert "You passed a statement, but this exercise takes an async function: wrap it" in verdict.message
+    assert "`async def answer(session): ...`" in verdict.message
+    verdict = await judged(_exercise(expected=FIVE_USERS), _rows_as_lists, db)
+    assert "You passed an async function, but this exercise takes the statement itself" in verdict.message
+    verdict = await judged(_exercise(expected=FIVE_USERS), lambda: statement, db)
+    assert "call your builder and pass what it returns" in verdict.message
+
+
+# ------------------------------------------------------------------ 5. never hangs, never poisons
+
+
+async def _count_posts_solution(db, user_ids):
+    async def count(user_id):
+        async with db.session() as session:
+            return await session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+    return dict(zip(user_ids, await asyncio.gather(*(count(u) for u in user_ids)), strict=True))
+
+
+async def _count_posts_one_session(db, user_ids):
+    async with db.session() as session:
+        async def count(user_id):
+            session.add(Tag(name=f"seen-{user_id}"))  # a write per task: the shared session breaks
+            await session.flush()
+            return await session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+        counts = await asyncio.gather(*(count(u) for u in user_ids))
+    return dict(zip(user_ids, counts, strict=True))
+
+
+async def _count_posts_expected(conn, user_ids):
+    rows = await conn.execute(text("SELECT author_id, count(*) FROM posts GROUP BY author_id"))
+    counts = dict(rows.all())
+    return {u: counts.get(u, 0) for u in user_ids}
+
+
+async def test_an_answer_that_leaves_a_transaction_open_does_not_poison_the_next_check(db):
+    exercise = _exercise(
+        DB_FN, expected=_count_posts_expected, calls=({"user_ids": [1, 2, 3, 4]},), scratch_scale=0.1,
+        rules=[SameResult(what="counts")],
+    )
+    started = time.perf_counter()
+    verdict = await judged(exercise, _count_posts_one_session, db)
+    first = time.perf_counter() - started
+    assert verdict.status == ERROR, str(verdict)
+    assert "session used by several tasks at once" in verdict.message.lower(), verdict.message
+    assert "the checker ended them" in verdict.message, verdict.message
+    started = time.perf_counter()
+    verdict = await judged(exercise, _count_posts_solution, db)
+    assert verdict.status == CORRECT, str(verdict)
+    # before the fix, on PostgreSQL, both took 30 s (ANSWER_TIMEOUT): cleanup waited on the open transaction
+    assert first < 15 and time.perf_counter() - started < 15
+
+
+async def test_a_kernel_task_is_never_taken_for_the_answers():
+    from course.exercises.core import _kernel_task
+
+    def made_in(filename):
+        namespace = {}
+        exec(compile("async def handler():\n    pass\n", filename, "exec"), namespace)
+        return namespace["handler"]()
+
+    kernel = asyncio.ensure_future(made_in("/venv/lib/python3.11/site-packages/ipykernel/kernelbase.py"))
+    cell = asyncio.ensure_future(made_in("/tmp/ipykernel_4242/3141592653.py"))
+    assert _kernel_task(kernel) and not _kernel_task(cell)
+    await asyncio.gather(kernel, cell)
+
+
+# ------------------------------------------------------------------ 4. correct on SQLite, wrong on PostgreSQL
+
+NAMES_WITH_ADA = sql_reference("SELECT id FROM users WHERE lower(username) LIKE '%' || lower(:part) || '%'", flat=True)
+
+
+async def test_a_case_sensitive_match_is_rejected_on_both_backends(db):
+    exercise = _exercise(
+        expected=NAMES_WITH_ADA, rules=[SameResult(), CaseInsensitiveMatch()], calls=({"part": "Ada"},),
+    )
+    verdict = await judged(exercise, select(User.id).where(User.username.contains(text(":part"))), db)
+    assert verdict.status == INCORRECT
+    assert "your match is case-sensitive on PostgreSQL" in str(verdict), str(verdict)
+    for right in (
+        select(User.id).where(User.username.icontains(text(":part"))),
+        select(User.id).where(func.lower(User.username).contains(func.lower(text(":part")))),
+    ):
+        assert (await judged(exercise, right, db)).status == CORRECT
+
+
+async def _skips_duplicates_without_savepoint(session):
+    added = 0
+    for name in ["sp-a", "sp-a", "sp-b"]:
+        try:
+            await session.execute(insert(Tag).values(name=name))
+            added += 1
+        except IntegrityError:
+            continue  # SQLite carries on; PostgreSQL has aborted the transaction
+    return added
+
+
+async def _skips_duplicates_in_savepoints(session):
+    added = 0
+    for name in ["sp-a", "sp-a", "sp-b"]:
+        try:
+            async with session.begin_nested():
+                await session.execute(insert(Tag).values(name=name))
+            added += 1
+        except IntegrityError:
+            continue
+    return added
+
+
+async def test_carrying_on_after_a_failure_without_a_savepoint_is_rejected_on_both_backends(db):
+    exercise = _exercise(SESSION_FN, rules=[SavepointAroundFailure()])
+    verdict = await judged(exercise, _skips_duplicates_without_savepoint, db)
+    assert verdict.status in (INCORRECT, ERROR)
+    if db.backend == "postgresql":  # the answer itself fails there
+        assert "PostgreSQL aborts the whole transaction at the first error" in verdict.message, verdict.message
+    else:
+        assert "a statement failed outside a savepoint" in verdict.message, verdict.message
+        assert "PostgreSQL aborts the whole transaction" in verdict.message
+    assert (await judged(exercise, _skips_duplicates_in_savepoints, db)).status == CORRECT
+
