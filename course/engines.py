@@ -90,9 +90,12 @@ def _sqlite_engine(path: Path, **engine_kw: Any) -> AsyncEngine:
         # a traceback while it discards the connection.
         if not in_greenlet():
             return
+        if conn._is_autocommit_isolation():
+            # asked for no transaction (on the connection, on the engine, or in create_engine()'s
+            # isolation_level=, which execution options do not show): a BEGIN here would leave its
+            # writes uncommitted. SQLAlchemy's own test for it, present in 2.0 and 2.1.
+            return
         options = conn.get_execution_options()
-        if options.get("isolation_level") == "AUTOCOMMIT":
-            return  # asked for no transaction: a BEGIN here would leave its writes uncommitted
         mode = options.get(SQLITE_BEGIN)
         if mode is None:
             conn.exec_driver_sql("BEGIN", execution_options={HIDDEN: True})

@@ -464,3 +464,39 @@ def test_site_lesson_00_has_navigation_a_sql_log_and_the_diagram(browser, site_u
         context.close()
     outside = sorted({u for u in requests if not u.startswith((site_url, "data:", "blob:"))})
     assert not outside, f"the site fetched from elsewhere: {outside}"
+
+
+def test_class_report_shows_its_chart_and_sorts_its_table(browser, tmp_path):
+    """`grade --html`'s page, opened from disk as an instructor would: chart drawn, table sortable."""
+    from course.tools import report
+
+    def card(learner: str, status: str, crashed: bool = False) -> dict:
+        return {"notebook": f"submissions/{learner}/00_start_here.ipynb", "lesson": "00",
+                "crashed_cells": ["cell 3: RuntimeError: boom"] if crashed else [], "timed_out": False,
+                "exercises": [{"exercise": "00.q1", "title": "Users from the Netherlands", "status": status,
+                               "message": "", "rules": [{"rule": "same rows", "passed": status == "correct",
+                                                         "message": "3 missing rows"}]}]}
+
+    cards = [card("zoe", "correct"), card("ann", "incorrect"), card("max", "not run", crashed=True)]
+    page_file = tmp_path / "report.html"
+    report.write(cards, page_file)
+    context = browser.new_context(viewport=VIEWPORT)
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    try:
+        page = context.new_page()
+        page.goto(page_file.as_uri())
+        bar = page.locator("svg.chart rect.bar[data-exercise='00.q1']")
+        assert bar.count() == 1 and float(bar.get_attribute("width")) == round(420 / 3)  # 1 of 3 correct
+        rows = page.locator("#learners tbody tr")
+        assert rows.count() == 3
+        assert rows.nth(2).inner_text().startswith("zoe")  # folders, sorted by name
+        page.locator("#learners th", has_text="learner").click()  # sort: the header works offline
+        page.locator("#learners th", has_text="learner").click()
+        assert page.locator("#learners tbody tr").first.inner_text().startswith("zoe")
+        assert "boom" in page.locator("#crashed").inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "class-report.png"), full_page=True)
+    finally:
+        context.close()
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests

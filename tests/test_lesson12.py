@@ -5,14 +5,16 @@ Runs on the active backend (COURSE_DATABASE_URL selects PostgreSQL); each claim 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from datetime import datetime
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import event, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.util import await_only
 
 from course.database import open_scratch
 from course.exercises import CORRECT, lesson12
@@ -100,6 +102,86 @@ async def test_a_whole_q4_check_leaves_the_notebook_database_untouched(db):
     verdict = await lesson12.q4.evaluate(Reference, db=db)
     assert verdict.status == CORRECT, str(verdict)
     assert await db.counts() == before
+
+
+async def test_a_new_tag_another_request_committed_is_no_duplicate_post(scratch):
+    """tags.name is unique too: the reference reads back before it says AlreadyExists."""
+    other = scratch.create_engine()
+    fired = []
+
+    def commit_the_tag_first(conn, cursor, statement, parameters, context, many):
+        if not fired and writes._INSERT_POSTS.match(statement):
+            fired.append(1)
+
+            async def publish_tag():
+                async with other.begin() as oc:
+                    await oc.execute(insert(Tag).values(name="capstone-contested"))
+
+            await_only(publish_tag())
+
+    async def create(answer):
+        async with scratch.session() as session, session.begin():
+            return await answer.create_post(
+                session, author_id=7, title="Capstone: a contested tag", body="...",
+                tag_names=["python", "capstone-contested"], published_at=reference.WHEN,
+            )
+
+    class OnlyTheKind(Reference):  # the mapping the lesson warns about: any unique violation is a duplicate
+        @staticmethod
+        async def create_post(session, **call):
+            tags = await counterexamples._known_or_new(session, call["tag_names"])
+            return await counterexamples._in_savepoint(session, tags, **call)
+
+    try:
+        for answer, expected in ((Reference, IntegrityError), (OnlyTheKind, AlreadyExists)):
+            fired.clear()
+            event.listen(scratch.engine.sync_engine, "before_cursor_execute", commit_the_tag_first)
+            try:
+                with pytest.raises((IntegrityError, OperationalError, AlreadyExists)) as raised:
+                    await create(answer)
+            finally:
+                event.remove(scratch.engine.sync_engine, "before_cursor_execute", commit_the_tag_first)
+                async with scratch.engine.begin() as conn:
+                    await conn.execute(Tag.__table__.delete().where(Tag.name == "capstone-contested"))
+            assert fired
+            if scratch.is_postgresql:  # the tag's unique index, not the post's
+                assert isinstance(raised.value, expected), raised.value
+                cause = raised.value.__cause__ if expected is AlreadyExists else raised.value
+                assert cause.orig.__cause__.constraint_name == "tags_name_key"
+            else:  # SQLite: the transaction had read before the tag was committed, so it cannot write at all
+                assert isinstance(raised.value, OperationalError)
+                assert raised.value.orig.sqlite_errorname == "SQLITE_BUSY_SNAPSHOT"
+        assert await _titled(scratch, "Capstone: a contested tag") == 0
+    finally:
+        await other.dispose()
+
+
+@pytest.mark.sqlite  # SQLite's locking: deselected on PostgreSQL, never skipped
+async def test_on_sqlite_only_a_writer_that_has_not_read_waits_for_the_lock(db):
+    """A deferred transaction that read gets SQLITE_BUSY at once; BEGIN IMMEDIATE waits its busy timeout."""
+    holder = db.engine.execution_options(sqlite_begin="IMMEDIATE")
+    quick = db.create_engine(connect_args={"timeout": 0.5})
+    try:
+        async with holder.connect() as held:
+            await held.begin()  # BEGIN IMMEDIATE: the write lock, held
+            async with quick.connect() as reader:
+                await reader.begin()
+                await reader.scalar(select(1).select_from(Tag))  # reads: a snapshot
+                started = time.perf_counter()
+                with pytest.raises(OperationalError) as busy:
+                    await reader.execute(insert(Tag).values(name="capstone-never"))
+                assert busy.value.orig.sqlite_errorname == "SQLITE_BUSY"
+                assert time.perf_counter() - started < 0.4  # at once: the busy timeout (0.5 s) did not apply
+                await reader.rollback()
+            async with quick.execution_options(sqlite_begin="IMMEDIATE").connect() as writer:
+                started = time.perf_counter()
+                with pytest.raises(OperationalError, match="database is locked"):
+                    await writer.begin()
+                    await writer.scalar(select(1))  # the BEGIN IMMEDIATE runs here, and waits
+                assert time.perf_counter() - started >= 0.45  # it waited for the busy timeout
+            await held.rollback()
+    finally:
+        await quick.dispose()
 
 
 # ---------------------------------------------------------------- the SQLite BEGIN option the lesson uses

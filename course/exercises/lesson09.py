@@ -500,7 +500,7 @@ q3 = PoolExercise(
         "A pooled connection can die while it sits idle in the pool. Which engine option tests it "
         "before handing it out?",
         "pool_pre_ping=True: a cheap round trip at each checkout; a dead connection is replaced "
-        "(and the rest of the pool checked) before your code sees it.",
+        "(and every older pooled connection is marked for replacement) before your code sees it.",
         "return db.create_engine(pool_pre_ping=True)",
     ],
     why="pre_ping turns 'the first request after a restart fails' into one extra round trip per checkout.",

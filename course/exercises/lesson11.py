@@ -127,7 +127,7 @@ def _q1_no_body(attempt: Attempt) -> str | None:
     heavy = [s for s in _queries(attempt) if "posts.body" in s.sql]
     if heavy:
         return (
-            "the SELECT still names posts.body: every body (1 to 2.5 KB each) travelled for nothing. "
+            "the SELECT still names posts.body: every body (0.7 to 2 KB each) travelled for nothing. "
             "Leave it out with .options(defer(Post.body)) or load_only(...)"
         )
     return None

@@ -252,11 +252,11 @@ def _at(row: Any, index: int) -> Any:
     return row[index] if isinstance(row, tuple) else row
 
 
-def has_top_level_order_by(sql: str) -> bool:
-    """Whether the outermost query sorts: ORDER BY outside any parentheses (a window's
-    ``OVER (ORDER BY ...)``, a subquery's or a CTE's does not order the result)."""
-    depth = 0
-    quoted = False
+def top_level_order_by(sql: str) -> int:
+    """Where the outermost query's ORDER BY keys start in ``sql``, or -1: ORDER BY outside any
+    parentheses and quotes (a window's ``OVER (ORDER BY ...)``, a subquery's or a CTE's does not
+    order the result)."""
+    depth, quoted, start = 0, False, -1
     upper = sql.upper()
     for i, char in enumerate(upper):
         if char == "'":
@@ -268,8 +268,13 @@ def has_top_level_order_by(sql: str) -> bool:
         elif char == ")":
             depth -= 1
         elif depth == 0 and upper.startswith("ORDER BY", i) and (i == 0 or not upper[i - 1].isalnum()):
-            return True
-    return False
+            start = i + len("ORDER BY")
+    return start
+
+
+def has_top_level_order_by(sql: str) -> bool:
+    """Whether the outermost query sorts its result (see :func:`top_level_order_by`)."""
+    return top_level_order_by(sql) >= 0
 
 
 @dataclass

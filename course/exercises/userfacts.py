@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .rules import Attempt
+from .rules import Attempt, top_level_order_by
 
 FACTS = "user_facts"
 
@@ -84,21 +84,10 @@ def order_by_keys(sql: str) -> list[str]:
     without a tie-breaker: the keys themselves say whether the learner asked for one. A window's
     ``OVER (ORDER BY ...)``, a subquery's or a CTE's ORDER BY is not the result's order.
     """
-    depth, quoted, start = 0, False, -1
-    low = sql.lower()
-    for i, char in enumerate(low):
-        if char == "'":
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif depth == 0 and low.startswith("order by", i) and (i == 0 or not low[i - 1].isalnum()):
-            start = i + len("order by")
+    start = top_level_order_by(sql)
     if start < 0:
         return []
+    low = sql.lower()
     keys, depth, current = [], 0, ""
     for char in low[start:]:
         if char == "(":

@@ -109,8 +109,8 @@ td.s{font-weight:600}.muted{color:#666}code{font-family:ui-monospace,monospace;f
 """
 
 _SORT = """
-document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
-  const table = th.closest('table'), body = table.tBodies[0];
+document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener('click', () => {
+  const table = th.closest('table'), body = table.tBodies[0], col = th.cellIndex;
   const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir === 1 ? 'asc' : 'desc';
   const rows = Array.from(body.rows).sort((a, b) => a.cells[col].innerText.localeCompare(
     b.cells[col].innerText, undefined, {numeric: true}) * dir);
@@ -161,7 +161,7 @@ def render(cards: Sequence[dict[str, Any]], *, title: str = "Class report") -> s
 
     out.append("<h2>Notebooks that crashed or ran out of time</h2>")
     if data["crashed"]:
-        out.append("<table id='crashed'><thead><tr><th>learner</th><th>notebook</th><th>what stopped it</th>"
+        out.append("<table class='sortable' id='crashed'><thead><tr><th>learner</th><th>notebook</th><th>what stopped it</th>"
                    "</tr></thead><tbody>")
         for crash in data["crashed"]:
             what = ["ran out of time"] if crash["timed_out"] else []

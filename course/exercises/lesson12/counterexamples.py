@@ -337,7 +337,7 @@ class _SwallowsFailure(FeedRepository):
             return None
 
 
-@wrong(q3, "every error reported as a duplicate", says="only an integrityerror")
+@wrong(q3, "every error reported as a duplicate", says="catch only the duplicate")
 class _EveryErrorIsADuplicate(FeedRepository):
     """except Exception: raise AlreadyExists: a refused write reported as a duplicate."""
 

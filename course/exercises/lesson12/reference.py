@@ -91,5 +91,8 @@ class FeedRepository:
         except IntegrityError as exc:
             if constraint_kind(exc) != "unique":  # a foreign key, a NOT NULL...: not a duplicate
                 raise
+            # tags.name is unique too: a new tag another request committed meanwhile fails the same way
+            if await session.scalar(select(Post.id).where(Post.author_id == author_id, Post.title == title)) is None:
+                raise
             raise AlreadyExists(f"author {author_id} already has a post titled {title!r}") from exc
         return post.id

@@ -235,7 +235,8 @@ def _reaches_caller_rule(attempt: Attempt) -> str | None:
     if isinstance(outcome, AlreadyExists) or _error_name(outcome) == "AlreadyExists":
         return (
             "the database refused a write for another reason, and create_post reported AlreadyExists: "
-            "catch only an IntegrityError (the duplicate) and let every other error through"
+            "catch only the duplicate, an IntegrityError whose constraint_kind(exc) is 'unique', and let "
+            "every other error through"
         )
     return None
 
@@ -406,8 +407,9 @@ def _unprotected_insert(log: Any) -> bool:
 _ABORTED = (
     "SQLite undoes only the failed statement and carries on, so this can pass there; PostgreSQL aborts "
     "the whole transaction on an error ('current transaction is aborted, commands ignored until end of "
-    "transaction block'), and the caller's next statement and its COMMIT fail. Wrap the insert in "
-    "async with session.begin_nested(): a failure then rolls back to the savepoint only"
+    "transaction block'): the caller's next statement fails, and its COMMIT raises nothing but rolls "
+    "everything back. Wrap the insert in async with session.begin_nested(): a failure then rolls back "
+    "to the savepoint only"
 )
 
 
@@ -489,8 +491,10 @@ class _OtherRequest:
 
     def __init__(self, scratch: Any, title: str, author_id: int) -> None:
         self.scratch, self.title, self.author_id = scratch, title, author_id
-        # its own engine: its own connection, and a short wait where the answer already holds the lock
-        self.engine = scratch.create_engine(connect_args={"timeout": 1})
+        # its own engine, so its own connection. On SQLite a short busy timeout: where the answer already
+        # holds the write lock, give up after 1 s. (On PostgreSQL "timeout" is the connect timeout: keep
+        # the default, so a busy machine does not lose the race; lock_timeout bounds the wait instead.)
+        self.engine = scratch.create_engine(**({"connect_args": {"timeout": 1}} if scratch.is_sqlite else {}))
         self.committed = False
         self.failed: str | None = None
         self.fired = False
@@ -623,13 +627,15 @@ q4 = capstone(
         "The unique index on (author_id, title) is the source of truth: insert, and if the database says "
         "it broke a unique constraint, it was a duplicate. A SELECT beforehand cannot see a row another "
         "request is about to commit.",
-        "A failed INSERT leaves the session (and, on PostgreSQL, the transaction) unusable unless it ran "
-        "inside a savepoint: "
+        "A failed flush leaves the session unusable until rollback (PendingRollbackError), and on PostgreSQL "
+        "any failed statement aborts the transaction, unless it ran inside a savepoint: "
         "async with session.begin_nested(): session.add(post). The savepoint rolls back; the caller's "
         "earlier work stays. Not every IntegrityError is a duplicate: a missing author breaks the foreign key.",
         "try: async with session.begin_nested(): ... / except IntegrityError as exc: if constraint_kind(exc) "
         "!= 'unique': raise / raise AlreadyExists(...) from exc (constraint_kind from course.lab.errorkinds, "
-        "lesson 10). Never session.rollback() in here: that is the caller's transaction.",
+        "lesson 10). Never session.rollback() in here: that is the caller's transaction. (tags.name is unique "
+        "too: before AlreadyExists, the reference reads the post back, so a tag another request just created "
+        "is not reported as a duplicate post.)",
     ],
     why=(
         "The index decides, a savepoint contains the failure, only a unique violation becomes AlreadyExists, "
