@@ -8,11 +8,7 @@ happened inside the function (not in a flush the checker triggered later).
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +19,7 @@ from ..schema import Tag, User
 from .core import SESSION_FN, Counterexample, Exercise, normalize
 from .named_mistakes import EXPLAINED as _EXPLAINED
 from .named_mistakes import Explaining as _Explaining
+from .named_mistakes import KeepsSource
 from .rules import Attempt, LeavesTransactionToCaller, Probe, SameResult, SessionUsable, StatementBudget
 
 
@@ -462,18 +459,6 @@ async def _q3_unsorted(session, cutoff):
     return list(result.scalars())[::-1]  # RETURNING promises no order; here reversed to show it
 
 
-@dataclass
-class _ReadsSource(Exercise):
-    """Keeps the answer's source: whether it sorts the ids cannot be seen when RETURNING happened to
-    send them in id order."""
-
-    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
-        attempt = await super()._attempt(answer, db, call)
-        with contextlib.suppress(OSError, TypeError):  # no source (typed at a prompt): not judged
-            attempt.extra["source"] = inspect.getsource(answer)
-        return attempt
-
-
 def _q3_sorts(attempt: Attempt) -> str | None:
     source = attempt.extra.get("source")
     if not source or "returning" not in source.lower() or any(w in source for w in ("sorted(", ".sort(")):
@@ -484,7 +469,7 @@ def _q3_sorts(attempt: Attempt) -> str | None:
     )
 
 
-q3 = _ReadsSource(
+q3 = KeepsSource(
     id="07.q3",
     title="Deactivate dormant users, one UPDATE ... RETURNING",
     kind=SESSION_FN,

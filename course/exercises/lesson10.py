@@ -55,7 +55,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 from ..lab.errorkinds import constraint_kind, is_transient
 from ..schema import Order, Post, Tag, User
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
-from .named_mistakes import EXPLAINED, Explaining
+from .named_mistakes import EXPLAINED, Explaining, KeepsSource
 from .rules import Attempt, Probe, SameResult, SavepointAroundFailure, SessionUsable, StatementBudget
 
 WHEN = datetime(2025, 6, 1)
@@ -622,17 +622,6 @@ async def _q3_execute_no_savepoint(session, rows):
     return outcome
 
 
-@dataclass
-class _ReadsSource(Explaining):
-    """Keeps the answer's source for a rule that data cannot decide (q3: the kind read from a message)."""
-
-    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
-        attempt = await super()._attempt(answer, db, call)
-        with contextlib.suppress(OSError, TypeError):  # no source (typed at a prompt): not judged
-            attempt.extra["source"] = inspect.getsource(answer)
-        return attempt
-
-
 def _q3_not_by_message(attempt: Attempt) -> str | None:
     source = attempt.extra.get("source") or ""
     reads_code = any(word in source for word in ("constraint_kind", "sqlstate", "sqlite_errorname", "pgcode"))
@@ -646,7 +635,7 @@ def _q3_not_by_message(attempt: Attempt) -> str | None:
     return None
 
 
-q3 = _ReadsSource(
+q3 = KeepsSource(
     id="10.q3",
     title="Import orders, report the rejects",
     kind=SESSION_FN,

@@ -12,6 +12,8 @@ error through as usual. The message lands in ``attempt.extra["explained"]``, whi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,19 @@ class Explaining(Exercise):
         attempt = await super()._attempt(wrapped, db, call)
         if explained:
             attempt.extra["explained"] = explained[0]
+        return attempt
+
+
+@dataclass
+class KeepsSource(Explaining):
+    """Also keeps the answer's source in ``attempt.extra["source"]``, for a rule the data cannot
+    decide (ids sorted or not when RETURNING happened to send them in order; a kind read from an
+    error's message text). No source (a function typed at a prompt): the rule does not judge."""
+
+    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        attempt = await super()._attempt(answer, db, call)
+        with contextlib.suppress(OSError, TypeError):
+            attempt.extra["source"] = inspect.getsource(answer)
         return attempt
 
 

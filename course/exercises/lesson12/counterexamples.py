@@ -6,12 +6,14 @@ Misconceptions, and the rule that names each:
 - 12.q1: tags fetched per post (N+1; statement budget) · the tag pasted into SQL text (bound
   parameters; a quote in the tag) · the author left to a lazy load (no lazy loads, naming
   ``Post.author``) · comments counted over a join that multiplies them · tags joined into the page
-  query, so LIMIT counts rows · "published" read as ``published_at IS NOT NULL``.
+  query, so LIMIT counts rows · "published" read as ``published_at IS NOT NULL`` · comments loaded
+  with ``selectinload(Post.comments)`` to be counted with ``len()`` · a forgotten ``return``.
 - 12.q2: a keyset on ``published_at`` alone (skipped) or ``<=`` (repeated) · OFFSET as a cursor ·
-  the tag filtered in Python after LIMIT (short pages) · a next cursor on the last page.
+  the tag filtered in Python after LIMIT (short pages) · a next cursor on the last page · LIMIT limit
+  with a cursor whenever the page is full (no limit + 1: a feed of exactly one page).
 - 12.q3: a commit in the middle · one tag lookup per name (N+1) · every tag created anew · the
   failure swallowed · every error reported as a duplicate · tags assigned after an autoflush
-  (a lazy load of ``Post.tags``).
+  (a lazy load of ``Post.tags``) · no flush (``post.id`` returned as None, no INSERT inside).
 - 12.q4: no savepoint (a raw IntegrityError) · ``session.rollback()`` on the duplicate · check
   first, then insert (races) · a duplicate check that forgets the author · every IntegrityError
   mapped to AlreadyExists (the foreign-key scenario) · IntegrityError caught without a savepoint
