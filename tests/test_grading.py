@@ -23,7 +23,13 @@ NOTEBOOKS = sorted(p.name for p in (ROOT / "solutions").glob("*.ipynb") if p.nam
 pytestmark = pytest.mark.sqlite
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+#: Every reference answer passing is nbval's job already (COURSE_STRICT makes a wrong verdict fail
+#: its cell in solutions/): the grader's own reading of verdicts is proven on three lessons whose
+#: exercises cover every answer kind (statement, session and database functions, the capstone's set).
+GRADED_SOLUTIONS = [n for n in NOTEBOOKS if n[:2] in ("00", "08", "12")]
+
+
+@pytest.mark.parametrize("name", GRADED_SOLUTIONS)
 def test_solutions_grade_all_correct(name):
     card = grade_notebook(ROOT / "solutions" / name)
     lesson = name[:2]
