@@ -37,7 +37,7 @@ def _answer_cell(nb: dict) -> dict:
 
 
 def _submissions(folder: Path) -> list[Path]:
-    made = {}
+    made = {"fay": None}  # graded first: it waits out its time limit while the others are graded beside it
     made["ann"] = _notebook("solutions")  # right
     made["bob"] = _notebook("notebooks")  # the untouched stub
     cy = _notebook("notebooks")  # wrong: every user, not only NL
