@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .rules import Attempt, top_level_order_by
 
 FACTS = "user_facts"
+#: how the seed writes ``users.country``, for :class:`~course.exercises.rules.LetterCase`
+COUNTRY_CODES = "country codes in capitals, as ISO 3166 writes them"
 
 
 def _ids(rows: Any, position: int) -> list[int]:
