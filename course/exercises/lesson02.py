@@ -13,13 +13,12 @@ Misconceptions catalogued (one counterexample each, in ``counterexamples``):
   left out of the list; the codes in lower case.
 - q2: plain ``like()`` / ``endswith()`` (case-insensitive only on SQLite: judged from the
   SQL, LIKE versus ILIKE / lower(); ``contains()`` too); two spellings instead of ignoring case; a pattern that
-  is not anchored (other domains); a pattern without ``%`` (matches nothing).
+  is not anchored (other domains); a pattern without ``%`` (matches nothing); a pattern without
+  the ``@`` (the same rows on this seed, so judged from the pattern it sent).
 - q3: NULL logins forgotten; NOT of a comparison (still skips NULL); Python ``is None``
   (constant false); ``!= None`` (IS NOT NULL, the opposite test); ``or_()`` around all three;
   no phone as ``== ""`` or ``!= ""`` (a missing phone is NULL); ``<=`` the cutoff (judged from
   the SQL: no login at midnight in the seed); a cutoff a day early or late; ``>`` for ``<``.
-  (A LIKE pattern without the ``@``, q2, gives the same rows on this seed: no address ends in
-  "example.com" without it, so it is not judged.)
 - q4: an f-string in ``text()``; BETWEEN ending at midnight on 31 December, or ``<`` it; a range
   that keeps midnight on 1 January 2026 or drops midnight on 1 January 2025 (from the SQL); no
   LIMIT; oldest first; user text as a LIKE pattern without ``autoescape`` (``_`` is a wildcard).
@@ -403,6 +402,14 @@ def _q2_pattern(attempt: Attempt) -> str | None:
             f"{len(wrong)} addresses that do not end with @example.com came back (e.g. {wrong[0]!r}): a % "
             "after the domain lets anything follow it. End the pattern with the domain: '%@EXAMPLE.COM'"
         )
+    # judged from the pattern: this seed has no address at a domain that merely ends in example.com
+    no_at = [p for p in _patterns(attempt) if "example.com" in p.lower() and "@example.com" not in p.lower()]
+    if no_at:
+        return (
+            f"your pattern {no_at[0]!r} has no @ before the domain, so it also matches addresses at other "
+            "domains that end in example.com (ann@notexample.com, bob@mail.example.com); this sample data "
+            "happens to have none. Put the @ in the pattern: '%@EXAMPLE.COM'"
+        )
     return None
 
 
@@ -453,6 +460,12 @@ q2 = Exercise(
             "pattern too wide",
             lambda: _emails(User.email.ilike("%EXAMPLE%")),
             "do not end with @example.com",
+        ),
+        Counterexample(
+            # the same rows on this seed: judged from the pattern it sent
+            "no @ before the domain",
+            lambda: _emails(User.email.ilike("%EXAMPLE.COM")),
+            "has no @ before the domain",
         ),
         Counterexample(
             "forgot the wildcard",
