@@ -159,9 +159,9 @@ def _cartesian(attempt: Attempt) -> str | None:
     if found_loose:
         loose_table, first = found_loose
         return (
-            f'a cartesian product: "{loose_table}" sits in FROM joined to nothing, so every row is paired with '
-            f'every row of "{first}": {_q1_effect([loose_table])}. A table you filter or select on must be '
-            f"joined, here along a relationship: {_q1_fix([loose_table])}"
+            f'a cartesian product: "{loose_table}" sits in FROM joined to nothing, next to "{first}": '
+            f"{_q1_effect([loose_table])}. A table you filter or select on must be joined, here along a "
+            f"relationship: {_q1_fix([loose_table])}"
         )
     return None
 
