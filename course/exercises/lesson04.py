@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import aliased
 
 from ..schema import Comment, Order, Post, Tag, User, post_tags
@@ -662,6 +662,9 @@ ALTERNATIVES = {
         .outerjoin(Post, (Post.author_id == User.id) & (Post.status == "draft"))
         .group_by(User.id)
         .order_by(User.id)),
+        ("count(case(...)) over a plain outer join: the case is NULL for other posts", lambda: select(
+            User.id, func.count(case((Post.status == "draft", Post.id))).label("drafts")
+        ).outerjoin(User.posts).group_by(User.id).order_by(User.id)),
     ],
     "04.q3": [
         ("a join along User.invited_by.of_type(inviter)", _q3_of_type),

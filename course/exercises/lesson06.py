@@ -477,6 +477,10 @@ async def _q3_all_joined(session: AsyncSession, post_id: int) -> Post:
     return (await session.scalars(stmt)).unique().one()
 
 
+async def _q3_get_with_options(session: AsyncSession, post_id: int) -> Post | None:
+    return await session.get(Post, post_id, options=[selectinload(Post.comments).joinedload(Comment.author)])
+
+
 class _NoLazyLoadsAlongThePath(NoLazyLoads):
     """Name the relationship: the comments (nothing loaded them) or each comment's author."""
 
@@ -1315,6 +1319,7 @@ ALTERNATIVES = {
     ],
     "06.q3": [
         ("joinedload along the path and unique()", _q3_all_joined),
+        ("session.get() with the chained option", _q3_get_with_options),
     ],
     "06.q4": [
         ("defer(Post.body)", _q4_defer_body),
