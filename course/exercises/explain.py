@@ -250,6 +250,17 @@ def explain_warning(message: str) -> str:
     """A SQLAlchemy warning in the lesson's terms (the cartesian product linter, mostly)."""
     if "cartesian product" in message:
         names = _QUOTED.findall(message)
+        if len(names) > 2:
+            # 'FROM element(s) "posts", "users" and FROM element "tags"': posts and users may well be
+            # joined to each other; what the linter says is that none of them is linked to tags
+            quoted = [f"`{n}`" for n in names[:-1]]
+            others = ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+            return (
+                f"a cartesian product: your statement reads `{names[-1]}` with no condition linking it to "
+                f"{others}, so every row of one side is paired with every row of the other. Join them on "
+                f"their key: `.join()` along a relationship (such as `Post.author`) or with an explicit ON "
+                f"condition"
+            )
         between = " and ".join(f"`{n}`" for n in names[:2]) if names else "two tables"
         return (
             f"a cartesian product: your statement reads {between} with no condition linking them, so every "
