@@ -173,6 +173,13 @@ def explain_error(error: BaseException) -> str | None:
             "a join of a table to itself needs an alias: `inviter = aliased(User)`, then "
             "`.join(inviter, User.invited_by_id == inviter.id)`"
         )
+    if "can't determine which from clause to join from" in text:
+        return (
+            "several tables in your statement could be the left side of this join. A common cause: each "
+            "`aliased(User)` call makes a new, separate alias, so writing it twice puts two different tables "
+            "in the statement. Make the alias once (`inviter = aliased(User)`) and use that name everywhere; "
+            "otherwise say where to start with `.select_from(...)` and give the ON condition"
+        )
     if "don't know how to join to" in text:
         return (
             "SQLAlchemy cannot tell where to join from: start from one table with `.select_from(...)` and give "

@@ -345,6 +345,14 @@ q2 = Exercise(
     why="An outer join keeps the rows without a match only if nothing later filters its NULLs away.",
     counterexamples=[
         Counterexample(
+            "the count not labelled",
+            lambda: select(User.id, func.count(Post.id))
+            .outerjoin(User.posts.and_(Post.status == "draft"))
+            .group_by(User.id)
+            .order_by(User.id),
+            "should be named 'drafts'",
+        ),
+        Counterexample(
             "inner join",
             lambda: select(User.id, func.count(Post.id).label("drafts"))
             .join(User.posts)
@@ -398,6 +406,11 @@ def _q3_solution():
         .join(inviter, User.invited_by_id == inviter.id)
         .order_by(User.id)
     )
+
+
+def _unlabelled_inviter():
+    inviter = aliased(User)
+    return select(User.id, User.username, inviter.username).join(inviter, User.invited_by_id == inviter.id).order_by(User.id)
 
 
 def _q3_pair(attempt: Attempt) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
@@ -495,6 +508,18 @@ q3 = Exercise(
     ],
     why="aliased() gives one table a second name, so a query can hold two different rows of it at once.",
     counterexamples=[
+        Counterexample(
+            "aliased(User) written out three times",
+            lambda: select(User.id, User.username, aliased(User).username.label("invited_by"))
+            .join(aliased(User), User.invited_by_id == aliased(User).id)
+            .order_by(User.id),
+            "each `aliased(User)` call makes a new, separate alias",
+        ),
+        Counterexample(
+            "the inviter's name not labelled",
+            lambda: _unlabelled_inviter(),
+            "should be named 'invited_by'",
+        ),
         Counterexample(
             "no alias",
             lambda: select(User.id, User.username, User.username.label("invited_by"))

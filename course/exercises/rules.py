@@ -293,7 +293,40 @@ class Columns(Rule):
                 self.name, False,
                 f"you selected whole {got[0]} objects; select only the columns {', '.join(self.names)}",
             )
-        return RuleResult(self.name, False, f"expected columns {list(self.names)}, got {got}")
+        return RuleResult(self.name, False, _column_difference(got, list(self.names)))
+
+
+#: names SQLAlchemy gives an expression without a label: its function's or column's name, numbered on a repeat
+_GENERATED_NAME = re.compile(r"^\w+_\d+$|^_no_label$|^(count|sum|max|min|avg|coalesce|lower|upper)$")
+
+
+def _column_difference(got: list[str], want: list[str]) -> str:
+    """Which columns are misnamed, missing, extra or out of order, and the fix (``.label()``)."""
+    entities = [w for w in want if w[:1].isupper()]
+    if entities and not any(g in entities for g in got):
+        return (f"the task wants whole {entities[0]} objects, not columns: `select({entities[0]})` "
+                f"(expected columns {want}, got {got})")
+    if sorted(got) == sorted(want):
+        return f"the right columns in another order: you selected {got}; select them as {want}"
+    if len(got) == len(want):
+        renamed = [(g, w) for g, w in zip(got, want, strict=True) if g != w]
+        if len(renamed) == 1 or all(g not in want for g, _ in renamed):
+            first_got, first_want = renamed[0]
+            why = (f" ({first_got!r} is the name SQLAlchemy gives an expression you did not label: its "
+                   "function's or column's name, numbered when it repeats)"
+                   if _GENERATED_NAME.match(first_got) else "")
+            more = f", and {len(renamed) - 1} more" if len(renamed) > 1 else ""
+            return (f"the column {first_got!r} should be named {first_want!r}{more}{why}: name it with "
+                    f"`.label(\"{first_want}\")` on that expression (expected columns {want}, got {got})")
+    parts = []
+    missing = [w for w in want if w not in got]
+    extra = [g for g in got if g not in want]
+    if missing:
+        parts.append(f"missing {', '.join(repr(m) for m in missing)}")
+    if extra:
+        parts.append(f"not asked for: {', '.join(repr(e) for e in extra)}")
+    detail = "; ".join(parts)
+    return f"expected columns {want}, got {got}" + (f" ({detail})" if detail else "")
 
 
 @dataclass
