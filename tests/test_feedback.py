@@ -443,6 +443,38 @@ async def test_right_rows_in_the_wrong_order_and_wrong_columns(db):
     assert "the columns are in another order" in verdict.message or "missing" in verdict.message
 
 
+def test_columns_name_the_label_the_order_and_the_objects_asked_for():
+    from course.exercises.rules import Columns
+
+    def said(got, want):
+        class Seen:  # the one attribute Columns reads
+            columns = got
+        return Columns(want).judge(Seen()).message
+
+    assert "the column 'count' should be named 'drafts'" in said(["id", "count"], ["id", "drafts"])
+    assert '.label("drafts")' in said(["id", "count"], ["id", "drafts"])
+    assert "name SQLAlchemy gives an expression you did not label" in said(["id", "username_1"], ["id", "invited_by"])
+    assert "the right columns in another order" in said(["username", "id"], ["id", "username"])
+    assert "the task wants whole User objects, not columns: `select(User)`" in said(["id", "username"], ["User"])
+    assert "missing 'email'" in said(["id"], ["id", "email"])
+
+
+async def test_a_statement_budget_names_the_read_back_of_a_row_just_written(db):
+    from course.exercises import all_exercises
+
+    async def refreshing(session, username, email, display_name, country, created_at):
+        user = User(username=username, email=email, display_name=display_name, country=country, created_at=created_at)
+        session.add(user)
+        await session.flush()
+        await session.refresh(user)  # the extra statement: the flush already set user.id
+        return user.id
+
+    verdict = await judged(all_exercises()["01.q2"], refreshing, db)
+    assert verdict.status == INCORRECT
+    assert "Statement 2 reads back from users what your answer had just written" in verdict.message, verdict.message
+    assert "1. INSERT INTO users" in plain(verdict.message) and "2. SELECT users.id" in plain(verdict.message)
+
+
 # ------------------------------------------------------------------ 3. almost right
 
 FIVE_USERS = sql_reference("SELECT id, username FROM users ORDER BY id LIMIT 5")

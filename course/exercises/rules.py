@@ -346,13 +346,14 @@ class StatementBudget(Rule):
         )
 
     def _why(self, log: SqlLog) -> str:
-        """Name the pattern behind a SELECT repeated: once per key (an N+1) or batches too small."""
+        """Name the pattern behind a SELECT repeated: once per key (an N+1) or batches too small;
+        otherwise name the statements, so the learner sees which one is extra."""
         selects = [s for s in log.queries if s.verb in ("SELECT", "WITH")]
         if not selects:
-            return ""
+            return self._listed(log)
         sql, repeats = Counter(s.sql for s in selects).most_common(1)[0]
         if repeats < 3:
-            return ""
+            return self._listed(log)
         widest = max(_parameter_count(s.params) for s in selects if s.sql == sql)
         if widest <= 2:
             return f" That looks like an N+1: the same SELECT ran {repeats} times, once per row, each for a single key."
@@ -360,6 +361,41 @@ class StatementBudget(Rule):
             f" The same SELECT ran {repeats} times with {widest} parameters each: batches that small cost a"
             " round trip each; fewer, larger ones (or one query) would do."
         )
+
+
+    @staticmethod
+    def _listed(log: SqlLog) -> str:
+        """The statements in order, shortened, and a SELECT that re-reads a row the answer just wrote."""
+        queries = log.queries
+        if not 2 <= len(queries) <= 6:
+            return ""
+        shown = "; ".join(f"{i}. `{_short_sql(q.sql)}`" for i, q in enumerate(queries, 1))
+        note = ""
+        written = {(q.verb, _table_of(q.sql)) for q in queries if q.verb in ("INSERT", "UPDATE")}
+        for later, q in enumerate(queries):
+            if q.verb == "SELECT" and any(
+                _table_of(q.sql) == table and any(w.verb == verb and _table_of(w.sql) == table for w in queries[:later])
+                for verb, table in written
+            ):
+                note = (f" Statement {later + 1} reads back from {_table_of(q.sql)} what your answer had just written"
+                        " (a `refresh()`, a `get()` or a query after the write): after the flush the object"
+                        " already holds the values you set and its new primary key, so that read is the"
+                        " extra statement")
+                break
+        return f"{note + '.' if note else ''} It sent: {shown}."
+
+
+_FROM_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", re.I)
+
+
+def _table_of(sql: str) -> str:
+    found = _FROM_TABLE.search(sql)
+    return found.group(1) if found else ""
+
+
+def _short_sql(sql: str, width: int = 70) -> str:
+    flat = " ".join(sql.split())
+    return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
 
 def _parameter_count(params: Any) -> int:
