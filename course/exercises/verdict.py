@@ -11,8 +11,9 @@ diagnosis (the first failed rule's message); the details list each other
 distinct problem once.
 
 A rule line is the rule's label, which states what was checked ("the term travels as a bound
-parameter", "no lazy loads"), behind a mark: ``✔`` when it holds, ``✘`` when it does not. The marks
-are symbols, not words, so no label reads as a double negative behind them ("NO no lazy loads").
+parameter", "no lazy loads"), behind a word: "ok" when it holds, "to do" when it does not (HTML
+shows icons). Neither word is a negation, so no label reads as a double negative behind it, as
+"NO  no known mistake raised" did; and plain ASCII needs no symbol font in a terminal.
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ def _tail(message: str) -> str:
     return rest if sep and len(head) < 40 and rest else message
 
 
-#: the marks of a rule line in plain text (HTML shows the same as icons)
-PASSED_MARK, FAILED_MARK = "✔", "✘"
+#: the words before a rule's label in plain text (HTML shows icons): a requirement met, or still to meet
+PASSED_MARK, FAILED_MARK = "ok", "to do"
 
 
 def rule_line(rule: str, passed: bool, note: str = "") -> str:
-    """One rule as a plain-text line: its mark, its label, and what went wrong (if anything new)."""
-    return f"{PASSED_MARK if passed else FAILED_MARK} {plain(rule)}{': ' + plain(note) if note else ''}"
+    """One rule as a plain-text line: its word, its label, and what went wrong (if anything new)."""
+    mark = PASSED_MARK if passed else FAILED_MARK
+    return f"{mark:<{len(FAILED_MARK)}} {plain(rule)}{': ' + plain(note) if note else ''}"
 
 
 def _without_group(rule: str, message: str) -> str:
