@@ -340,7 +340,8 @@ def _q2_bare_column(attempt: Attempt) -> str | None:
 
 
 def _q2_range_ends(attempt: Attempt) -> str | None:
-    """The orders the checker put at the ends of the range: one missing, or one too many."""
+    """The orders the checker put at the ends of the range: one missing, or one too many (None when
+    the ends are right, or wrong with the rest: the rows' own comparison says more then)."""
     got, want = attempt.value, attempt.expected
     if not isinstance(got, list) or not isinstance(want, list):
         return None
@@ -364,6 +365,18 @@ def _q2_range_ends(attempt: Attempt) -> str | None:
             "compare with >=, not >: `Order.created_at >= datetime(2025, 1, 1)`"
         )
     return None
+
+
+_Q2_SAME = SameResult(ordered=True, what="orders")
+
+
+def _q2_rows(attempt: Attempt) -> str | None:
+    """The rows, the ends of the range named first (a message of their own when only they differ)."""
+    ends = _q2_range_ends(attempt)
+    if ends:
+        return ends
+    same = _Q2_SAME.judge(attempt)
+    return None if same.passed else same.message
 
 
 def _q2_uses_index(attempt: Attempt) -> str | None:
@@ -478,8 +491,7 @@ q2 = _WrappedColumnExplained(
     rules=[
         Columns(["id", "status", "created_at"]),
         Probe(_q2_bare_column, name="created_at compared as itself, so the index can serve the range"),
-        Probe(_q2_range_ends, name="from 1 January (included) to 1 July (excluded)"),
-        SameResult(ordered=True, what="orders"),
+        Probe(_q2_rows, name="the right orders, from 1 January (included) to 1 July (excluded), oldest first"),
         Probe(_q2_literal, name="the index's condition written in the SQL"),
         Probe(_q2_uses_index, name="EXPLAIN: ix_orders_active searched with the date range"),
         BoundParameters([Q2_USER]),
