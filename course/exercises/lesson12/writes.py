@@ -445,15 +445,21 @@ _ABORTED = (
 )
 
 
+_THREW_AWAY = (
+    "the post created just before the duplicate is gone: session.rollback() threw away the caller's whole "
+    "transaction. Wrap the insert in session.begin_nested(), so a failure rolls back to the savepoint only"
+)
+
+
 def _savepoint_rule(attempt: Attempt) -> str | None:
     outcome = attempt.extra.get("duplicate")
     if outcome is None or outcome == "returned":
         return None
+    if not _unprotected_insert(attempt.extra.get("duplicate_log")):
+        return None
     if attempt.session_usable and attempt.extra.get("author_posts") == 0:
-        return None  # a rollback threw the earlier post away: "earlier work kept" says so
-    if _unprotected_insert(attempt.extra.get("duplicate_log")):
-        return f"the duplicate INSERT INTO posts ran outside a SAVEPOINT. {_ABORTED}"
-    return None
+        return _THREW_AWAY  # then a rollback: the same words as "earlier work kept", said once
+    return f"the duplicate INSERT INTO posts ran outside a SAVEPOINT. {_ABORTED}"
 
 
 def _kept_rule(attempt: Attempt) -> str | None:
@@ -462,11 +468,7 @@ def _kept_rule(attempt: Attempt) -> str | None:
     if "commit_failed" in attempt.extra:
         return f"the caller's commit failed afterwards ({attempt.extra['commit_failed']})"
     if attempt.extra["author_posts"] == 0:
-        return (
-            "the post created just before the duplicate is gone: session.rollback() threw away the "
-            "caller's whole transaction. Wrap the insert in session.begin_nested(), so a failure rolls back "
-            "to the savepoint only"
-        )
+        return _THREW_AWAY
     return None
 
 
@@ -681,7 +683,7 @@ q4 = capstone(
             "the same title twice, then carry on",
             _duplicate_scenario,
             [Probe(_raises_already_exists("the author already had a post with this title"), name="a duplicate raises AlreadyExists"),
-             Probe(_savepoint_rule, name="a savepoint around the insert"),
+             Probe(_savepoint_rule, name="the duplicate not inserted outside a savepoint"),
              SessionUsable(), Probe(_kept_rule, name="earlier work kept"),
              Probe(_partial_rule, name="the refused post's new tags rolled back too"), Probe(_other_author_rule, name="another author may use the same title"),
              NO_COMMIT, NO_LAZY_WRITE],
