@@ -264,6 +264,35 @@ async def test_a_cartesian_product_is_named_before_the_rows(db):
     assert "What differs:" in verdict.message and "SQLAlchemy warned" in verdict.message
 
 
+def test_a_cartesian_warning_that_lists_several_elements_names_the_one_left_out():
+    """'"posts", "users" and FROM element "tags"': posts and users may be joined; tags is not linked to them."""
+    from course.exercises.explain import explain_warning
+
+    said = explain_warning(
+        'SELECT statement has a cartesian product between FROM element(s) "posts", "users" and FROM element "tags"'
+    )
+    assert "reads `tags` with no condition linking it to `posts` or `users`" in said, said
+
+
+@pytest.mark.parametrize("forgotten", ["author", "tags"])
+async def test_an_exercise_says_the_cartesian_product_once(db, forgotten):
+    """04.q1: the headline explains the cartesian product once (core puts SQLAlchemy's warning first; the
+    rule adds what it did to the rows and the join to add), on a first run (warned) and a cached one."""
+    from course.exercises import lesson04
+
+    def answer():
+        stmt = select(Post.id, User.username)
+        stmt = stmt.join(Post.tags) if forgotten == "author" else stmt.join(Post.author)
+        return stmt.where(Tag.name == "joins").order_by(Post.id)
+
+    for _ in range(2):  # the second run comes from the compiled cache: SQLAlchemy does not warn again
+        verdict = await judged(lesson04.q1, answer(), db)
+        assert verdict.status == INCORRECT, str(verdict)
+        said = plain(verdict.message).split("(SQLAlchemy warned")[0]
+        assert said.count("cartesian product") == 1, said
+        assert (".join(Post.author)" if forgotten == "author" else ".join(Post.tags)") in said, said
+
+
 async def _carries_on_after_a_failed_flush(session):
     session.add(Tag(name="dup-tag"))
     session.add(Tag(name="dup-tag"))

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 import pytest_asyncio
 
-from course.exercises import INCORRECT, all_exercises, lesson07, lesson09, lesson_modules
+from course.exercises import INCORRECT, all_exercises, lesson07, lesson08, lesson09, lesson_modules
+from course.exercises.verdict import plain
 from tests.conftest import private_db
 
 
@@ -65,3 +66,70 @@ async def test_missed_null_logins_are_not_also_told_the_update_only_found_them(d
     verdict = await all_exercises()["07.q3"].evaluate(lesson07._q3_only_before_cutoff, db=db)
     assert "NULL < cutoff is not true" in verdict.message, str(verdict)
     assert "not just find them" not in str(verdict), str(verdict)
+
+
+# the learner trial's wrong answers: each verdict's HEADLINE names the misconception (not only a row diff)
+HEADLINES = [
+    # 07.q2: a loop of single-row updates, and one .values() for rows that each want their own value
+    ("07.q2", lesson07._q2_update_per_row, ["40 UPDATE statements, one per dict", "ORM bulk UPDATE by primary key",
+                                            'including', "session.execute(update(User), changes)"]),
+    ("07.q2", lesson07._q2_one_role_for_all, ["every row got the same role", "one .values(role=...) sets one value",
+                                              "list of dicts", "session.execute(update(User), changes)"]),
+    ("07.q2", lesson07._q2_load_and_flush, ["you loaded the users first", "ORM bulk UPDATE by primary key"]),
+    ("07.q2", lesson07._q2_values_list, ["update(User).values() takes one set of values"]),
+    # 07.q3: every row gets the same value: one UPDATE with WHERE, not the per-row form
+    ("07.q3", lesson07._q3_select_then_update, ["one statement per row", "One UPDATE with the WHERE clause"]),
+    ("07.q3", lesson07._q3_any_user, ["does not ask for active users", "User.is_active"]),
+    ("07.q3", lesson07._q3_both_conditions_anded, ["no user is both", "or_("]),
+    # 07.q5: stale objects, and the ways out that do not fit this task
+    ("07.q5", lesson07._q5_no_sync, ["stale objects", "synchronize_session at its default, 'auto'",
+                                     "populate_existing", "expire_all()"]),
+    ("07.q5", lesson07._q5_expire_all, ["you expired the objects", "MissingGreenlet", "'auto'"]),
+    ("07.q5", lesson07._q5_populate_existing, ["you read the users again after the UPDATE", "'auto'"]),
+    # 08.q1: written before the check
+    ("08.q1", lesson08._q1_partial, ["wrote the post before it looked the tags up", "Returning None does not"]),
+    ("08.q1", lesson08._q1_add_then_look_up, ["the post was written before you looked the tags up", "autoflush"]),
+    ("08.q1", lesson08._q1_flush_then_check, ["your check came after the flush", "does not take it back"]),
+    # 09.q5: the retry ran in the session (or the begin() block) whose transaction lost its connection
+    ("09.q5", lesson09._q5_same_session, ["reused the session whose transaction lost its connection",
+                                          "session.rollback()", "new session"]),
+    ("09.q5", lesson09._q5_same_begin_block, ["same session.begin() block", "inside the retry loop"]),
+    ("09.q5", lesson09._q5_reraise_first, ["the retry failed too", "new session"]),
+]
+
+
+@pytest.mark.parametrize(("exercise_id", "answer", "phrases"), HEADLINES,
+                         ids=[f"{e}-{a.__name__}" for e, a, _ in HEADLINES])
+async def test_the_headline_names_the_misconception(db, exercise_id, answer, phrases):
+    verdict = await all_exercises()[exercise_id].evaluate(answer, db=db)
+    assert verdict.status in (INCORRECT, "error"), str(verdict)
+    headline = plain(verdict.message)
+    for phrase in phrases:
+        assert phrase in headline, str(verdict)
+
+
+async def test_q2_per_row_advice_is_not_given_where_every_row_gets_one_value(db):
+    """07.q3 writes the same value to every row: its advice is one UPDATE with WHERE, and the list-of-dicts
+    form is named only as what it is for (values that differ per row), never as the fix."""
+    verdict = await all_exercises()["07.q3"].evaluate(lesson07._q3_select_then_bulk_by_key, db=db)
+    assert "a race" in verdict.message and "values that differ per row" in verdict.message, str(verdict)
+    assert "session.execute(update(User), changes)" not in str(verdict)
+
+
+async def test_a_session_shared_by_tasks_is_not_also_told_they_ran_one_after_another(db):
+    """08.q4: the shared session raised because the tasks overlapped; the details agree with that headline."""
+    verdict = await all_exercises()["08.q4"].evaluate(lesson08._q4_shared_session, db=db)
+    text = str(verdict)
+    assert "one after another" not in text and "took turns" not in text, text
+    rules = {r.rule: r.passed for r in verdict.rules}
+    if "one session used by several tasks at once" in verdict.message:  # SQLite: the session refused
+        assert rules["one session per task"] is False and rules["the tasks ran at the same time"] is True, text
+        assert rules["the right counts"] is False, text  # it returned nothing to compare
+    else:  # PostgreSQL: the tasks queued on the one connection; the recorder saw them share it
+        assert "tasks ran statements through one session" in verdict.message, text
+
+
+async def test_one_query_is_not_called_counts_run_one_after_another(db):
+    verdict = await all_exercises()["08.q4"].evaluate(lesson08._q4_group_by_outer_join, db=db)
+    assert verdict.message.startswith("one query for all the users"), str(verdict)
+    assert "one after another" not in str(verdict)

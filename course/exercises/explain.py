@@ -173,6 +173,13 @@ def explain_error(error: BaseException) -> str | None:
             "a join of a table to itself needs an alias: `inviter = aliased(User)`, then "
             "`.join(inviter, User.invited_by_id == inviter.id)`"
         )
+    if "can't determine which from clause to join from" in text:
+        return (
+            "several tables in your statement could be the left side of this join. A common cause: each "
+            "`aliased(User)` call makes a new, separate alias, so writing it twice puts two different tables "
+            "in the statement. Make the alias once (`inviter = aliased(User)`) and use that name everywhere; "
+            "otherwise say where to start with `.select_from(...)` and give the ON condition"
+        )
     if "don't know how to join to" in text:
         return (
             "SQLAlchemy cannot tell where to join from: start from one table with `.select_from(...)` and give "
@@ -250,6 +257,17 @@ def explain_warning(message: str) -> str:
     """A SQLAlchemy warning in the lesson's terms (the cartesian product linter, mostly)."""
     if "cartesian product" in message:
         names = _QUOTED.findall(message)
+        if len(names) > 2:
+            # 'FROM element(s) "posts", "users" and FROM element "tags"': posts and users may well be
+            # joined to each other; what the linter says is that none of them is linked to tags
+            quoted = [f"`{n}`" for n in names[:-1]]
+            others = ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+            return (
+                f"a cartesian product: your statement reads `{names[-1]}` with no condition linking it to "
+                f"{others}, so every row of one side is paired with every row of the other. Join them on "
+                f"their key: `.join()` along a relationship (such as `Post.author`) or with an explicit ON "
+                f"condition"
+            )
         between = " and ".join(f"`{n}`" for n in names[:2]) if names else "two tables"
         return (
             f"a cartesian product: your statement reads {between} with no condition linking them, so every "

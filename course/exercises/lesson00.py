@@ -1,19 +1,20 @@
 """Lesson 00 warm-up: your first checked query.
 
 Misconceptions catalogued (one counterexample each): whole ``User`` objects where two columns
-were asked; another country's value (the filter never asks for "NL"); the order reversed; no
-ORDER BY (right order by chance); the value pasted into SQL text. ``ALTERNATIVES`` lists correct
+were asked; another country's value (the filter never asks for "NL"); "nl" in lower case (string
+comparison is case-sensitive); the order reversed; no ORDER BY (right order by chance); the value
+pasted into SQL text. ``ALTERNATIVES`` lists correct
 answers of another form, which the tests require accepted.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from ..schema import User
 from .core import STATEMENT, Counterexample, Exercise, sql_reference
-from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
-from .userfacts import order_by_keys
+from .rules import Attempt, BoundParameters, Columns, LetterCase, Probe, SameResult, StatementBudget
+from .userfacts import COUNTRY_CODES, order_by_keys
 from .verdict import RuleResult
 
 
@@ -27,6 +28,8 @@ def _asks_for_nl(attempt: Attempt) -> str | None:
         values = list(params.values()) if isinstance(params, dict) else list(params or ())
         if "NL" in values or "'NL'" in s.sql:
             return None
+        if any(isinstance(v, str) and v.lower() == "nl" for v in values) or "'nl'" in s.sql.lower():
+            return None  # "nl", "Nl": LetterCase names it
     return (
         "your filter never asks for \"NL\": compare the country with the Netherlands' code, "
         "User.country == \"NL\""
@@ -75,6 +78,7 @@ q1 = Exercise(
     expected=sql_reference("SELECT id, username FROM users WHERE country = 'NL' ORDER BY id"),
     rules=[
         Columns(["id", "username"]),
+        LetterCase(["NL"], stored=COUNTRY_CODES),
         Probe(_asks_for_nl, name="the Netherlands asked for"),
         Probe(_q1_sorted_by, name="sorted by id"),
         SameResult(ordered=True),
@@ -89,6 +93,11 @@ q1 = Exercise(
     counterexamples=[
         Counterexample("whole entities", lambda: select(User).where(User.country == "NL").order_by(User.id), "whole User objects"),
         Counterexample("wrong country", lambda: select(User.id, User.username).where(User.country == "DE").order_by(User.id), "never asks for"),
+        Counterexample(
+            "the code in lower case",
+            lambda: select(User.id, User.username).where(User.country == "nl").order_by(User.id),
+            "'nl' is not 'NL': comparing strings is case-sensitive",
+        ),
         Counterexample("reversed order", lambda: select(User.id, User.username).where(User.country == "NL").order_by(User.id.desc()), "wrong order"),
         Counterexample("no ORDER BY (right order by chance)", lambda: select(User.id, User.username).where(User.country == "NL"), "no ORDER BY"),
         Counterexample(
@@ -108,5 +117,8 @@ ALTERNATIVES = {
     "00.q1": [
         ("filter_by()", lambda: select(User.id, User.username).filter_by(country="NL").order_by(User.id)),
         ("in_() of one value", lambda: select(User.id, User.username).where(User.country.in_(["NL"])).order_by(User.id)),
+        # "nl" sent, but compared with lower(country): right, and no letter-case mistake
+        ("lower() on both sides", lambda: select(User.id, User.username)
+         .where(func.lower(User.country) == "nl").order_by(User.id)),
     ],
 }

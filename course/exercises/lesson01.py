@@ -5,7 +5,7 @@ References are raw SQL on the checker's connection, independent of the solutions
 Misconceptions catalogued (one counterexample each):
 
 - q1: the ``is_active`` filter dropped or flipped (every extra user active, read back by a
-  probe); no ORDER BY; raw SQL with the value pasted in; ids where ``User`` objects were asked.
+  probe); "de" in lower case (string comparison is case-sensitive); no ORDER BY; raw SQL with the value pasted in; ids where ``User`` objects were asked.
 - q2: no flush (the id is still None); ``refresh()`` instead of ``flush()``; a second query for
   ``max(id)``; a commit inside a function that does not own the transaction.
 - q3: no flush (the change stays in the session); ``scalar_one()`` on a missing id; no check
@@ -37,12 +37,13 @@ from .rules import (
     BoundParameters,
     Columns,
     LeavesTransactionToCaller,
+    LetterCase,
     NoLazyLoads,
     Probe,
     SameResult,
     StatementBudget,
 )
-from .userfacts import shared, user_facts_probe
+from .userfacts import COUNTRY_CODES, shared, user_facts_probe
 from .verdict import RuleResult
 
 _QUIET = {HIDDEN: True}
@@ -109,6 +110,7 @@ q1 = Exercise(
     probe=user_facts_probe(),
     rules=[
         Columns(["User"]),
+        LetterCase(["DE"], stored=COUNTRY_CODES),
         Probe(test=_q1_constant, name="a WHERE clause made of SQL"),
         Probe(test=_q1_active, name="only inactive users"),
         SameResult(ordered=True, what="users"),
@@ -128,6 +130,11 @@ q1 = Exercise(
             "every one active",
         ),
         Counterexample("no ORDER BY", lambda: select(User).filter_by(country="DE", is_active=False), "no ORDER BY"),
+        Counterexample(
+            "the code in lower case",
+            lambda: select(User).filter_by(country="de", is_active=False).order_by(User.id),
+            "'de' is not 'DE'",
+        ),
         Counterexample(
             "active instead of inactive",
             lambda: select(User).filter_by(country="DE", is_active=True).order_by(User.id),

@@ -6,18 +6,24 @@ so SQLite's stored text comes back as ``datetime`` like the ORM answer's.
 
 Misconceptions catalogued (one counterexample each, in ``counterexamples``):
 
-- q1: the flag forgotten (extra rows all inactive); Python ``or`` between comparisons
-  (one country left); values pasted into SQL text; ``or_()`` where both must hold (users
-  from other countries); a country left out of the list.
+- q1: the flag forgotten (extra rows all inactive); the flag and-ed with one country only,
+  ``or_(and_(User.is_active, NL), SE, PL)`` (inactive users of the others; which countries it
+  binds to is read from the SQL); Python ``or`` between comparisons (one country left); values
+  pasted into SQL text; ``or_()`` where both must hold (users from other countries); a country
+  left out of the list; the codes in lower case.
 - q2: plain ``like()`` / ``endswith()`` (case-insensitive only on SQLite: judged from the
   SQL, LIKE versus ILIKE / lower(); ``contains()`` too); two spellings instead of ignoring case; a pattern that
-  is not anchored (other domains); a pattern without ``%`` (matches nothing).
+  is not anchored (other domains); a pattern without ``%`` (matches nothing); a pattern without
+  the ``@`` (the same rows on this seed, so judged from the pattern it sent).
 - q3: NULL logins forgotten; NOT of a comparison (still skips NULL); Python ``is None``
-  (constant false); ``!= None`` (IS NOT NULL, the opposite test); ``or_()`` around all three.
-- q4: an f-string in ``text()``; BETWEEN ending at midnight on 31 December; no LIMIT;
-  oldest first; user text as a LIKE pattern without ``autoescape`` (``_`` is a wildcard).
+  (constant false); ``!= None`` (IS NOT NULL, the opposite test); ``or_()`` around all three;
+  no phone as ``== ""`` or ``!= ""`` (a missing phone is NULL); ``<=`` the cutoff (judged from
+  the SQL: no login at midnight in the seed); a cutoff a day early or late; ``>`` for ``<``.
+- q4: an f-string in ``text()``; BETWEEN ending at midnight on 31 December, or ``<`` it; a range
+  that keeps midnight on 1 January 2026 or drops midnight on 1 January 2025 (from the SQL); no
+  LIMIT; oldest first; user text as a LIKE pattern without ``autoescape`` (``_`` is a wildcard).
 - q5: ``desc()`` leaving NULLs to the backend; ``nulls_first()``; no tie-breaker;
-  ascending order; inactive users included.
+  ascending order; inactive users included; the code in lower case.
 
 ``ALTERNATIVES`` lists correct answers of another form; the tests require them accepted.
 """
@@ -25,15 +31,26 @@ Misconceptions catalogued (one counterexample each, in ``counterexamples``):
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, desc, func, not_, nulls_last, or_, select, text
+from sqlalchemy import DateTime, Integer, String, and_, desc, func, not_, nulls_last, or_, select, text
 
 from ..schema import User
 from .core import STATEMENT, Counterexample, Exercise, sql_reference
-from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
-from .userfacts import some, user_facts_probe
+from .rules import (
+    Attempt,
+    BoundParameters,
+    Columns,
+    EmptyStringForNull,
+    LetterCase,
+    Probe,
+    SameResult,
+    StatementBudget,
+    compared_values,
+    values_in,
+)
+from .userfacts import COUNTRY_CODES, some, user_facts_probe
 
 
 def _typed_reference(query: str, **types: Any):
@@ -55,6 +72,35 @@ def _rows_missing(attempt: Attempt) -> list[Any]:
     got = {repr(v) for v in (attempt.value or [])} if isinstance(attempt.value, list) else set()
     want = attempt.expected if isinstance(attempt.expected, list) else []
     return [row for row in want if repr(row) not in got]
+
+
+def _rows_extra(attempt: Attempt) -> list[Any]:
+    want = {repr(v) for v in attempt.expected} if isinstance(attempt.expected, list) else set()
+    got = attempt.value if isinstance(attempt.value, list) else []
+    return [row for row in got if repr(row) not in want]
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A compared value as a naive datetime (the columns have no time zone; an aware one gives
+    None): SQLite receives datetimes as text, and learners pass dates and strings too."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is None else None
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    return None
+
+
+def _users(n: int) -> str:
+    return f"{n} user{'' if n == 1 else 's'}"
+
+
+def _when(row: Any) -> str:
+    return f"user {row[0]}, {row[1]:%Y-%m-%d %H:%M}"
 
 
 # ---------------------------------------------------------------- q1
@@ -98,15 +144,90 @@ def _q1_country_left_out(attempt: Attempt) -> str | None:
     return None
 
 
+def _spans(cuts: list[int], end: int) -> list[tuple[int, int]]:
+    """(start, end) of each disjunct, from where each starts (after " OR ") and where the list ends."""
+    return [(c, n - 4) for c, n in zip(cuts, cuts[1:], strict=False)] + [(cuts[-1], end)]
+
+
+def _or_lists(sql: str, start: int, end: int) -> list[list[tuple[int, int]]]:
+    """The OR lists in ``sql[start:end]``: one for its top level and one inside each pair of
+    parentheses, each the (start, end) of its disjuncts (a part without OR is a list of one)."""
+    found, levels, quoted = [], [[start]], False
+    for i in range(start, end):
+        char = sql[i]
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            levels.append([i + 1])
+        elif char == ")" and len(levels) > 1:
+            found.append(_spans(levels.pop(), i))
+        elif re.match(r"\sOR\s", sql[i:i + 4], re.IGNORECASE):
+            levels[-1].append(i + 4)
+    return [*found, _spans(levels[0], end)]
+
+
+def _active_binds_to(attempt: Attempt) -> list[str]:
+    """The countries an is_active inside an OR applies to, read from the SQL: ``is_active AND
+    country = 'NL' OR country = 'SE' OR ...`` gives ['NL']; [] when no OR splits it from them."""
+    for statement in attempt.log.queries:
+        sql = statement.sql
+        where = re.search(r"\bWHERE\b", sql)
+        if not where:
+            continue
+        stop = re.search(r"\b(?:ORDER BY|GROUP BY|LIMIT|OFFSET)\b", sql[where.end():])
+        end = where.end() + stop.start() if stop else len(sql)
+        for disjuncts in _or_lists(sql, where.end(), end):
+            for a, b in disjuncts if len(disjuncts) > 1 else ():
+                if "is_active" in sql[a:b]:
+                    bound = {v for v in values_in(statement, a, b) if v in COUNTRIES}
+                    if bound and bound != set(COUNTRIES):
+                        return sorted(bound, key=_country_order)
+    return []
+
+
+def _country_order(country: str) -> tuple[int, str]:
+    """The task's order (NL, SE, PL), then any other country alphabetically."""
+    return (COUNTRIES.index(country) if country in COUNTRIES else len(COUNTRIES), country)
+
+
+def _country_test(countries: list[str]) -> str:
+    if len(countries) == 1:
+        return f"country = {countries[0]!r}"
+    return f"country IN ({', '.join(map(repr, countries))})"
+
+
 def _q1_inactive(attempt: Attempt) -> str | None:
     extra = (attempt.extra.get("user_facts") or {}).get("extra") or []
     inactive = some(attempt, "extra", lambda r: not r["is_active"])
-    if extra and len(inactive) == len(extra):
+    if not (extra and len(inactive) == len(extra)):
+        return None
+    if "is_active" not in _sql_of(attempt).split("WHERE", 1)[-1]:
         return (
             f"{len(inactive)} extra rows, every one an inactive user: the is_active condition is "
             "missing. Add User.is_active to where()"
         )
-    return None
+    # is_active is there, but inside an OR: (is_active AND NL) OR SE OR PL
+    n = len(inactive)
+    strays = " and ".join(map(repr, sorted({str(r["country"]) for r in inactive}, key=_country_order)))
+    came_back = f"{n} inactive user{'s' if n > 1 else ''} from {strays} came back"
+    bound = _active_binds_to(attempt)
+    if bound:
+        head = (
+            f"the is_active condition applies only to {' and '.join(map(repr, bound))}: {came_back}. Your "
+            f"filter reads (is_active AND {_country_test(bound)}) OR the other countries: AND binds "
+            "tighter than OR (and `&` tighter than `|`)"
+        )
+    else:
+        head = (
+            f"the is_active condition does not apply to every country: {came_back} although your WHERE "
+            "tests is_active"
+        )
+    return (
+        f"{head}. Put the OR of the countries inside the AND, `.where(User.is_active, or_(...))`, or use "
+        "`User.country.in_([\"NL\", \"SE\", \"PL\"])`"
+    )
 
 
 def _q1_solution():
@@ -137,6 +258,7 @@ q1 = Exercise(
     ),
     probe=user_facts_probe(),
     rules=[
+        LetterCase(COUNTRIES, stored=COUNTRY_CODES),
         Probe(test=_one_country_probe, name="every country asked for"),
         Probe(test=_q1_other_countries, name="only the three countries"),
         Probe(test=_q1_country_left_out, name="all three countries"),
@@ -182,6 +304,28 @@ q1 = Exercise(
             .where(User.is_active, User.country.in_(["NL", "SE"]))
             .order_by(User.id),
             "no user from 'PL' came back",
+        ),
+        Counterexample(
+            # the learner trial's answer: the and_() holds the first country only
+            "is_active and-ed with the first country only",
+            lambda: select(User.id, User.username, User.country)
+            .where(or_(and_(User.is_active, User.country == "NL"), User.country == "SE", User.country == "PL"))
+            .order_by(User.id),
+            "the is_active condition applies only to 'NL': 6 inactive users from 'SE' and 'PL' came back",
+        ),
+        Counterexample(
+            "& and | without parentheses",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active & (User.country == "NL") | (User.country == "SE") | (User.country == "PL"))
+            .order_by(User.id),
+            "and binds tighter than or",
+        ),
+        Counterexample(
+            "country codes in lower case",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active, User.country.in_(["nl", "se", "pl"]))
+            .order_by(User.id),
+            "'nl' is not 'NL': comparing strings is case-sensitive",
         ),
     ],
 )
@@ -258,6 +402,14 @@ def _q2_pattern(attempt: Attempt) -> str | None:
             f"{len(wrong)} addresses that do not end with @example.com came back (e.g. {wrong[0]!r}): a % "
             "after the domain lets anything follow it. End the pattern with the domain: '%@EXAMPLE.COM'"
         )
+    # judged from the pattern: this seed has no address at a domain that merely ends in example.com
+    no_at = [p for p in _patterns(attempt) if "example.com" in p.lower() and "@example.com" not in p.lower()]
+    if no_at:
+        return (
+            f"your pattern {no_at[0]!r} has no @ before the domain, so it also matches addresses at other "
+            "domains that end in example.com (ann@notexample.com, bob@mail.example.com); this sample data "
+            "happens to have none. Put the @ in the pattern: '%@EXAMPLE.COM'"
+        )
     return None
 
 
@@ -308,6 +460,12 @@ q2 = Exercise(
             "pattern too wide",
             lambda: _emails(User.email.ilike("%EXAMPLE%")),
             "do not end with @example.com",
+        ),
+        Counterexample(
+            # the same rows on this seed: judged from the pattern it sent
+            "no @ before the domain",
+            lambda: _emails(User.email.ilike("%EXAMPLE.COM")),
+            "has no @ before the domain",
         ),
         Counterexample(
             "forgot the wildcard",
@@ -362,6 +520,8 @@ def _constant_false_probe(attempt: Attempt) -> str | None:
 
 
 def _q3_has_phone(attempt: Attempt) -> str | None:
+    if ("!=", "") in compared_values(attempt, "phone"):
+        return None  # phone != '': EmptyStringForNull says why it keeps the users with a phone
     if re.search(r"phone IS NOT NULL", _sql_of(attempt), re.IGNORECASE):
         return (
             "your statement asks for phone IS NOT NULL: users who have a phone. 'No phone' is "
@@ -372,6 +532,60 @@ def _q3_has_phone(attempt: Attempt) -> str | None:
         return (
             f"{len(with_phone)} of your users have a phone: 'no phone' must hold for every row. Keep "
             "User.phone.is_(None) as its own condition, next to the or_() (a comma means AND)"
+        )
+    return None
+
+
+def _dated(rows: list[Any]) -> list[tuple[Any, datetime]]:
+    """The (id, last_login) rows with a login (naive, as the column stores it)."""
+    return [
+        r for r in rows
+        if isinstance(r, tuple) and len(r) == 2 and isinstance(r[1], datetime) and r[1].tzinfo is None
+    ]
+
+
+def _q3_cutoff(attempt: Attempt) -> str | None:
+    """The date test: its boundary (strictly before midnight on 1 October) and its direction."""
+    for op, value in compared_values(attempt, "last_login"):
+        if op == "<=" and _as_datetime(value) == CUTOFF:  # no login at exactly midnight in the seed: read the SQL
+            return (
+                "your filter keeps last_login <= 1 October 2025 00:00: a user who logged in at exactly "
+                "midnight on 1 October has been seen since the cutoff, yet would count as dormant. 'Not "
+                "since 1 October' is strictly before it: `User.last_login < datetime(2025, 10, 1)`"
+            )
+    missing, extra = _dated(_rows_missing(attempt)), _dated(_rows_extra(attempt))
+    if len(extra) != len(_rows_extra(attempt)) or not (missing or extra):
+        return None
+    near = timedelta(days=7)
+    stops = [d for op, v in compared_values(attempt, "last_login") if op in ("<", "<=") and (d := _as_datetime(v))]
+    yours = f" ({stops[0]:%Y-%m-%d %H:%M})" if stops else ""
+    if not extra and all(CUTOFF - near <= r[1] < CUTOFF for r in missing):
+        midnight = (
+            f" (datetime({stops[0].year}, {stops[0].month}, {stops[0].day}) is midnight at the start of that day)"
+            if stops and stops[0].time() == datetime.min.time() else ""
+        )
+        return (
+            f"your cutoff is too early{yours}: {_users(len(missing))} who last logged in just before 1 October "
+            f"2025 {'is' if len(missing) == 1 else 'are'} missing (e.g. {_when(missing[0])}), and they are "
+            f"dormant{midnight}. Compare with midnight on 1 October, strictly: "
+            "`User.last_login < datetime(2025, 10, 1)`"
+        )
+    if not missing and all(CUTOFF <= r[1] < CUTOFF + near for r in extra):
+        return (
+            f"your cutoff is too late{yours}: {_users(len(extra))} who logged in on or just after 1 October "
+            f"2025 came back (e.g. {_when(extra[0])}), and they have been seen since. Keep only logins "
+            "strictly before midnight on 1 October: `User.last_login < datetime(2025, 10, 1)`"
+        )
+    if extra and all(r[1] >= CUTOFF for r in extra):
+        backwards = (
+            f", and {_users(len(missing))} who are dormant {'is' if len(missing) == 1 else 'are'} missing: is "
+            "your comparison the wrong way round?"
+            if missing else ": is your date test missing?"
+        )
+        return (
+            f"{len(extra)} of your users logged in on or after 1 October 2025 (e.g. {_when(extra[0])}), so "
+            f"they are not dormant{backwards} Dormant means "
+            "`or_(User.last_login.is_(None), User.last_login < datetime(2025, 10, 1))`"
         )
     return None
 
@@ -400,8 +614,10 @@ q3 = Exercise(
     probe=user_facts_probe(),
     rules=[
         Probe(test=_constant_false_probe, name="a WHERE clause made of SQL"),
+        EmptyStringForNull("phone", "User.phone", missing=True, what="users"),
         Probe(test=_q3_has_phone, name="only users without a phone"),
         Probe(test=_never_logged_in_probe, name="never-logged-in users included"),
+        Probe(test=_q3_cutoff, name="not seen since 1 October 2025"),
         Columns(["id", "last_login"]),
         SameResult(ordered=True),
         StatementBudget(1),
@@ -449,26 +665,108 @@ q3 = Exercise(
             .order_by(User.id),
             "have a phone",
         ),
+        Counterexample(
+            "no phone as the empty string",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone == "", or_(User.last_login.is_(None), User.last_login < CUTOFF))
+            .order_by(User.id),
+            "a missing phone is NULL, not the empty string",
+        ),
+        Counterexample(
+            "!= '': the users who have a phone",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone != "", or_(User.last_login.is_(None), User.last_login < CUTOFF))
+            .order_by(User.id),
+            "NULL != '' is not true either",
+        ),
+        Counterexample(
+            # the same rows here (no login at exactly midnight): judged from the SQL
+            "<= the cutoff",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone.is_(None), or_(User.last_login.is_(None), User.last_login <= CUTOFF))
+            .order_by(User.id),
+            "strictly before it",
+        ),
+        Counterexample(
+            "<= 30 September (midnight at its start)",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone.is_(None), or_(User.last_login.is_(None), User.last_login <= datetime(2025, 9, 30)))
+            .order_by(User.id),
+            "your cutoff is too early (2025-09-30 00:00): 1 user who last logged in just before 1 October",
+        ),
+        Counterexample(
+            "< 2 October",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone.is_(None), or_(User.last_login.is_(None), User.last_login < datetime(2025, 10, 2)))
+            .order_by(User.id),
+            "your cutoff is too late",
+        ),
+        Counterexample(
+            "> instead of <",
+            lambda: select(User.id, User.last_login)
+            .where(User.phone.is_(None), or_(User.last_login.is_(None), User.last_login > CUTOFF))
+            .order_by(User.id),
+            "the wrong way round",
+        ),
     ],
 )
 
 
 # ---------------------------------------------------------------- q4
 TERM = "brian"
-LAST_DAY = datetime(2025, 12, 31)
+FIRST_DAY, LAST_DAY, NEXT_YEAR = datetime(2025, 1, 1), datetime(2025, 12, 31), datetime(2026, 1, 1)
+
+
+def _q4_ends(attempt: Attempt) -> list[tuple[str, datetime]]:
+    """The upper bounds the answer puts on created_at: [("<" or "<=", datetime), ...]."""
+    return [
+        (op, when) for op, value in compared_values(attempt, "created_at")
+        if op in ("<", "<=") and (when := _as_datetime(value)) is not None
+    ]
 
 
 def _last_day_probe(attempt: Attempt) -> str | None:
     lost = [
         r for r in _rows_missing(attempt)
-        if isinstance(r, tuple) and isinstance(r[-1], datetime) and r[-1] >= LAST_DAY
+        if isinstance(r, tuple) and isinstance(r[-1], datetime) and r[-1].tzinfo is None and r[-1] >= LAST_DAY
     ]
-    if lost and re.search(r"\bBETWEEN\b|<=", _sql_of(attempt), re.IGNORECASE):
+    if not lost:
+        return None
+    fix = "Use a half-open range: >= datetime(2025, 1, 1) and < datetime(2026, 1, 1)"
+    early = [(op, when) for op, when in _q4_ends(attempt) if when < NEXT_YEAR]
+    if early and early[0][1] == LAST_DAY and early[0][0] == "<":
+        return (
+            f"{len(lost)} user(s) who signed up on 31 December are missing: your range stops before "
+            f"datetime(2025, 12, 31), which is midnight that morning, so the whole day is left out. {fix}"
+        )
+    if early and early[0][1] != LAST_DAY:
+        return (
+            f"{len(lost)} user(s) who signed up on 31 December are missing: your range ends at "
+            f"{early[0][1]:%Y-%m-%d %H:%M}, before the year does. {fix}"
+        )
+    if early or re.search(r"\bBETWEEN\b|<=", _sql_of(attempt), re.IGNORECASE):
         return (
             f"{len(lost)} user(s) who signed up on 31 December are missing: BETWEEN ... AND "
-            "datetime(2025, 12, 31) ends at midnight that morning. Use a half-open range: "
-            ">= datetime(2025, 1, 1) and < datetime(2026, 1, 1)"
+            "datetime(2025, 12, 31) (or <= it) ends at midnight that morning. " + fix
         )
+    return None
+
+
+def _q4_half_open(attempt: Attempt) -> str | None:
+    """The year's two boundaries, read from the SQL: no sign-up in the seed falls on either midnight."""
+    for op, when in _q4_ends(attempt):
+        if op == "<=" and when == NEXT_YEAR:
+            return (
+                "your range includes midnight on 1 January 2026 (BETWEEN and <= keep their end): a user who "
+                "signed up at that instant did not sign up in 2025. End the range with "
+                "`User.created_at < datetime(2026, 1, 1)`"
+            )
+    for op, value in compared_values(attempt, "created_at"):
+        if op == ">" and _as_datetime(value) == FIRST_DAY:
+            return (
+                "your range leaves out midnight on 1 January 2025 (> is strict): a user who signed up at that "
+                "instant did sign up in 2025. Start the range with `User.created_at >= datetime(2025, 1, 1)`"
+            )
     return None
 
 
@@ -553,6 +851,7 @@ q4 = Exercise(
         Probe(test=_q4_anywhere, name="names that start with the search"),
         Probe(test=_q4_wildcards, name="the search text matched literally"),
         Probe(test=_last_day_probe, name="the whole last day"),
+        Probe(test=_q4_half_open, name="2025 and nothing else"),
         Probe(test=_q4_limit, name="at most five rows"),
         Probe(test=_q4_oldest_first, name="newest first"),
         Columns(["id", "username", "created_at"]),
@@ -584,6 +883,42 @@ q4 = Exercise(
             .order_by(User.created_at.desc())
             .limit(5),
             "signed up on 31 December",
+        ),
+        Counterexample(
+            "< 31 December",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.startswith(TERM, autoescape=True),
+                User.created_at >= datetime(2025, 1, 1),
+                User.created_at < datetime(2025, 12, 31),
+            )
+            .order_by(User.created_at.desc(), User.id)
+            .limit(5),
+            "signed up on 31 December are missing: your range stops before",
+        ),
+        Counterexample(
+            # the same rows here (no sign-up at midnight on New Year): judged from the SQL
+            "between 1 January 2025 and 1 January 2026",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.startswith(TERM, autoescape=True),
+                User.created_at.between(datetime(2025, 1, 1), datetime(2026, 1, 1)),
+            )
+            .order_by(User.created_at.desc(), User.id)
+            .limit(5),
+            "includes midnight on 1 January 2026",
+        ),
+        Counterexample(
+            "> 1 January 2025",
+            lambda: select(User.id, User.username, User.created_at)
+            .where(
+                User.username.startswith(TERM, autoescape=True),
+                User.created_at > datetime(2025, 1, 1),
+                User.created_at < datetime(2026, 1, 1),
+            )
+            .order_by(User.created_at.desc(), User.id)
+            .limit(5),
+            "> is strict",
         ),
         Counterexample(
             "no limit",
@@ -701,6 +1036,7 @@ q5 = Exercise(
         id=Integer, last_login=DateTime,
     ),
     rules=[
+        LetterCase(["SE"], stored=COUNTRY_CODES),
         Probe(test=_q5_ascending, name="most recent first"),
         Probe(test=_q5_inactive, name="only active users"),
         Probe(test=_nulls_placed_probe, name="NULLs placed explicitly"),
@@ -752,6 +1088,13 @@ q5 = Exercise(
             .order_by(User.last_login.desc().nulls_last(), User.id),
             "all inactive users",
         ),
+        Counterexample(
+            "the code in lower case",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "se", User.is_active)
+            .order_by(User.last_login.desc().nulls_last(), User.id),
+            "'se' is not 'SE'",
+        ),
     ],
 )
 
@@ -775,6 +1118,12 @@ ALTERNATIVES = {
          .where(User.phone.is_(None), User.last_login.is_(None) | (User.last_login < CUTOFF)).order_by(User.id)),
         ("== None (SQLAlchemy renders IS NULL)", lambda: select(User.id, User.last_login)
          .where(User.phone == None, or_(User.last_login == None, User.last_login < CUTOFF))  # noqa: E711 - renders IS NULL
+         .order_by(User.id)),
+        ("NULL or the empty string", lambda: select(User.id, User.last_login)
+         .where(or_(User.phone.is_(None), User.phone == ""), or_(User.last_login.is_(None), User.last_login < CUTOFF))
+         .order_by(User.id)),
+        ("not_() of >= (renders <)", lambda: select(User.id, User.last_login)
+         .where(User.phone.is_(None), or_(User.last_login.is_(None), not_(User.last_login >= CUTOFF)))
          .order_by(User.id)),
     ],
     "02.q4": [

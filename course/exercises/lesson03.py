@@ -1,8 +1,10 @@
 """Lesson 03 exercises: columns, aggregation, existence checks and keyset pagination.
 
 Misconceptions catalogued (one counterexample each): q1 whole entities, inactive users
-included, the NULL test the wrong way round, the phone condition forgotten, a value pasted
-into SQL; q2 no HAVING, a join counted per order, an aggregate in WHERE, every user counted,
+included, the NULL test the wrong way round, the phone condition forgotten (or Python's
+``is not None``, dropped as True), a phone tested as ``== ""``, the code in lower case, a value
+pasted into SQL (``!= ""`` gives the right rows, NULL never passes it, and is accepted);
+q2 and q3 also the status capitalised ("Paid"), and q2 the count not labelled; q2 no HAVING, a join counted per order, an aggregate in WHERE, every user counted,
 users with any order; q3 count then compare, the count returned, rows loaded and tested in
 Python, any order instead of a paid one, the Result returned; q4 >= instead of >, no
 fetch-one-extra, OFFSET in disguise, no ORDER BY, a second query to count; q5 keyset on
@@ -26,8 +28,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..recorder import Statement
 from ..schema import Order, Post, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
-from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
-from .userfacts import FACTS, order_by_keys, orders_by, shared, user_facts_probe
+from .rules import (
+    Attempt,
+    BoundParameters,
+    Columns,
+    EmptyStringForNull,
+    LetterCase,
+    Probe,
+    SameResult,
+    StatementBudget,
+)
+from .userfacts import COUNTRY_CODES, FACTS, order_by_keys, orders_by, shared, user_facts_probe
 from .verdict import RuleResult
 
 
@@ -143,7 +154,8 @@ def _q1_phone_test(attempt: Attempt) -> str | None:
         )
     return (
         f"{len(extra)} of your rows are users without a phone: the phone condition is missing. "
-        "Add User.phone.is_not(None)"
+        "Add User.phone.is_not(None) (if you wrote `User.phone is not None`, Python answered it "
+        "itself: True, a condition SQLAlchemy leaves out of the WHERE)"
     )
 
 
@@ -167,6 +179,8 @@ q1 = Exercise(
     probe=user_facts_probe(),
     rules=[
         Columns(["id", "email", "display_name"]),
+        LetterCase(["DE"], stored=COUNTRY_CODES),
+        EmptyStringForNull("phone", "User.phone", missing=False, what="users"),
         Probe(_q1_inactive, name="only active users"),
         Probe(_q1_phone_test, name="only users with a phone"),
         SameResult(ordered=True),
@@ -215,6 +229,28 @@ q1 = Exercise(
             .order_by(User.id),
             "pasted into the SQL text",
         ),
+        Counterexample(
+            # ruff's E711 fix of `!= None`: Python answers `is not None` itself (True)
+            "python `is not None`",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(User.country == "DE", User.is_active, User.phone is not None)
+            .order_by(User.id),
+            "Python answered it itself",
+        ),
+        Counterexample(
+            "a phone tested as the empty string",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(User.country == "DE", User.is_active, User.phone == "")
+            .order_by(User.id),
+            "a missing phone is NULL, not the empty string",
+        ),
+        Counterexample(
+            "the code in lower case",
+            lambda: select(User.id, User.email, User.display_name)
+            .where(User.country == "de", User.is_active, User.phone.is_not(None))
+            .order_by(User.id),
+            "'de' is not 'DE'",
+        ),
     ],
 )
 
@@ -222,6 +258,24 @@ q1 = Exercise(
 # --------------------------------------------------------------------------- q2
 
 Q2_MIN_BUYERS = 25
+
+
+#: how the seed writes ``orders.status``, for LetterCase
+ORDER_STATUSES = "order statuses in lower case"
+
+
+class _BuyersColumns(Columns):
+    """The count selected without its label: name the label, not just the column lists."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        got = list(attempt.columns or [])
+        if not result.passed and len(got) == 2 and got[0] == "country" and got[1] != "buyers":
+            result.message = (
+                f"your count comes back as a column named {got[1]!r}: the task asks for it as buyers. "
+                "Label it: `func.count(User.id).label(\"buyers\")`"
+            )
+        return result
 
 
 def _q2_solution():
@@ -336,7 +390,8 @@ q2 = Exercise(
         "ORDER BY buyers DESC, u.country"
     ),
     rules=[
-        Columns(["country", "buyers"]),
+        _BuyersColumns(["country", "buyers"]),
+        LetterCase(["paid"], stored=ORDER_STATUSES),
         Probe(_q2_counts, name="counts users, not orders"),
         Probe(_q2_having, name="groups filtered with HAVING"),
         Probe(_q2_at_least, name="at least 25 buyers"),
@@ -418,6 +473,24 @@ q2 = Exercise(
             .order_by(func.count(User.id).desc()),
             "no tie-breaker",
         ),
+        Counterexample(
+            "the count not labelled",
+            lambda: select(User.country, func.count(User.id))
+            .where(User.orders.any(Order.status == "paid"))
+            .group_by(User.country)
+            .having(func.count(User.id) >= 25)
+            .order_by(func.count(User.id).desc(), User.country),
+            "label it",
+        ),
+        Counterexample(
+            "the status capitalised",
+            lambda: select(User.country, func.count(User.id).label("buyers"))
+            .where(User.orders.any(Order.status == "Paid"))
+            .group_by(User.country)
+            .having(func.count(User.id) >= 25)
+            .order_by(func.count(User.id).desc(), User.country),
+            "'Paid' is not 'paid'",
+        ),
     ],
 )
 
@@ -445,6 +518,8 @@ def _q3_is_bool(attempt: Attempt) -> str | None:
 
 def _q3_paid(attempt: Attempt) -> str | None:
     statements = _queries(attempt)
+    if any(isinstance(v, str) and v.lower() == "paid" for s in statements for v in _param_values(s)):
+        return None  # "paid" in some letter case: LetterCase judges "Paid"
     if statements and not any("paid" in _param_values(s) or "'paid'" in s.sql for s in statements):
         return (
             "your query never mentions the status: it asks whether the user has any order at all. "
@@ -500,6 +575,10 @@ async def _q3_any_status(session, user_id):
     return await session.scalar(select(exists().where(Order.user_id == user_id)))
 
 
+async def _q3_capitalised(session, user_id):
+    return await session.scalar(select(exists().where(Order.user_id == user_id, Order.status == "Paid")))
+
+
 async def _q3_result(session, user_id):
     return await session.execute(select(exists().where(Order.user_id == user_id, Order.status == "paid")))
 
@@ -514,6 +593,7 @@ q3 = Exercise(
     calls=({"user_id": 155}, {"user_id": 5}, {"user_id": 9999}),
     rules=[
         Probe(_q3_is_bool, name="returns a bool"),
+        LetterCase(["paid"], stored=ORDER_STATUSES),
         Probe(_q3_paid, name="a paid order, not any order"),
         Probe(_q3_stops_early, name="stops at the first match"),
         _SameBool(),
@@ -532,6 +612,7 @@ q3 = Exercise(
         Counterexample("load the orders, test in Python", _q3_load_rows, "fetched"),
         Counterexample("any order, not a paid one", _q3_any_status, "any order at all"),
         Counterexample("the Result, not its value", _q3_result, "session.scalar"),
+        Counterexample("the status capitalised", _q3_capitalised, "'Paid' is not 'paid'"),
         Counterexample("the count itself, no 'too high'", _q3_count_returned, "not judged: return true or false first"),
     ],
 )
@@ -950,6 +1031,10 @@ ALTERNATIVES = {
     "03.q1": [
         ("chained where() and != None", lambda: select(User.id, User.email, User.display_name)
          .where(User.country == "DE").where(User.is_active, User.phone != None)  # noqa: E711 - renders IS NOT NULL
+         .order_by(User.id)),
+        # NULL != '' is never true, so only users with a (non-empty) phone remain: right, if by a detour
+        ("!= '' (NULL never passes a comparison)", lambda: select(User.id, User.email, User.display_name)
+         .where(User.country == "DE", User.is_active, User.phone != "")
          .order_by(User.id)),
     ],
     "03.q2": [

@@ -12,12 +12,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import aliased
 
 from ..schema import Comment, Order, Post, Tag, User, post_tags
 from .core import STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+from .userfacts import has_scalar_subquery
 
 
 def _rows(attempt: Attempt) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
@@ -37,12 +38,13 @@ def _n(count: int, noun: str) -> str:
 
 def _per_user_counts(
     columns: Sequence[str], *, what: str, too_high: str, missing: str, too_low: str = "",
-    entity: str = "user",
+    entity: str = "user", links: dict[str, str] | None = None,
 ) -> Probe:
     """Compare per-user aggregates row by row (first column = id) and name the join mistake.
 
     ``columns`` names the value columns after the id; ``what`` is what the zero rows have none
     of; ``missing``, ``too_high`` and ``too_low`` explain the likely cause for this exercise.
+    ``links`` gives, per column, the condition a scalar subquery needs to refer to the outer row.
     """
 
     def test(attempt: Attempt) -> str | None:
@@ -61,8 +63,19 @@ def _per_user_counts(
                 f"(e.g. {entity} {gone[0]}): {missing}"
             )
         common = [k for k in want_by if k in got_by]
+        reads = [q.sql for q in attempt.log.queries if q.verb in ("SELECT", "WITH")]
+        subquery = bool(reads) and has_scalar_subquery(reads[0])  # a derived table in FROM is no column
         for i, name in enumerate(columns, start=1):
             pairs = [(k, got_by[k][i], want_by[k][i]) for k in common]
+            if subquery and len(pairs) >= 3 and len({repr(g) for _, g, _ in pairs}) == 1 \
+                    and len({repr(w) for _, _, w in pairs}) > 1:
+                link = (links or {}).get(name)
+                return (
+                    f"{name} is the same on every row ({pairs[0][1]}), where each {entity} has their own: your "
+                    f"scalar subquery is uncorrelated. It never refers to the {entity} on the outer row, so it "
+                    "computes one value over the whole table, once for all rows. Link it to that row inside "
+                    "the subquery" + (f": `.where({link})`" if link else "")
+                )
             zeros = [(k, g) for k, g, w in pairs if w == 0]
             if zeros and all(g is None for _, g in zeros):
                 return (
@@ -97,29 +110,58 @@ def _per_user_counts(
 
 
 # ---------------------------------------------------------------------------- q1
-_CARTESIAN = re.compile(r'cartesian product between FROM element\(s\) "([^"]+)" and FROM element "([^"]+)"')
+# SQLAlchemy's linter names the FROM elements it could not reach from one of them, then that one:
+# 'FROM element(s) "users" and FROM element "tags"', or '"posts", "users" and FROM element "tags"'
+# (which element it starts from varies from run to run)
+_CARTESIAN = re.compile(r'cartesian product between FROM element\(s\) (.+?) and FROM element "([^"]+)"')
+
+# the join each table of this exercise needs, and what leaving it out does to the rows
+_Q1_JOIN = {
+    "users": ("`.join(Post.author)`", "each post is paired with every user, not only its author"),
+    "tags": (
+        "`.join(Post.tags)`",
+        "every post comes back, tagged \"joins\" or not: the filter on `Tag.name` picks the tag, and "
+        "nothing ties that tag to the post",
+    ),
+    "post_tags": ("`.join(Post.tags)`", "each post is paired with every row of post_tags"),
+}
+
+
+def _q1_effect(loose: list[str]) -> str:
+    return next((_Q1_JOIN[t][1] for t in loose if t in _Q1_JOIN), "every row is paired with every row of the other table")
+
+
+def _q1_fix(loose: list[str]) -> str:
+    joins = [_Q1_JOIN[t][0] for t in loose if t in _Q1_JOIN]
+    return " and ".join(dict.fromkeys(joins)) or "a join along the relationship that leads to it"
 
 
 def _cartesian(attempt: Attempt) -> str | None:
-    """SQLAlchemy's cartesian-product warning: a table in FROM that nothing joins."""
+    """A table in FROM that nothing joins: named once.
+
+    When SQLAlchemy warned, the checker's headline already opens with the cartesian product
+    (core.py puts the warning, explained, first): this rule then says only what it did to these
+    rows and which join to add. Without the warning (SQLAlchemy warns once per compiled
+    statement, and the compiled cache hides a re-run) it reads the FROM list itself and says it all.
+    """
     for warning in attempt.warnings:
         found = _CARTESIAN.search(warning)
         if found:
-            return (
-                f'a cartesian product: "{found.group(1)}" sits in FROM joined to nothing, so every row is '
-                f'paired with every row of "{found.group(2)}". A table you filter or select on must be '
-                "joined: along a relationship, .join(Post.tags) and .join(Post.author)"
-            )
-    # SQLAlchemy warns once per compiled statement (the compiled cache hides a re-run):
-    # read the FROM list itself, a table after a top-level comma that no WHERE condition links
+            # the linter lists what it could not reach from one FROM element: when posts is among
+            # them, that one element is the loose table (posts anchors every join of this query)
+            listed = re.findall(r'"([^"]+)"', found.group(1))
+            loose = [re.sub(r"_\d+$", "", t) for t in ([found.group(2)] if "posts" in listed else listed)]
+            pair = _rows(attempt)
+            size = f"{len(pair[0])} rows instead of {len(pair[1])}" if pair else "your rows"
+            return f"{size}: {_q1_effect(loose)}. Add {_q1_fix(loose)}"
     reads = [q.sql for q in attempt.log.queries if q.verb == "SELECT"]
-    found = _loose_table(reads[0]) if reads else None
-    if found:
-        loose, first = found
+    found_loose = _loose_table(reads[0]) if reads else None
+    if found_loose:
+        loose_table, first = found_loose
         return (
-            f'a cartesian product: "{loose}" sits in FROM joined to nothing, so every row is paired with '
-            f'every row of "{first}". A table you filter or select on must be joined: along a relationship, '
-            ".join(Post.tags) and .join(Post.author)"
+            f'a cartesian product: "{loose_table}" sits in FROM joined to nothing, next to "{first}": '
+            f"{_q1_effect([loose_table])}. A table you filter or select on must be joined, here along a "
+            f"relationship: {_q1_fix([loose_table])}"
         )
     return None
 
@@ -201,7 +243,7 @@ q1 = Exercise(
         Counterexample(
             "filters on Tag without joining it",
             lambda: select(Post.id, User.username).join(Post.author).where(Tag.name == "joins").order_by(Post.id),
-            "extra rows",
+            'tagged "joins" or not',
         ),
         Counterexample(
             # run a second time, the statement comes from the compiled cache: SQLAlchemy warns no more
@@ -231,7 +273,7 @@ q1 = Exercise(
         Counterexample(
             "tags joined, author forgotten",
             lambda: select(Post.id, User.username).join(Post.tags).where(Tag.name == "joins").order_by(Post.id),
-            "cartesian product",
+            "each post is paired with every user, not only its author",
         ),
     ],
 )
@@ -285,6 +327,7 @@ q2 = Exercise(
         _per_user_counts(
             ["drafts"],
             what="drafts",
+            links={"drafts": 'Post.author_id == User.id, Post.status == "draft"'},
             missing=_Q2_MISSING,
             too_high="were all posts counted, not only drafts? The status condition belongs in the ON clause",
         ),
@@ -301,6 +344,14 @@ q2 = Exercise(
     ],
     why="An outer join keeps the rows without a match only if nothing later filters its NULLs away.",
     counterexamples=[
+        Counterexample(
+            "the count not labelled",
+            lambda: select(User.id, func.count(Post.id))
+            .outerjoin(User.posts.and_(Post.status == "draft"))
+            .group_by(User.id)
+            .order_by(User.id),
+            "should be named 'drafts'",
+        ),
         Counterexample(
             "inner join",
             lambda: select(User.id, func.count(Post.id).label("drafts"))
@@ -335,6 +386,14 @@ q2 = Exercise(
             .order_by(User.id),
             "too high",
         ),
+        Counterexample(
+            "a count subquery that never names the user",
+            lambda: select(
+                User.id,
+                select(func.count(Post.id)).where(Post.status == "draft").scalar_subquery().label("drafts"),
+            ).order_by(User.id),
+            "your scalar subquery is uncorrelated",
+        ),
     ],
 )
 
@@ -349,25 +408,51 @@ def _q3_solution():
     )
 
 
-def _q3_direction(attempt: Attempt) -> str | None:
-    """Name the two self-join slips: the join run backwards, the alias not used in select()."""
+def _unlabelled_inviter():
+    inviter = aliased(User)
+    return select(User.id, User.username, inviter.username).join(inviter, User.invited_by_id == inviter.id).order_by(User.id)
+
+
+def _q3_pair(attempt: Attempt) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
+    """(got, want) when they are 3-column rows that differ, else None (other rules judge)."""
     pair = _rows(attempt)
-    if pair is None or len(pair[1][0]) != 3:
+    if pair is None or len(pair[1][0]) != 3 or pair[0] == pair[1]:
+        return None
+    return pair
+
+
+def _q3_outer(attempt: Attempt) -> str | None:
+    """An outer join keeps the users nobody invited, with invited_by None."""
+    pair = _q3_pair(attempt)
+    if pair is None:
         return None
     got, want = pair
-    if got == want:
-        return None
     if any(r[2] is None for r in got) and len(got) > len(want):
         n = sum(1 for r in got if r[2] is None)
         return (
             f"{n} rows have invited_by None: users nobody invited, kept by an outer join. The task "
             "leaves them out: an inner .join() keeps only the users who have an inviter"
         )
-    if all(r[1] == r[2] for r in got):
+    return None
+
+
+def _q3_own_name(attempt: Attempt) -> str | None:
+    """The alias joined, but User.username selected twice."""
+    pair = _q3_pair(attempt)
+    if pair is not None and all(r[1] == r[2] for r in pair[0]):
         return (
             "invited_by is each user's own username: select the alias's column "
             "(inviter.username), not User.username"
         )
+    return None
+
+
+def _q3_backwards(attempt: Attempt) -> str | None:
+    """The ON clause reversed: each user paired with the users they invited."""
+    pair = _q3_pair(attempt)
+    if pair is None:
+        return None
+    got, want = pair
     expected_pairs = {(r[1], r[2]) for r in want}
     if all((r[2], r[1]) in expected_pairs for r in got):
         return (
@@ -406,7 +491,9 @@ q3 = Exercise(
     ),
     rules=[
         Columns(["id", "username", "invited_by"]),
-        Probe(test=_q3_direction, name="the self-join's direction"),
+        Probe(test=_q3_outer, name="only users somebody invited"),
+        Probe(test=_q3_own_name, name="invited_by read from the alias"),
+        Probe(test=_q3_backwards, name="the self-join's direction"),
         SameResult(ordered=True),
         StatementBudget(1),
     ],
@@ -421,6 +508,18 @@ q3 = Exercise(
     ],
     why="aliased() gives one table a second name, so a query can hold two different rows of it at once.",
     counterexamples=[
+        Counterexample(
+            "aliased(User) written out three times",
+            lambda: select(User.id, User.username, aliased(User).username.label("invited_by"))
+            .join(aliased(User), User.invited_by_id == aliased(User).id)
+            .order_by(User.id),
+            "each `aliased(User)` call makes a new, separate alias",
+        ),
+        Counterexample(
+            "the inviter's name not labelled",
+            lambda: _unlabelled_inviter(),
+            "should be named 'invited_by'",
+        ),
         Counterexample(
             "no alias",
             lambda: select(User.id, User.username, User.username.label("invited_by"))
@@ -493,6 +592,12 @@ def _q4_inner_posts():
     )
 
 
+def _q4_spent_uncorrelated():
+    posts = select(func.count(Post.id)).where(Post.author_id == User.id).scalar_subquery()
+    spent = select(func.coalesce(func.sum(Order.total_cents), 0)).scalar_subquery()  # no link to the user
+    return select(User.id, posts.label("posts"), spent.label("spent_cents")).order_by(User.id)
+
+
 def _q4_scalar_subqueries():
     posts = select(func.count(Post.id)).where(Post.author_id == User.id).scalar_subquery()
     spent = select(func.coalesce(func.sum(Order.total_cents), 0)).where(Order.user_id == User.id).scalar_subquery()
@@ -515,6 +620,7 @@ q4 = Exercise(
         _per_user_counts(
             ["posts", "spent_cents"],
             what="posts",
+            links={"posts": "Post.author_id == User.id", "spent_cents": "Order.user_id == User.id"},
             missing="an inner join drops them; keep every user with outer joins",
             too_high=_Q4_TOO_HIGH,
             too_low="sum(distinct ...) adds equal amounts only once, even when they belong to different orders",
@@ -547,6 +653,10 @@ q4 = Exercise(
         ),
         Counterexample("subqueries without coalesce", _q4_no_coalesce, "None (NULL) instead of 0"),
         Counterexample("inner join to the posts subquery", _q4_inner_posts, "missing"),
+        Counterexample(
+            "the spent subquery never names the user", _q4_spent_uncorrelated,
+            "spent_cents is the same on every row",
+        ),
     ],
 )
 
@@ -577,6 +687,9 @@ ALTERNATIVES = {
         .outerjoin(Post, (Post.author_id == User.id) & (Post.status == "draft"))
         .group_by(User.id)
         .order_by(User.id)),
+        ("count(case(...)) over a plain outer join: the case is NULL for other posts", lambda: select(
+            User.id, func.count(case((Post.status == "draft", Post.id))).label("drafts")
+        ).outerjoin(User.posts).group_by(User.id).order_by(User.id)),
     ],
     "04.q3": [
         ("a join along User.invited_by.of_type(inviter)", _q3_of_type),

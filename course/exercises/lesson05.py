@@ -16,8 +16,8 @@ from sqlalchemy.orm import aliased
 
 from ..schema import Comment, Order, Post, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
-from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
-from .userfacts import order_by_keys, orders_by
+from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget, normal
+from .userfacts import has_scalar_subquery, order_by_keys, orders_by
 
 
 def _parenthesized_after(sql: str, keyword: str) -> str:
@@ -90,7 +90,8 @@ def _ones_for_zeros(attempt: Attempt) -> str | None:
         return (
             f"post {ones[0][0]} has no comments but your count says 1: count(*) counts the row an "
             "outer join makes up for a post without comments; count a column of the comments "
-            "table (func.count(Comment.id)), which is NULL there"
+            "table (func.count(Comment.id)), which is NULL there. Better, as this exercise asks: count in "
+            "a correlated scalar subquery, which sees only that post's real comments"
         )
     return None
 
@@ -163,6 +164,8 @@ def _q1_every_status():
 
 
 def _q1_counts_too_high(attempt: Attempt) -> str | None:
+    if _q1_count_star(attempt):  # 1 where 0 belongs: not a status filter forgotten, see that rule
+        return None
     got, want = _rows(attempt.value), _rows(attempt.expected)
     if got is None or want is None or [r[0] for r in got] != [r[0] for r in want]:
         return None
@@ -172,6 +175,30 @@ def _q1_counts_too_high(attempt: Attempt) -> str | None:
         return (
             f"some counts are too high (user {g[0]}: {g[-1]}, expected {w[-1]}): count only the posts "
             "with status 'published', with a WHERE inside the derived table"
+        )
+    return None
+
+
+def _numbers_lead(attempt: Attempt) -> str:
+    """How a form rule opens: it also fails when the rows are wrong, and must not call them right."""
+    right = normal(attempt.value) == normal(attempt.expected)
+    return "the right numbers, but" if right else "your numbers come"
+
+
+def _q1_count_star(attempt: Attempt) -> str | None:
+    """count(*) over an outer join: 1 exactly where 0 belongs, every other count right."""
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if not got or not want or [r[0] for r in got] != [r[0] for r in want] or any(len(r) < 2 for r in got):
+        return None
+    pairs = list(zip(got, want, strict=True))
+    zeros = [g for g, w in pairs if w[-1] == 0]
+    if zeros and all(g[-1] == 1 for g in zeros) and all(g == w for g, w in pairs if w[-1] != 0):
+        others = f" (and so do the other {len(zeros) - 1} users without one)" if len(zeros) > 1 else ""
+        return (
+            f"user {zeros[0][0]} has no published post, but your count says 1{others}: "
+            "count(*) over an outer join counts the row of NULLs the "
+            "join makes up for them. Count inside a derived table, as this exercise asks (its rows are real "
+            "posts), or count a column of posts, `func.count(Post.id)`, which is NULL on that row"
         )
     return None
 
@@ -193,7 +220,7 @@ def _q1_derived_table(attempt: Attempt) -> str | None:
         else "a GROUP BY over the join" if re.search(r"\bGROUP BY\b", sql, re.I) else "a query"
     )
     return (
-        f"the right numbers, but from {how}, not a derived table: this exercise practises "
+        f"{_numbers_lead(attempt)} from {how}, not a derived table: this exercise practises "
         "counting in a subquery in FROM. Build select(Post.author_id, func.count(Post.id)...)"
         ".group_by(Post.author_id).subquery() (or .cte()) and outer-join it to User"
     )
@@ -212,6 +239,16 @@ def _q1_scalar_subquery():
 def _q1_join_on_condition():
     return (
         select(User.id, func.count(Post.id).label("published_posts"))
+        .outerjoin(Post, and_(Post.author_id == User.id, Post.status == "published"))
+        .where(User.country == "NL")
+        .group_by(User.id)
+        .order_by(User.id)
+    )
+
+
+def _q1_count_star_join():
+    return (
+        select(User.id, func.count().label("published_posts"))
         .outerjoin(Post, and_(Post.author_id == User.id, Post.status == "published"))
         .where(User.country == "NL")
         .group_by(User.id)
@@ -249,6 +286,7 @@ q1 = Exercise(
             _zero_rows_kept("users", "join the derived table with outerjoin() and filter inside it"),
             name="users without published posts kept",
         ),
+        Probe(_q1_count_star, name="users without published posts count 0"),
         Probe(_q1_counts_too_high, name="published posts only"),
         Columns(["id", "published_posts"]),
         SameResult(ordered=True),
@@ -273,6 +311,7 @@ q1 = Exercise(
         Counterexample("every status counted", _q1_every_status, "too high"),
         Counterexample("right rows from a scalar subquery", _q1_scalar_subquery, "not a derived table"),
         Counterexample("right rows from GROUP BY over the join", _q1_join_on_condition, "GROUP BY over the join"),
+        Counterexample("count(*) over the outer join", _q1_count_star_join, "count(*) over an outer join counts"),
     ],
 )
 
@@ -404,6 +443,55 @@ def _q2_tie_breaker(attempt: Attempt) -> str | None:
     )
 
 
+def _q2_correlated_form(attempt: Attempt) -> str | None:
+    """The task practises a correlated scalar subquery: a ``(SELECT ...)`` in the SELECT list."""
+    sql = _first_sql(attempt)
+    if not sql or has_scalar_subquery(sql):
+        return None
+    how = (
+        "a CTE" if sql.lstrip().upper().startswith("WITH")
+        else "a derived table (a subquery in FROM)" if _FROM_SUBQUERY.search(sql)
+        else "a join and GROUP BY" if re.search(r"\bGROUP BY\b", sql, re.I)
+        else "a query without a subquery"
+    )
+    return (
+        f"{_numbers_lead(attempt)} from {how}, not a correlated scalar subquery: this exercise practises "
+        "a subquery in the SELECT list that refers to the outer post, so it counts that post's comments, "
+        "one value per row. Build `comment_count = select(func.count(Comment.id)).where(Comment.post_id == "
+        "Post.id).scalar_subquery().label(\"comment_count\")`, then `select(Post.id, comment_count)`"
+    )
+
+
+def _q2_derived_table():
+    counts = select(Comment.post_id, func.count(Comment.id).label("n")).group_by(Comment.post_id).subquery()
+    n = func.coalesce(counts.c.n, 0).label("comment_count")
+    return (
+        select(Post.id, n)
+        .outerjoin(counts, counts.c.post_id == Post.id)
+        .where(Post.author_id == 346)
+        .order_by(n.desc(), Post.id)
+    )
+
+
+def _q2_auto_correlated():
+    comment_count = (
+        select(func.count(Comment.id)).where(Comment.post_id == Post.id).scalar_subquery().label("comment_count")
+    )
+    return select(Post.id, comment_count).where(Post.author_id == 346).order_by(comment_count.desc(), Post.id)
+
+
+def _q2_correlate_except():
+    comment_count = (
+        select(func.count())
+        .select_from(Comment)
+        .where(Comment.post_id == Post.id)
+        .correlate_except(Comment)
+        .scalar_subquery()
+        .label("comment_count")
+    )
+    return select(Post.id, comment_count).where(Post.author_id == 346).order_by(comment_count.desc(), Post.id)
+
+
 def _q2_no_tie_breaker():
     comment_count = (
         select(func.count(Comment.id)).where(Comment.post_id == Post.id).scalar_subquery().label("comment_count")
@@ -431,6 +519,7 @@ q2 = Exercise(
         Probe(_q2_order, name="most-commented first, ties by id"),
         Probe(_q2_tie_breaker, name="a tie-breaker"),
         SameResult(ordered=True),
+        Probe(_q2_correlated_form, name="a correlated scalar subquery (in the SELECT list)"),
         StatementBudget(1),
         BoundParameters([Q2_AUTHOR]),
     ],
@@ -450,6 +539,13 @@ q2 = Exercise(
         Counterexample("ordered by id only", _q2_by_id, "not sorted by comment_count"),
         Counterexample("subquery with no link to the post", _q2_no_link, "uncorrelated"),
         Counterexample("an alias of Post inside the subquery", _q2_aliased_inside, "uncorrelated"),
+        Counterexample(
+            "right rows from an outer join and GROUP BY", _q2_outer_join_group,
+            "from a join and GROUP BY, not a correlated scalar subquery",
+        ),
+        Counterexample(
+            "right rows from a derived table", _q2_derived_table, "from a derived table (a subquery in FROM), not a correlated",
+        ),
     ],
 )
 
@@ -1098,7 +1194,8 @@ ALTERNATIVES = {
         ("a CTE instead of a subquery", _q1_cte),
     ],
     "05.q2": [
-        ("an outer join along Post.comments and GROUP BY", _q2_outer_join_group),
+        ("auto-correlated, no .correlate()", _q2_auto_correlated),
+        ("count(*) over comments, .correlate_except(Comment)", _q2_correlate_except),
     ],
     "05.q3": [
         ("~User.orders.any(...)", lambda: select(User.id).where(~User.orders.any(Order.status == "cancelled")).order_by(User.id)),

@@ -477,6 +477,10 @@ async def _q3_all_joined(session: AsyncSession, post_id: int) -> Post:
     return (await session.scalars(stmt)).unique().one()
 
 
+async def _q3_get_with_options(session: AsyncSession, post_id: int) -> Post | None:
+    return await session.get(Post, post_id, options=[selectinload(Post.comments).joinedload(Comment.author)])
+
+
 class _NoLazyLoadsAlongThePath(NoLazyLoads):
     """Name the relationship: the comments (nothing loaded them) or each comment's author."""
 
@@ -671,21 +675,62 @@ q4 = Exercise(
 # ---------------------------------------------------------------- q5
 
 _USERS_IN_FROM = re.compile(r"\b(?:FROM|JOIN)\s+users\b", re.I)
+_USERS_IN_EXISTS = re.compile(r"\bEXISTS\s*\(\s*SELECT\b[^()]*?\bFROM users\b", re.I | re.S)
+_USERS_IN_IN = re.compile(r"\bIN\s*\(\s*SELECT\b[^()]*?\bFROM users\b", re.I | re.S)
+_OWN_USERS_JOIN = re.compile(r"\bJOIN users\b(?!\s+AS\s+users_\d)", re.I)  # not joinedload's users_1
+_LOADER_USERS_JOIN = re.compile(r"\bJOIN users AS users_\d", re.I)
+_USERS_BY_KEYS = re.compile(r"\bFROM users\b.*\bIN\s*\(", re.I | re.S)  # selectinload's second statement
+
+
+def _q5_filter(sql: str) -> str:
+    """How the posts query reaches users to filter on the country: "join", "exists", "in" or ""."""
+    if _USERS_IN_EXISTS.search(sql):
+        return "exists"
+    if _USERS_IN_IN.search(sql):
+        return "in"
+    return "join" if _OWN_USERS_JOIN.search(sql) else ""
+
+
+_Q5_FILTERS = {
+    "exists": "`.has()` adds a correlated EXISTS subquery over `users`",
+    "in": "`in_(select(User.id)...)` adds an IN subquery over `users`",
+}
+_Q5_ONE_JOIN = (
+    "join the author (`.join(Post.author)`), filter on `User.country` there, and fill `.author` from that "
+    "same join with `.options(contains_eager(Post.author))`"
+)
 
 
 def _q5_probe_test(attempt: Attempt) -> str | None:
+    """One statement in which users appears once: name what brought it in a second time."""
     queries = attempt.log.queries
-    if queries and len(_USERS_IN_FROM.findall(queries[0].sql)) > 1:
-        sql = queries[0].sql
+    if not queries:
+        return None
+    sql = queries[0].sql
+    how = _q5_filter(sql)
+    if len(_USERS_IN_FROM.findall(sql)) > 1 and _LOADER_USERS_JOIN.search(sql):
         yours = (
-            "an EXISTS subquery (.has())" if re.search(r"\bEXISTS\b", sql, re.I)
-            else "an IN subquery" if re.search(r"\bIN\s*\(\s*SELECT\b", sql, re.I)
+            "an EXISTS subquery (.has())" if how == "exists"
+            else "an IN subquery" if how == "in"
             else "the join"
         )
         return (
             f"the users table appears twice in your statement: joinedload() adds its own join "
             f"(users_1) next to {yours} you wrote; join once, filter on that join, and let "
             "contains_eager(Post.author) fill .author from it"
+        )
+    selectin = any(_USERS_BY_KEYS.search(q.sql) for q in queries[1:])
+    if selectin and how in _Q5_FILTERS:
+        return (
+            f"two statements, and `users` in both: {_Q5_FILTERS[how]}, and `selectinload()` reads the "
+            "authors again in a second statement. The task wants one statement in which `users` appears "
+            f"exactly once: {_Q5_ONE_JOIN}"
+        )
+    if selectin and how == "join":
+        return (
+            "your join already brings the author's columns, but `selectinload()` reads `users` again in a "
+            "second statement: the task wants one statement in which `users` appears exactly once. Fill "
+            "`.author` from your join instead: `.options(contains_eager(Post.author))`"
         )
     return None
 
@@ -774,17 +819,41 @@ async def _q5_has_and_selectin(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q5_join_and_selectin(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(_q5_japan().options(selectinload(Post.author)))).all())
+
+
+async def _q5_has_no_loader(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post)
+        .where(Post.author.has(User.country == "JP"))
+        .order_by(Post.created_at.desc(), Post.id.desc())
+        .limit(30)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 class _NoLazyAuthor(NoLazyLoads):
     """Your join already brings the author: the fix is contains_eager, not another loader."""
 
     def judge(self, attempt: Attempt) -> RuleResult:
         result = super().judge(attempt)
         sql = _posts_query(attempt)
-        if not result.passed and re.search(r"\bJOIN users\b", sql) and len(_USERS_IN_FROM.findall(sql)) == 1:
+        if result.passed:
+            return result
+        how = _q5_filter(sql)
+        if how == "join" and len(_USERS_IN_FROM.findall(sql)) == 1:
             result.message = (
                 "post.author was loaded lazily, one query per post, although your join already brings the "
                 "author's columns: tell the ORM to fill .author from that join, "
                 ".options(contains_eager(Post.author))"
+            )
+        elif how in _Q5_FILTERS and not _LOADER_USERS_JOIN.search(sql):
+            result.message = (
+                "post.author was loaded lazily (a query per author; in async code, a MissingGreenlet error): "
+                f"{_Q5_FILTERS[how]}, which filters but fills "
+                "nothing, and a loader beside it (`joinedload()`, `selectinload()`) would bring `users` in a "
+                f"second time. In one statement that names `users` once: {_Q5_ONE_JOIN}"
             )
         return result
 
@@ -809,8 +878,8 @@ q5 = Exercise(
         _NoLazyAuthor(),
         _tie_breaker_probe("created_at", ".order_by(Post.created_at.desc(), Post.id.desc())"),
         _SameObjects("posts"),
+        Probe(test=_q5_probe_test, name="one statement, users named in it once"),
         StatementBudget(1),
-        Probe(test=_q5_probe_test, name="users named once in the statement"),
     ],
     hints=[
         "You must join users anyway, to filter on User.country. The question is who fills post.author: "
@@ -825,7 +894,12 @@ q5 = Exercise(
         Counterexample("join plus joinedload", _q5_join_and_joinedload, "appears twice"),
         Counterexample("join, no loader", _q5_join_no_loader, "contains_eager(Post.author))"),
         Counterexample("contains_eager, no id tie-breaker", _q5_no_tie_breaker, "no tie-breaker"),
-        Counterexample("has() plus selectinload", _q5_has_and_selectin, "1 should be enough"),
+        Counterexample(
+            "has() plus selectinload", _q5_has_and_selectin,
+            "`.has()` adds a correlated EXISTS subquery over `users`, and `selectinload()` reads the authors again",
+        ),
+        Counterexample("join plus selectinload", _q5_join_and_selectin, "reads `users` again in a second statement"),
+        Counterexample("has(), no loader", _q5_has_no_loader, "which filters but fills nothing"),
         Counterexample("has() plus joinedload", _q5_has_and_joinedload, "EXISTS subquery (.has())"),
         Counterexample("in_() plus joinedload", _q5_in_and_joinedload, "an IN subquery"),
     ],
@@ -960,11 +1034,84 @@ def _published_collections(*, dropped_why: str, extra_why: str, check_repeats: b
     return test
 
 
-_q6_collections_test = _published_collections(
-    dropped_why="an inner join, or a WHERE condition on Post, drops them; outer join with the condition in ON",
+_Q6_DROPPED = "an inner join, or a WHERE condition on Post, drops them; outer join with the condition in ON"
+_Q6_ONE_STATEMENT = (
+    "outer-join the published posts, the condition in the ON clause "
+    "(`.outerjoin(User.posts.and_(Post.status == \"published\"))`), and fill `.posts` from that join with "
+    "`.options(contains_eager(User.posts))`, then `.unique()` on the result"
+)
+_q6_joined_collections = _published_collections(
+    dropped_why=_Q6_DROPPED,
     extra_why="contains_eager fills the collection with whatever rows the join brought, so the join "
     "itself must keep only published posts",
 )
+_q6_loaded_collections = _published_collections(
+    dropped_why=_Q6_DROPPED,
+    extra_why="your loader fills .posts with every post of the user. Put the status condition in the ON "
+    "clause of an outer join and fill .posts from that join with `contains_eager(User.posts)`",
+)
+
+
+def _q6_joins_posts(attempt: Attempt) -> bool:
+    queries = attempt.log.queries
+    return bool(queries) and re.search(r"\bJOIN posts\b", queries[0].sql) is not None
+
+
+def _q6_collections_test(attempt: Attempt) -> str | None:
+    """Every user, only published posts: the fix named for the way .posts was filled."""
+    test = _q6_joined_collections if _q6_joins_posts(attempt) else _q6_loaded_collections
+    return test(attempt)
+
+
+def _q6_one_statement(attempt: Attempt) -> str | None:
+    """The posts in a second statement (selectinload): the task asks for one, filled from a join."""
+    if any(re.search(r"\bFROM posts\b.*\bIN\s*\(", q.sql, re.S) for q in attempt.log.queries[1:]):
+        return (
+            "`selectinload()` loads the posts in a second statement, and the task asks for one: " + _Q6_ONE_STATEMENT
+        )
+    return None
+
+
+class _NoLazyPosts(NoLazyLoads):
+    """A join that brings the posts, but no contains_eager: the fix is not another loader."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        if not result.passed and _q6_joins_posts(attempt) and "User.posts" in attempt.lazy_attributes:
+            result.message = (
+                "User.posts was loaded lazily (in async code, a MissingGreenlet error), although your join "
+                "already brings each user's published posts: tell the ORM to fill .posts from that join, "
+                "`.options(contains_eager(User.posts))`, and call `.unique()` on the result (the join repeats "
+                "each user once per post). A plain `selectinload(User.posts)` would load every post, not only "
+                "the published ones, in a second statement"
+            )
+        return result
+
+
+async def _q6_joined_criteria(session: AsyncSession) -> list[User]:
+    """One statement too: the loader's own LEFT OUTER JOIN, the condition in its ON clause."""
+    stmt = (
+        select(User)
+        .where(User.country == "NL")
+        .options(joinedload(User.posts.and_(Post.status == "published")))
+        .order_by(User.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_join_no_loader(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(User.posts.and_(Post.status == "published"))
+        .where(User.country == "NL")
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_selectin_every_post(session: AsyncSession) -> list[User]:
+    stmt = select(User).where(User.country == "NL").options(selectinload(User.posts)).order_by(User.id)
+    return list((await session.scalars(stmt)).all())
 
 
 async def _q6_explicit_on(session: AsyncSession) -> list[User]:
@@ -987,9 +1134,10 @@ q6 = Exercise(
     observe=_q6_observe,
     rules=[
         _objects_probe(User, "select(User)..."),
-        NoLazyLoads(),
+        _NoLazyPosts(),
         Probe(test=_q6_collections_test, name="every user, only published posts"),
         _SameObjects("users", "posts"),
+        Probe(test=_q6_one_statement, name="the posts in the same statement"),
         StatementBudget(1),
     ],
     hints=[
@@ -1007,7 +1155,12 @@ q6 = Exercise(
         Counterexample("outer join, filter in WHERE", _q6_filter_in_where, "without a published post are missing"),
         Counterexample("drafts and archived posts too", _q6_every_post, "not published"),
         Counterexample("contains_eager without unique()", _q6_no_unique, "unique()"),
-        Counterexample("selectinload with criteria", _q6_selectin_criteria, "1 should be enough"),
+        Counterexample(
+            "selectinload with criteria", _q6_selectin_criteria,
+            "`selectinload()` loads the posts in a second statement, and the task asks for one",
+        ),
+        Counterexample("selectinload of every post", _q6_selectin_every_post, "your loader fills .posts with every post"),
+        Counterexample("the join, but no contains_eager", _q6_join_no_loader, "already brings each user's published posts"),
         Counterexample("posts ordered by id descending", _q6_posts_desc, "are in another order"),
     ],
 )
@@ -1126,7 +1279,7 @@ q7 = Exercise(
     observe=_q7_observe,
     rules=[
         _objects_probe(User, "select(User)..."),
-        Probe(test=_q7_python_filter, name="the relationship left as loaded"),
+        Probe(test=_q7_python_filter, name=".posts not reassigned in Python"),
         NoLazyLoads(),
         _not_loaded_probe(),
         Probe(test=_q7_collections_test, name="every user, only published posts"),
@@ -1166,6 +1319,7 @@ ALTERNATIVES = {
     ],
     "06.q3": [
         ("joinedload along the path and unique()", _q3_all_joined),
+        ("session.get() with the chained option", _q3_get_with_options),
     ],
     "06.q4": [
         ("defer(Post.body)", _q4_defer_body),
@@ -1175,6 +1329,7 @@ ALTERNATIVES = {
     ],
     "06.q6": [
         ("an explicit ON clause and contains_eager", _q6_explicit_on),
+        ("joinedload with criteria and unique()", _q6_joined_criteria),
     ],
     "06.q7": [
         ("selectinload and with_loader_criteria", _q7_global_criteria),

@@ -8,9 +8,11 @@ happened inside the function (not in a flush the checker triggered later).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 
@@ -21,6 +23,7 @@ from .named_mistakes import EXPLAINED as _EXPLAINED
 from .named_mistakes import Explaining as _Explaining
 from .named_mistakes import KeepsSource
 from .rules import Attempt, LeavesTransactionToCaller, Probe, SameResult, SessionUsable, StatementBudget
+from .verdict import RuleResult
 
 
 def _guarded(probe):
@@ -46,7 +49,7 @@ def _sent(verb: str, what: str) -> Probe:
     """The work happened while the answer ran (not in the checker's own autoflush)."""
 
     def test(attempt: Attempt) -> str | None:
-        if attempt.log.count(verb):
+        if attempt.log.count(verb) or attempt.extra.get("explained"):  # it raised: the headline says why
             return None
         return (
             f"no {verb} was sent while your function ran ({what} waits in the session until a "
@@ -54,6 +57,18 @@ def _sent(verb: str, what: str) -> Probe:
         )
 
     return Probe(test=test, name=f"the {verb} ran inside your function")
+
+
+@dataclass
+class _CallersUnlessRaised(LeavesTransactionToCaller):
+    """The caller's transaction rule, for an exercise that names the mistakes its answers raise: after
+    one of those, the checker itself rolls the answer's part back (to the caller's savepoint), which is
+    not the answer rolling back the caller's transaction."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if attempt.extra.get("explained"):
+            return RuleResult(self.name, True)
+        return super().judge(attempt)
 
 
 # ---------------------------------------------------------------------------- q1
@@ -189,15 +204,65 @@ async def _q2_observe(session, returned, changes):
     return [tuple(r) for r in await session.execute(select(User.id, User.role).order_by(User.id))]
 
 
+_BULK_BY_PK = (
+    "ORM bulk UPDATE by primary key writes each row's own value in one call: "
+    "`await session.execute(update(User), changes)`: a list of dicts each including the primary key "
+    "(`{\"id\": 20, \"role\": \"editor\"}`), as `changes` already is. The ORM sends one executemany: "
+    "WHERE id = ? from each dict's id, SET from its other keys"
+)
+
+
+async def _q2_probe(conn, attempt, changes):
+    attempt.extra["changes"] = list(changes)  # for the rules: which rows were to change, and to what
+
+
 def _q2_per_dict(attempt: Attempt) -> str | None:
     updates = [q for q in attempt.log.queries if q.verb == "UPDATE"]
-    if len(updates) > 1 and all(q.batch_size <= 1 for q in updates):
-        return (
-            f"{len(updates)} UPDATE statements, one per dict: a loop of update(User).where(...).values(...). "
-            "Pass the whole list to one call, `session.execute(update(User), changes)`: each dict names its "
-            "row by primary key, and the ORM sends one executemany"
-        )
-    return None
+    if len(updates) <= 1 or not all(q.batch_size <= 1 for q in updates):
+        return None
+    rows = len(attempt.extra.get("changes") or ())
+    if rows and len(updates) < rows and all(" IN " in " ".join(q.sql.upper().split()) for q in updates):
+        how = "one per role, each with WHERE id IN (...) and its own .values()"
+    else:
+        how = "one per dict: a loop of update(User).where(User.id == ...).values(...)"
+    return f"{len(updates)} UPDATE statements, {how}, a round trip each. {_BULK_BY_PK}"
+
+
+def _q2_loaded_objects(attempt: Attempt) -> str | None:
+    """The users loaded as objects and changed one by one: the flush writes them, after a SELECT."""
+    verbs = [q.verb for q in attempt.log.queries]
+    if "UPDATE" not in verbs or "SELECT" not in verbs[: verbs.index("UPDATE")]:
+        return None
+    selects = verbs[: verbs.index("UPDATE")].count("SELECT")
+    reads = "a SELECT" if selects == 1 else f"{selects} SELECTs"
+    return (
+        f"you loaded the users first ({reads}) and set the role on each object, so a flush wrote them: "
+        f"{len(verbs)} statements, and an object built and tracked per row. The dicts already hold the primary "
+        f"keys, so there is nothing to load. {_BULK_BY_PK}"
+    )
+
+
+def _q2_one_value(attempt: Attempt) -> str | None:
+    """One .values() for all the listed rows: every row got the same role, where each dict has its own."""
+    changes, got, want = attempt.extra.get("changes"), attempt.value, attempt.expected
+    if not changes or not isinstance(got, list) or not isinstance(want, list):
+        return None
+    wanted = {c["id"]: c.get("role") for c in changes}
+    mine = {row[0]: row[1] for row in got if isinstance(row, tuple) and len(row) == 2}
+    roles = {mine.get(i) for i in wanted}
+    if len(set(wanted.values())) < 2 or len(roles) != 1:
+        return None
+    (role,) = roles
+    before = dict(want)
+    others = sum(1 for i, r in mine.items() if i not in wanted and before.get(i) != r)
+    beyond = f" (and with no WHERE for the listed ids it changed {others} other users too)" if others else ""
+    return (
+        f"every row got the same role ({role!r}){beyond}: one `.values(role=...)` sets one value for all the "
+        "rows the UPDATE matches, but each dict asks for its own. Per-row values need the list of dicts itself, "
+        "each with its primary key, run as one ORM bulk UPDATE by primary key: "
+        "`await session.execute(update(User), changes)` (one executemany: WHERE id = ? from each dict's id, SET "
+        "from its other keys)"
+    )
 
 
 async def _q2_update_per_row(session, changes):
@@ -230,6 +295,32 @@ async def _q2_bindparam_where(session, changes):
     await session.execute(stmt, [{"user_id": c["id"], "new_role": c["role"]} for c in changes])
 
 
+async def _q2_values_list(session, changes):
+    await session.execute(update(User).values(changes))  # as insert(Tag).values(rows) did in exercise 1
+
+
+async def _q2_one_update_per_role(session, changes):
+    by_role: dict[str, list[int]] = {}
+    for change in changes:
+        by_role.setdefault(change["role"], []).append(change["id"])
+    for role, ids in by_role.items():
+        await session.execute(update(User).where(User.id.in_(ids)).values(role=role))
+
+
+async def _q2_core_without_where(session, changes):
+    """Core, as section 4 inserted: but a Core UPDATE with a list has no WHERE by primary key."""
+    conn = await session.connection()
+    await conn.execute(update(User.__table__), changes)
+
+
+async def _q2_alt_case(session, changes):
+    """One UPDATE whose SET picks each row's role with CASE on the id."""
+    from sqlalchemy import case
+
+    roles = case({c["id"]: c["role"] for c in changes}, value=User.id)
+    await session.execute(update(User).where(User.id.in_([c["id"] for c in changes])).values(role=roles))
+
+
 async def _q2_commits(session, changes):
     await session.execute(update(User), changes)
     await session.commit()
@@ -243,6 +334,21 @@ async def _q2_alt_core(session, changes):
 
 
 def _q2_explain(error: BaseException) -> str | None:
+    if isinstance(error, InvalidRequestError) and "does not support multiple parameter sets" in str(error):
+        return (
+            "update(User).values() takes one set of values, for every row the UPDATE matches: a list of dicts "
+            "there is INSERT's multi-VALUES form, which UPDATE does not have. Pass the list as execute()'s "
+            "second argument instead: `await session.execute(update(User), changes)`, the ORM bulk UPDATE by "
+            "primary key (one executemany, WHERE id = ? from each dict)"
+        )
+    statement = " ".join(str(getattr(error, "statement", "") or "").split()).upper()
+    if isinstance(error, IntegrityError) and statement.startswith("UPDATE") and " WHERE " not in statement:
+        return (
+            "your UPDATE has no WHERE: executed on a connection (Core), update(users) with a list of dicts "
+            "SETs every key of each dict, id included, on every row, and the primary key refused the "
+            "duplicates. Only the ORM form, update(User) run by the session, turns each dict's primary key into "
+            "WHERE id = ?: `await session.execute(update(User), changes)`"
+        )
     if isinstance(error, InvalidRequestError) and "additional WHERE criteria" in str(error):
         return (
             "the ORM refused a WHERE with bindparam() plus a list of parameter sets (the 1.x recipe). "
@@ -259,14 +365,17 @@ q2 = _Explaining(
     solution_answer=_q2_solution,
     expected=_q2_expected,
     observe=_q2_observe,
+    probe=_q2_probe,
     calls=({"changes": _Q2_CHANGES},),
     rules=[
         _EXPLAINED,
         _sent("UPDATE", "a change to a loaded object"),
         Probe(test=_q2_per_dict, name="one UPDATE call for the whole list"),
+        Probe(test=_q2_loaded_objects, name="no objects loaded to update rows by key"),
+        Probe(test=_q2_one_value, name="each row gets the role of its own dict"),
         SameResult(ordered=True, what="(id, role) rows"),
         StatementBudget(1),
-        LeavesTransactionToCaller(),
+        _CallersUnlessRaised(),
     ],
     explain=_q2_explain,
     hints=[
@@ -280,9 +389,12 @@ q2 = _Explaining(
     ),
     counterexamples=[
         Counterexample("one UPDATE per row", _q2_update_per_row, "session.execute(update(User), changes)"),
-        Counterexample("load the users, change them, flush", _q2_load_and_flush, "1 should be enough"),
+        Counterexample("load the users, change them, flush", _q2_load_and_flush, "you loaded the users first"),
         Counterexample("load and change, no flush", _q2_load_no_flush, "no UPDATE was sent"),
-        Counterexample("one role for everybody", _q2_one_role_for_all, "missing"),
+        Counterexample("one role for everybody", _q2_one_role_for_all, "every row got the same role"),
+        Counterexample("a list passed to .values()", _q2_values_list, "UPDATE does not have"),
+        Counterexample("one UPDATE per role", _q2_one_update_per_role, "one per role"),
+        Counterexample("Core update(table) with the list", _q2_core_without_where, "your UPDATE has no WHERE"),
         Counterexample("a WHERE with bindparam() (1.x recipe)", _q2_bindparam_where, "already updates by primary key"),
         Counterexample("commits the caller's transaction", _q2_commits, "your function committed the session"),
     ],
@@ -338,11 +450,39 @@ def _q3_extra(attempt: Attempt) -> str | None:
     if not isinstance(got, list) or not isinstance(want, list):
         return None
     extra = set(got) - set(want)
-    if extra and set(want) <= set(got) and not attempt.extra.get("still_active"):
+    if not extra or not set(want) <= set(got) or attempt.extra.get("still_active"):
+        return None
+    verbs = [q.verb for q in attempt.log.queries]
+    if "UPDATE" in verbs and "SELECT" in verbs[verbs.index("UPDATE") + 1 :]:
         return (
             f"{len(extra)} extra ids: users that were inactive before your function ran, found by a SELECT "
             "after the UPDATE. Return what the UPDATE itself changed: .returning(User.id)"
         )
+    if not any("IS_ACTIVE" in _where(q.sql) for q in attempt.log.queries if q.verb == "UPDATE"):
+        return (
+            f"{len(extra)} extra ids: users who were inactive already. Your UPDATE's WHERE does not ask for "
+            "active users, so it matched those too, and RETURNING names every row the UPDATE matched. Only "
+            "active users count: add `User.is_active` to the WHERE"
+        )
+    return None
+
+
+def _where(sql: str) -> str:
+    """The WHERE clause of one statement, upper-cased on one line ("" when it has none)."""
+    flat = " ".join(sql.split()).upper()
+    return flat.partition(" WHERE ")[2].partition(" RETURNING ")[0]
+
+
+def _q3_both_conditions(attempt: Attempt) -> str | None:
+    """`.where(last_login < cutoff, last_login.is_(None))`: two conditions ANDed, which no row meets."""
+    for q in attempt.log.queries:
+        where = _where(q.sql)
+        if q.verb == "UPDATE" and "LAST_LOGIN IS NULL" in where and "LAST_LOGIN <" in where and " OR " not in where:
+            return (
+                "your WHERE asks for last_login < cutoff AND last_login IS NULL, and no user is both: the "
+                "conditions passed to .where() (or joined with &) must all hold. A dormant user meets either "
+                "one: or_(User.last_login < cutoff, User.last_login.is_(None))"
+            )
     return None
 
 
@@ -351,7 +491,9 @@ def _q3_per_row(attempt: Attempt) -> str | None:
     if updates > 1:
         return (
             f"{updates} UPDATE statements: one statement per row. One UPDATE with the WHERE clause changes "
-            "them all, and .returning(User.id) names them, so there is nothing to SELECT first"
+            "them all, and .returning(User.id) names them, so there is nothing to SELECT first. (Every row gets "
+            "the same is_active=False here: the list-of-dicts form, update(User) with one dict per id, is for "
+            "values that differ per row)"
         )
     return None
 
@@ -359,10 +501,17 @@ def _q3_per_row(attempt: Attempt) -> str | None:
 def _q3_select_first(attempt: Attempt) -> str | None:
     verbs = [q.verb for q in attempt.log.queries]
     if verbs.count("UPDATE") == 1 and verbs.index("UPDATE") > 0 and "SELECT" in verbs[: verbs.index("UPDATE")]:
+        update_ = attempt.log.queries[verbs.index("UPDATE")]
+        by_key = (
+            " (update(User) with a list of dicts is for values that differ per row; every dormant user gets the "
+            "same is_active=False)"
+            if update_.executemany
+            else ""
+        )
         return (
             "you read the dormant ids with a SELECT, then updated them: 2 statements, and a user who logs "
             "in between the two is deactivated anyway (a race). One UPDATE with the WHERE clause, and "
-            ".returning(User.id) to learn which rows it changed"
+            f".returning(User.id) to learn which rows it changed{by_key}"
         )
     return None
 
@@ -417,6 +566,23 @@ async def _q3_returning_as_sent(session, cutoff):
         .returning(User.id)
     )
     return list((await session.execute(stmt)).scalars())  # in id order today, by chance
+
+
+async def _q3_any_user(session, cutoff):
+    stmt = update(User).where(or_(User.last_login < cutoff, User.last_login.is_(None))).values(is_active=False)
+    return sorted((await session.execute(stmt.returning(User.id))).scalars())  # inactive users come back too
+
+
+async def _q3_both_conditions_anded(session, cutoff):
+    stmt = update(User).where(User.is_active, User.last_login < cutoff, User.last_login.is_(None))
+    return sorted((await session.execute(stmt.values(is_active=False).returning(User.id))).scalars())
+
+
+async def _q3_select_then_bulk_by_key(session, cutoff):
+    dormant = or_(User.last_login < cutoff, User.last_login.is_(None))
+    ids = (await session.scalars(select(User.id).where(User.is_active, dormant))).all()
+    await session.execute(update(User), [{"id": i, "is_active": False} for i in ids])
+    return sorted(ids)
 
 
 async def _q3_update_then_select(session, cutoff):
@@ -478,6 +644,7 @@ q3 = KeepsSource(
     probe=_guarded(_q3_probe),
     calls=({"cutoff": _CUTOFF},),
     rules=[
+        Probe(test=_q3_both_conditions, name="either condition makes a user dormant"),
         Probe(test=_q3_nulls, name="users who never logged in count as dormant"),
         Probe(test=_q3_extra, name="only the users this UPDATE changed"),
         Probe(test=_q3_per_row, name="one UPDATE for all rows"),
@@ -509,6 +676,9 @@ q3 = KeepsSource(
         Counterexample("ids as RETURNING sent them, unsorted", _q3_unsorted, "no promised order"),
         Counterexample("SELECT the ids, then one UPDATE", _q3_select_ids_then_one_update, "a race"),
         Counterexample("RETURNING's order, unsorted", _q3_returning_as_sent, "by chance"),
+        Counterexample("forgets is_active: inactive users come back", _q3_any_user, "does not ask for active users"),
+        Counterexample("both conditions in .where(): AND, not OR", _q3_both_conditions_anded, "no user is both"),
+        Counterexample("SELECT the ids, then update by primary key", _q3_select_then_bulk_by_key, "values that differ per row"),
     ],
 )
 
@@ -731,7 +901,22 @@ async def _q5_observe(session, returned, user_ids):
     items = returned if isinstance(returned, list | tuple) else [returned]
     if not all(isinstance(u, User) for u in items):
         return f"not a list of User objects: {type(items[0]).__name__ if items else 'empty'}"
+    # an expired role would be loaded on this read: a lazy load the caller cannot do in async code
+    expired = sum(1 for u in items if "role" in sa_inspect(u).unloaded)
+    if expired:
+        return _Expired(expired, len(items))
     return [(u.id, u.role) for u in items]
+
+
+@dataclass
+class _Expired:
+    """What the caller would find: objects whose role was expired, not loaded."""
+
+    count: int
+    of: int
+
+    def __repr__(self) -> str:
+        return f"{self.count} of {self.of} objects expired"
 
 
 async def _q5_probe(conn, attempt, user_ids):
@@ -740,6 +925,13 @@ async def _q5_probe(conn, attempt, user_ids):
     attempt.extra["non_editors"] = (
         await conn.execute(text("SELECT count(*) FROM users WHERE role <> 'editor'"))
     ).scalar_one()
+
+
+_Q5_SYNC = (
+    "Let the ORM UPDATE fix them as it runs: leave synchronize_session at its default, 'auto' (it sets the new "
+    "role on the loaded objects its WHERE matches: found by evaluating the WHERE in Python, or by fetching the "
+    "matched primary keys when it cannot)"
+)
 
 
 def _q5_stale(attempt: Attempt) -> str | None:
@@ -751,23 +943,51 @@ def _q5_stale(attempt: Attempt) -> str | None:
         i, role = stale[0]
         return (
             f"the database says editor, but the User objects you returned still say {role!r} (user {i} and "
-            f"{len(stale) - 1} more): stale objects. The UPDATE did not reach the objects already in the session "
-            "(synchronize_session=False, or an UPDATE sent through Core or text()), and selecting them again "
-            "returns the same objects unchanged. Keep synchronize_session at its default ('auto'), or get them "
-            "from the statement: .returning(User)"
+            f"{len(stale) - 1} more): stale objects. Your UPDATE did not touch the objects already in the session "
+            "(synchronize_session=False, or an UPDATE sent through Core or text()), and selecting them again hands "
+            "back those same objects unchanged (unless with execution_options(populate_existing=True): a third "
+            f"statement). {_Q5_SYNC}; or load nothing first and take the objects from the UPDATE: "
+            ".returning(User). Not expire_all(): the caller's next read of user.role would then be a lazy load "
+            "(MissingGreenlet in async code)"
         )
     return None
 
 
-def _q5_one_by_one(attempt: Attempt) -> str | None:
-    """A read per user after the UPDATE (get(), refresh()): right objects, an N+1."""
-    selects = [q for q in attempt.log.queries if q.verb == "SELECT"]
-    if len(attempt.log.queries) <= 2 or len(selects) < 3:
+def _q5_expired(attempt: Attempt) -> str | None:
+    if not isinstance(attempt.value, _Expired):
         return None
     return (
-        f"{len(attempt.log.queries)} statements ({len(selects)} SELECTs): the users were read one at a time "
-        "(get() or refresh() per id), an N+1. Load them with one SELECT before the UPDATE and keep "
-        "synchronize_session at its default ('auto'), or get them from the UPDATE itself: .returning(User)"
+        "you expired the objects (session.expire() or expire_all()), so that they forget the stale role: "
+        f"{attempt.value.count} of the {attempt.value.of} objects you returned have no role loaded, and the caller's "
+        "next read of user.role must load it from the database: a lazy load, which attribute access cannot do "
+        f"in async code (MissingGreenlet), and one SELECT per user. Do not expire them. {_Q5_SYNC}"
+    )
+
+
+def _q5_one_by_one(attempt: Attempt) -> str | None:
+    """More than one SELECT and one UPDATE: a read per user (get(), refresh()), a read of them all
+    again, or an UPDATE per user."""
+    queries = attempt.log.queries
+    if len(queries) <= 2:
+        return None
+    selects = [q for q in queries if q.verb == "SELECT"]
+    updates = [q for q in queries if q.verb == "UPDATE"]
+    if len(selects) >= 3:
+        return (
+            f"{len(queries)} statements ({len(selects)} SELECTs): the users were read one at a time "
+            "(get() or refresh() per id), an N+1. Load them with one SELECT before the UPDATE and keep "
+            "synchronize_session at its default ('auto'), or get them from the UPDATE itself: .returning(User)"
+        )
+    if len(updates) > 1:
+        return (
+            f"{len(updates)} UPDATE statements, one per user: one UPDATE with WHERE id IN (...) changes them "
+            "all: update(User).where(User.id.in_(user_ids)).values(role='editor')"
+        )
+    return (
+        f"{len(queries)} statements: you read the users again after the UPDATE (a SELECT with "
+        "populate_existing, or after expire_all()) to see the new role. Two are enough: an ORM UPDATE sets the "
+        "new role on the objects it matches in the session as it runs, with synchronize_session at its default, "
+        "'auto' (False turns that off). Or run the UPDATE first and load the users after it"
     )
 
 
@@ -820,6 +1040,55 @@ async def _q5_commits(session, user_ids):
     return users
 
 
+async def _q5_expire_all(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    await session.execute(
+        update(User).where(User.id.in_(user_ids)).values(role="editor"),
+        execution_options={"synchronize_session": False},
+    )
+    session.expire_all()  # "forget the stale values": the caller's next read is a lazy load
+    return users
+
+
+async def _q5_populate_existing(session, user_ids):
+    by_id = select(User).where(User.id.in_(user_ids)).order_by(User.id)
+    await session.scalars(by_id)
+    await session.execute(
+        update(User).where(User.id.in_(user_ids)).values(role="editor"),
+        execution_options={"synchronize_session": False},
+    )
+    return (await session.scalars(by_id.execution_options(populate_existing=True))).all()  # a 3rd statement
+
+
+async def _q5_update_per_user(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    for user_id in user_ids:
+        await session.execute(update(User).where(User.id == user_id).values(role="editor"))
+    return users
+
+
+async def _q5_core_update(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    conn = await session.connection()
+    users_table = User.__table__
+    await conn.execute(update(users_table).where(users_table.c.id.in_(user_ids)).values(role="editor"))
+    return users
+
+
+async def _q5_alt_fetch(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    await session.execute(
+        update(User).where(User.id.in_(user_ids)).values(role="editor"),
+        execution_options={"synchronize_session": "fetch"},  # RETURNING names the rows to update in memory
+    )
+    return users
+
+
+async def _q5_alt_update_first(session, user_ids):
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    return (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+
+
 async def _q5_alt_returning(session, user_ids):
     stmt = update(User).where(User.id.in_(user_ids)).values(role="editor").returning(User)
     return sorted((await session.scalars(stmt)).all(), key=lambda u: u.id)
@@ -852,8 +1121,9 @@ q5 = Exercise(
     rules=[
         Probe(test=_q5_objects, name="User objects returned"),
         Probe(test=_q5_only_listed, name="only the listed users change"),
+        Probe(test=_q5_expired, name="the objects hold their role (not expired)"),
         Probe(test=_q5_stale, name="the objects show what the database holds"),
-        Probe(test=_q5_one_by_one, name="no read per user (at most 2 statements)"),
+        Probe(test=_q5_one_by_one, name="two statements: one SELECT, one UPDATE"),
         SameResult(ordered=True, what="(id, role) of the objects you returned"),
         LeavesTransactionToCaller(),
     ],
@@ -861,7 +1131,7 @@ q5 = Exercise(
         "Load the users, then change them all with one update(User).where(User.id.in_(user_ids)). What happens "
         "to the objects you loaded depends on the execution option synchronize_session.",
         "Leave synchronize_session at its default ('auto'): SQLAlchemy then sets the new role on the loaded "
-        "objects too. Or let the UPDATE hand back fresh objects: .returning(User).",
+        "objects too. Or skip the SELECT and let the UPDATE hand back the objects: .returning(User).",
     ],
     why=(
         "A bulk UPDATE runs in the database; objects already in the session change only if synchronize_session "
@@ -875,6 +1145,10 @@ q5 = Exercise(
         Counterexample("commits the caller's transaction", _q5_commits, "your function committed the session"),
         Counterexample("synchronize_session=False, then refresh each", _q5_refresh_each, "an N+1"),
         Counterexample("UPDATE, then get() per id", _q5_get_each, "read one at a time"),
+        Counterexample("synchronize_session=False, then expire_all()", _q5_expire_all, "you expired the objects"),
+        Counterexample("synchronize_session=False, then populate_existing", _q5_populate_existing, "read the users again"),
+        Counterexample("one UPDATE per user", _q5_update_per_user, "one per user"),
+        Counterexample("UPDATE through the session's connection (Core)", _q5_core_update, "sent through Core"),
     ],
 )
 
@@ -887,6 +1161,7 @@ ALTERNATIVES = {
     ],
     "07.q2": [
         ("Core UPDATE with bindparam() on the session's connection", _q2_alt_core),
+        ("one UPDATE with CASE on the id", _q2_alt_case),
     ],
     "07.q3": [
         ("| instead of or_(), is_(True)", _q3_alt_or_operator),
@@ -897,5 +1172,7 @@ ALTERNATIVES = {
     ],
     "07.q5": [
         ("UPDATE ... RETURNING User (fresh objects)", _q5_alt_returning),
+        ("synchronize_session='fetch'", _q5_alt_fetch),
+        ("UPDATE first, then load the users", _q5_alt_update_first),
     ],
 }

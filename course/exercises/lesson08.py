@@ -112,17 +112,52 @@ def _q1_all_or_nothing(attempt: Attempt) -> str | None:
     if got["ids"]:
         missing = ", ".join(repr(n) for n in want["unknown"])
         if got["tags"]:
+            left = f"you wrote the post with the tags that do ({got['tags']!r})"
+        else:
+            left = "a post without its tags was left behind: a partial write"
+        if _q1_wrote_first(attempt):
             return (
-                f"tag {missing} does not exist, yet you wrote the post with the tags that do ({got['tags']!r}): "
-                "with one unknown tag, nothing may be written"
+                f"tag {missing} does not exist, yet {left}. Your function wrote the post before it looked the tags "
+                f"up: {_Q1_INSERT_FIRST}. Returning None does not take back an INSERT already sent. {_Q1_CHECK_FIRST}"
             )
+        if attempt.value is None:
+            return (
+                f"tag {missing} does not exist, yet {left}: your check came after the flush. Your function returned "
+                "None, but the post's INSERT had already gone out, and returning None does not take it back. "
+                f"{_Q1_CHECK_FIRST}"
+            )
+        if got["tags"]:
+            return f"tag {missing} does not exist, yet {left}: with one unknown tag, nothing may be written"
         return (
-            f"tag {missing} does not exist, yet a post without its tags was left behind: a partial write. "
+            f"tag {missing} does not exist, yet {left}. "
             "Look the tags up before you write anything, or write inside begin_nested() and leave it by raising"
         )
     if got["links"] != want["links"] or got["posts"] != want["posts"]:
         return "rows were written or removed elsewhere in posts or post_tags"
     return None
+
+
+_Q1_INSERT_FIRST = (
+    "the INSERT INTO posts went out before the SELECT of the tags (your flush(), or the autoflush that a query "
+    "runs after session.add())"
+)
+_Q1_CHECK_FIRST = (
+    "Look the tags up first and compare them with the distinct names; only when every name exists, build "
+    "`Post(..., tags=list(tags))`, add it and flush. (Or write inside `async with session.begin_nested():` and "
+    "raise to undo it)"
+)
+
+
+def _q1_wrote_first(attempt: Attempt) -> bool:
+    """The post's INSERT was sent before the tags were looked up (the first SELECT from tags)."""
+    insert_at = select_at = None
+    for i, q in enumerate(attempt.log.queries):
+        sql = " ".join(q.sql.split()).upper()
+        if insert_at is None and q.verb == "INSERT" and sql.startswith("INSERT INTO POSTS"):
+            insert_at = i
+        if select_at is None and q.verb == "SELECT" and " FROM TAGS" in sql:
+            select_at = i
+    return insert_at is not None and select_at is not None and insert_at < select_at
 
 
 def _q1_returned(attempt: Attempt) -> str | None:
@@ -221,6 +256,13 @@ class _TagsAfterFlush(NoLazyLoads):
         inserted = any(q.verb == "INSERT" and "posts" in q.sql.split("(")[0] for q in attempt.log.queries)
         if result.passed or not inserted:
             return result
+        if _q1_wrote_first(attempt):
+            result.message = (
+                f"the post was written before you looked the tags up: {_Q1_INSERT_FIRST}. From then on it is a "
+                "flushed object, so setting or extending post.tags loads its collection lazily (MissingGreenlet "
+                "in async code), and with an unknown tag the post would stay written. " + _Q1_CHECK_FIRST
+            )
+            return result
         result.message = (
             "post.tags was touched after the post was flushed: the collection of a flushed object is loaded "
             "lazily on first access (MissingGreenlet in async code). Pass the tags when you build the post, "
@@ -238,6 +280,27 @@ async def _q1_extend_after_flush(session, author_id, title, tag_names):
     await session.flush()
     post.tags.extend(tags)  # a lazy load of the flushed post's empty collection
     await session.flush()
+    return post.id
+
+
+async def _q1_add_then_look_up(session, author_id, title, tag_names):
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1))
+    session.add(post)  # no flush() here... but the query below autoflushes the post
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    if len(tags) != len(set(tag_names)):
+        return None
+    post.tags = list(tags)
+    await session.flush()
+    return post.id
+
+
+async def _q1_flush_then_check(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+    session.add(post)
+    await session.flush()
+    if len(tags) != len(set(tag_names)):  # right test, too late: the INSERT has gone out
+        return None
     return post.id
 
 
@@ -283,6 +346,8 @@ q1 = Exercise(
         Counterexample("commits the caller's session", _q1_commit, "your function committed the session"),
         Counterexample("post.tags.extend() after the flush", _q1_extend_after_flush, "Post(..., tags=list(tags))"),
         Counterexample("len(tags) != len(tag_names)", _q1_count_with_duplicates, "len(set(tag_names))"),
+        Counterexample("add() the post, then look the tags up (autoflush)", _q1_add_then_look_up, "the autoflush"),
+        Counterexample("flush, then check the tags", _q1_flush_then_check, "your check came after the flush"),
     ],
 )
 
@@ -732,18 +797,23 @@ class _Watch:
         self._out: set[int] = set()
         self.peak = 0
         self.opened_while_lent = False  # a new connection was needed while another was out
+        self.queries = 0  # SELECTs the answer sent
+        self._tasks_that_queried: set[int] = set()
         event.listen(engine, "before_cursor_execute", self._statement)
         event.listen(engine, "checkout", self._checkout)
         event.listen(engine, "checkin", self._checkin)
         event.listen(engine, "connect", self._connect)
 
-    def _statement(self, conn: Any, *args: Any) -> None:
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         try:
             task = asyncio.current_task()
         except RuntimeError:
             task = None
         self._connections.append(conn)
         self.tasks_per_connection.setdefault(id(conn), set()).add(id(task))
+        if statement.lstrip().upper().startswith("SELECT"):  # the counts (not BEGIN, not ROLLBACK)
+            self.queries += 1
+            self._tasks_that_queried.add(id(task))
 
     def _checkout(self, dbapi_connection: Any, *args: Any) -> None:
         self._out.add(id(dbapi_connection))
@@ -765,7 +835,10 @@ class _Watch:
             event.remove(engine, "connect", self._connect)
         shared = max((len(t) for t in self.tasks_per_connection.values()), default=0)
         self._connections.clear()
-        return {"peak": self.peak, "most_tasks_on_one_connection": shared, "opened_while_lent": self.opened_while_lent}
+        return {
+            "peak": self.peak, "most_tasks_on_one_connection": shared, "opened_while_lent": self.opened_while_lent,
+            "queries": self.queries, "tasks_that_queried": len(self._tasks_that_queried),
+        }
 
 
 _watches: weakref.WeakKeyDictionary[Engine, _Watch] = weakref.WeakKeyDictionary()
@@ -798,7 +871,9 @@ async def _q4_probe(conn: AsyncConnection, attempt: Attempt, user_ids: list[int]
 
 def _q4_right_counts(attempt: Attempt) -> str | None:
     got, want = attempt.value, attempt.expected
-    if got == want or attempt.extra.get("explained"):  # it raised: the headline names why
+    if attempt.extra.get("explained"):  # it raised: the headline names why
+        return "not compared: your function raised (see above)"
+    if got == want:
         return None
     if not isinstance(got, dict):
         return f"return a dict {{user_id: number of posts}}; you returned {type(got).__name__} {got!r}"[:300]
@@ -812,6 +887,8 @@ def _q4_right_counts(attempt: Attempt) -> str | None:
 
 
 def _q4_own_sessions(attempt: Attempt) -> str | None:
+    if attempt.extra.get("explained"):  # the session the tasks shared raised: the headline says so
+        return attempt.extra["explained"]
     shared = attempt.extra.get("most_tasks_on_one_connection", 0)
     if shared <= 1:
         return None
@@ -823,6 +900,8 @@ def _q4_own_sessions(attempt: Attempt) -> str | None:
 
 
 def _q4_concurrent(attempt: Attempt) -> str | None:
+    if attempt.extra.get("explained"):
+        return None  # the tasks ran at once on one session: that error is the problem, and proves they overlapped
     if attempt.extra.get("most_tasks_on_one_connection", 0) > 1:
         return None  # the shared session is the problem to fix first
     # Tasks started together ask the pool for connections before any of them is done: a second
@@ -831,9 +910,22 @@ def _q4_concurrent(attempt: Attempt) -> str | None:
     # run one after another never need a new connection while another is out.
     if attempt.extra.get("peak", 0) >= 2 or attempt.extra.get("opened_while_lent"):
         return None
+    tasks, queries = attempt.extra.get("tasks_that_queried", 0), attempt.extra.get("queries", 0)
+    if queries <= 1:
+        return (
+            "one query for all the users, in one task, where this drill asks for one task per user, started "
+            "together with asyncio.gather(), each with its own session (counting is only the excuse: the drill is "
+            "the shape of concurrent database work)"
+        )
+    if tasks <= 1:
+        return (
+            f"your {queries} counts ran one after another, all in one task (never more than one connection in "
+            "use at a time): start one task per user together with asyncio.gather(), each with its own session"
+        )
     return (
-        "your counts ran one after another (never more than one connection in use at a time): start them "
-        "together with asyncio.gather(), each task with its own session"
+        f"your {tasks} tasks took turns (never more than one connection in use at a time): each waited for the "
+        "one before it (an asyncio.Lock, a Semaphore(1), or awaiting each task before starting the next). Start "
+        "them all with asyncio.gather() and let them run at once, each with its own session"
     )
 
 
@@ -873,6 +965,28 @@ async def _q4_group_by(db, user_ids):
             select(Post.author_id, func.count()).where(Post.author_id.in_(user_ids)).group_by(Post.author_id)
         )
         return dict(rows.all())  # a user without posts has no group: missing from the dict
+
+
+async def _q4_group_by_outer_join(db, user_ids):
+    async with db.session() as session:
+        rows = await session.execute(
+            select(User.id, func.count(Post.id))
+            .outerjoin(Post, Post.author_id == User.id)
+            .where(User.id.in_(user_ids))
+            .group_by(User.id)
+        )
+        return dict(rows.all())  # the right counts, but one query: not the drill
+
+
+async def _q4_tasks_behind_a_lock(db, user_ids):
+    lock = asyncio.Lock()  # "to be safe": now the tasks take turns
+
+    async def count_posts(user_id):
+        async with lock, db.session() as session:
+            return await session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+    counts = await asyncio.gather(*(count_posts(u) for u in user_ids))
+    return dict(zip(user_ids, counts, strict=True))
 
 
 async def _q4_alt_task_group(db, user_ids):
@@ -929,6 +1043,8 @@ q4 = Explaining(
         Counterexample("a shared session, already connected", _q4_shared_warm_session, "tasks ran statements through one session"),
         Counterexample("a loop, one task", _q4_sequential, "one after another"),
         Counterexample("one GROUP BY query", _q4_group_by, "a user without posts has no group"),
+        Counterexample("one GROUP BY query, outer join", _q4_group_by_outer_join, "one query for all the users"),
+        Counterexample("gather, but every task behind one lock", _q4_tasks_behind_a_lock, "took turns"),
     ],
 )
 

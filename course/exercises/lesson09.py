@@ -960,6 +960,13 @@ async def _q5_observe(session: AsyncSession, returned: Any, work: Any) -> dict[s
     }
 
 
+_Q5_FRESH = (
+    "Run each try in a new session (`async with db.session() as session:` inside the loop), or call "
+    "`await session.rollback()` before you try again: the rollback ends the lost transaction, and the session's "
+    "next statement checks out another connection"
+)
+
+
 def _q5_judge(attempt: Attempt) -> str | None:
     seen = attempt.value or {}
     returned, calls = seen.get("returned"), seen.get("work_calls")
@@ -973,8 +980,24 @@ def _q5_judge(attempt: Attempt) -> str | None:
                 )
             if returned.name == "PendingRollbackError":
                 return (
-                    "your retry reused the broken session: PendingRollbackError (\"Can't reconnect until invalid "
-                    "transaction is rolled back\"). Run the retry in a new session"
+                    "your retry reused the session whose transaction lost its connection: that session refuses "
+                    "every statement until it is rolled back (PendingRollbackError: \"Can't reconnect until invalid "
+                    f"transaction is rolled back\"). {_Q5_FRESH}"
+                )
+            if "closed transaction inside context manager" in str(returned.error):
+                return (
+                    "your retry ran inside the same `session.begin()` block as the try that lost its connection: "
+                    "`rollback()` ended the transaction that block owns, and the block refuses any further statement "
+                    "(InvalidRequestError: \"Can't operate on closed transaction inside context manager\"). Each try "
+                    "needs a transaction of its own: open the session, and its `begin()` block if you use one, "
+                    "inside the retry loop"
+                )
+            if returned.invalidated and calls and calls > 1:
+                return (
+                    f"the work ran {calls} times and the retry failed too: your function raised the lost connection "
+                    f"({returned.name}). A retry in a new session succeeds here, so yours ran in the session whose "
+                    "transaction had lost its connection, which refuses every statement until it is rolled back. "
+                    + _Q5_FRESH
                 )
             return f"your function {returned!r}: {str(returned.error).splitlines()[0][:160]}"
         if returned is None:
@@ -1063,6 +1086,49 @@ async def _q5_no_commit(db, work):
                 raise
 
 
+async def _q5_same_begin_block(db, work):
+    """One `session.begin()` block around every try: the rollback ends the block's own transaction."""
+    async with db.session() as session, session.begin():
+        for attempt in (1, 2):
+            try:
+                return await work(session)
+            except DBAPIError as error:
+                if not error.connection_invalidated or attempt == 2:
+                    raise
+                await session.rollback()  # ends the transaction the begin() block owns
+
+
+async def _q5_reraise_first(db, work):
+    """Retries in the same session and, when that fails too, re-raises the first error."""
+    async with db.session() as session:
+        try:
+            result = await work(session)
+        except DBAPIError as first:
+            if not first.connection_invalidated:
+                raise
+            try:
+                result = await work(session)  # the session still holds the lost transaction
+            except Exception:
+                raise first from None
+        await session.commit()
+        return result
+
+
+async def _q5_alt_rollback_same_session(db, work):
+    """One session for both tries, rolled back between them: the second try gets a new connection."""
+    async with db.session() as session:
+        for attempt in (1, 2):
+            try:
+                result = await work(session)
+            except DBAPIError as error:
+                if not error.connection_invalidated or attempt == 2:
+                    raise
+                await session.rollback()
+                continue
+            await session.commit()
+            return result
+
+
 async def _q5_alt_flag(db, work):
     """Knows where it failed: a lost connection before the commit is retried, during it is not."""
     for attempt in (1, 2):
@@ -1110,7 +1176,8 @@ q5 = PoolExercise(
         "What does SQLAlchemy raise when the connection dies, and which attribute says so? And when is a "
         "retry safe: before the COMMIT was sent (nothing was written), or during it (the write may have landed)?",
         "A DBAPIError with .connection_invalidated True while the work runs means the transaction is gone: "
-        "run the work again in a new session. Commit outside that try: a lost COMMIT must reach the caller.",
+        "run the work again in a new session (or roll the old one back first). Commit outside that try: a lost "
+        "COMMIT must reach the caller.",
         "for attempt in (1, 2): async with db.session() as session: try: result = await work(session) "
         "except DBAPIError as e: (re-raise unless e.connection_invalidated and attempt == 1; else continue); "
         "then await session.commit(); return result",
@@ -1124,6 +1191,8 @@ q5 = PoolExercise(
         Counterexample("retries in the same session", _q5_same_session, "PendingRollbackError"),
         Counterexample("never commits", _q5_no_commit, "not committed"),
         Counterexample("retries a lost COMMIT too", _q5_commit_in_retry, "COMMIT outcome is unknown"),
+        Counterexample("retries inside the same session.begin() block", _q5_same_begin_block, "same `session.begin()` block"),
+        Counterexample("retries in the same session, re-raises the first error", _q5_reraise_first, "the retry failed too"),
     ],
     **SMALL,
 )
@@ -1148,6 +1217,7 @@ ALTERNATIVES = {
     ],
     "09.q5": [
         ("a flag says whether the COMMIT had started", _q5_alt_flag),
+        ("one session, rolled back before the retry", _q5_alt_rollback_same_session),
         ("a while loop with explicit begin() and close()", _q5_alt_begin_inside),
     ],
 }

@@ -293,7 +293,40 @@ class Columns(Rule):
                 self.name, False,
                 f"you selected whole {got[0]} objects; select only the columns {', '.join(self.names)}",
             )
-        return RuleResult(self.name, False, f"expected columns {list(self.names)}, got {got}")
+        return RuleResult(self.name, False, _column_difference(got, list(self.names)))
+
+
+#: names SQLAlchemy gives an expression without a label: its function's or column's name, numbered on a repeat
+_GENERATED_NAME = re.compile(r"^\w+_\d+$|^_no_label$|^(count|sum|max|min|avg|coalesce|lower|upper)$")
+
+
+def _column_difference(got: list[str], want: list[str]) -> str:
+    """Which columns are misnamed, missing, extra or out of order, and the fix (``.label()``)."""
+    entities = [w for w in want if w[:1].isupper()]
+    if entities and not any(g in entities for g in got):
+        return (f"the task wants whole {entities[0]} objects, not columns: `select({entities[0]})` "
+                f"(expected columns {want}, got {got})")
+    if sorted(got) == sorted(want):
+        return f"the right columns in another order: you selected {got}; select them as {want}"
+    if len(got) == len(want):
+        renamed = [(g, w) for g, w in zip(got, want, strict=True) if g != w]
+        if len(renamed) == 1 or all(g not in want for g, _ in renamed):
+            first_got, first_want = renamed[0]
+            why = (f" ({first_got!r} is the name SQLAlchemy gives an expression you did not label: its "
+                   "function's or column's name, numbered when it repeats)"
+                   if _GENERATED_NAME.match(first_got) else "")
+            more = f", and {len(renamed) - 1} more" if len(renamed) > 1 else ""
+            return (f"the column {first_got!r} should be named {first_want!r}{more}{why}: name it with "
+                    f"`.label(\"{first_want}\")` on that expression (expected columns {want}, got {got})")
+    parts = []
+    missing = [w for w in want if w not in got]
+    extra = [g for g in got if g not in want]
+    if missing:
+        parts.append(f"missing {', '.join(repr(m) for m in missing)}")
+    if extra:
+        parts.append(f"not asked for: {', '.join(repr(e) for e in extra)}")
+    detail = "; ".join(parts)
+    return f"expected columns {want}, got {got}" + (f" ({detail})" if detail else "")
 
 
 @dataclass
@@ -476,6 +509,162 @@ class LeavesTransactionToCaller(Rule):
 
 
 AsyncProbe = Callable[[Any, Attempt], Awaitable[None]]
+
+
+# ------------------------------------------------------------ what the statement compares, read from its SQL
+
+_MISSING = object()
+_VALUE = r"(\?|\$\d+|%\(\w+\)s|:\w+|'(?:[^']|'')*'|-?\d+(?:\.\d+)?)"
+_CAST = r"(?:::\w+(?:\s+WITH(?:OUT)?\s+TIME\s+ZONE)?)?"  # PostgreSQL's $1::TIMESTAMP WITHOUT TIME ZONE
+_OPERATORS = {"<=": "<=", ">=": ">=", "<>": "!=", "!=": "!=", "=": "=", "<": "<", ">": ">"}
+
+
+def _value_of(token: str, statement: Any, position: int) -> Any:
+    """The value a placeholder or literal of ``statement.sql`` (found at ``position``) stands for."""
+    params = statement.params
+    if token == "?":  # SQLite: positional, counted from the start
+        index = statement.sql[:position].count("?")
+        return params[index] if isinstance(params, (list, tuple)) and index < len(params) else _MISSING
+    if token.startswith("$"):  # asyncpg: numbered
+        index = int(token[1:]) - 1
+        return params[index] if isinstance(params, (list, tuple)) and 0 <= index < len(params) else _MISSING
+    if token.startswith(("%(", ":")):  # named
+        name = token[2:-2] if token.startswith("%(") else token[1:]
+        return params.get(name, _MISSING) if isinstance(params, dict) else _MISSING
+    if token.startswith("'"):
+        return token[1:-1].replace("''", "'")
+    return float(token) if "." in token else int(token)
+
+
+def values_in(statement: Any, start: int = 0, end: int | None = None) -> list[Any]:
+    """The values ``statement.sql[start:end]`` refers to: bound parameters and quoted literals, in order."""
+    found = []
+    for match in re.finditer(_VALUE, statement.sql[:end] if end is not None else statement.sql):
+        if match.start() < start or match.group(1)[0].isdigit() or match.group(1)[0] == "-":
+            continue  # numbers are part of the text (1 = 1, LIMIT 5), not values asked for
+        value = _value_of(match.group(1), statement, match.start(1))
+        if value is not _MISSING:
+            found.append(value)
+    return found
+
+
+def compared_values(attempt: Attempt, column: str) -> list[tuple[str, Any]]:
+    """How the answer's SQL compares ``column`` with a value: ``[(operator, value), ...]``.
+
+    ``col <= ?`` gives ``("<=", the bound value)`` (``<>`` is reported as ``!=``) and
+    ``col BETWEEN ? AND ?`` gives ``(">=", low)`` and ``("<=", high)``. Values are as the driver
+    received them: on SQLite a datetime arrives as its text (``'2025-10-01 00:00:00.000000'``).
+    SQLAlchemy writes the column on the left (``5 < User.id`` renders ``users.id > ?``) and turns
+    ``not_(col >= x)`` into ``col < x``, so the operator is the one the statement applies.
+    """
+    name = rf"(?<![\w.])(?:\w+\.)?{re.escape(column)}\b"
+    found: list[tuple[str, Any]] = []
+    for statement in attempt.log.queries:
+        sql = statement.sql
+        for match in re.finditer(rf"{name}\s*(<=|>=|<>|!=|=|<|>)\s*{_VALUE}", sql, re.I):
+            value = _value_of(match.group(2), statement, match.start(2))
+            if value is not _MISSING:
+                found.append((_OPERATORS[match.group(1)], value))
+        for match in re.finditer(rf"{name}\s+(NOT\s+)?BETWEEN\s+{_VALUE}{_CAST}\s+AND\s+{_VALUE}", sql, re.I):
+            if match.group(1):
+                continue
+            low = _value_of(match.group(2), statement, match.start(2))
+            high = _value_of(match.group(3), statement, match.start(3))
+            found += [(op, v) for op, v in ((">=", low), ("<=", high)) if v is not _MISSING]
+    return found
+
+
+def sent_strings(attempt: Attempt) -> list[str]:
+    """Every string the answer's queries sent: bound parameters and quoted literals in the SQL."""
+    found: list[str] = []
+    for statement in attempt.log.queries:
+        params = statement.params
+        values = params.values() if isinstance(params, dict) else params if isinstance(params, (list, tuple)) else ()
+        found += [v for v in values if isinstance(v, str)]
+        found += [m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", statement.sql)]
+    return found
+
+
+def _same_result(attempt: Attempt) -> bool:
+    got, want = normal(attempt.value), normal(attempt.expected)
+    if isinstance(got, list) and isinstance(want, list):
+        return _rows(got) == _rows(want)
+    return bool(got == want)
+
+
+@dataclass
+class LetterCase(Rule):
+    """The values asked for are written in the letter case the database stores.
+
+    ``=`` and ``IN`` compare strings case-sensitively on SQLite and on PostgreSQL, so ``'nl'``
+    matches no row stored as ``'NL'``. Judged only when the rows differ (SQLite's LIKE ignores
+    ASCII case, and an answer that lower-cases both sides is right) and only when the stored
+    spelling was not sent as well.
+    """
+
+    values: Sequence[str] = ()
+    stored: str = ""  # how the seed writes them, e.g. "country codes in capitals"
+    name: str = "values in the letter case the database stores"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if _same_result(attempt):
+            return RuleResult(self.name, True)
+        sent = sent_strings(attempt)
+        for value in self.values:
+            if value in sent:
+                continue
+            other = next((s for s in sent if s != value and s.lower() == value.lower()), None)
+            if other is not None:
+                how = f" (the seed stores {self.stored})" if self.stored else ""
+                return RuleResult(self.name, False, (
+                    f"{other!r} is not {value!r}: comparing strings is case-sensitive (= and IN, on SQLite "
+                    f"and on PostgreSQL), so your filter matches none of the rows stored as {value!r}{how}. "
+                    f"Write the value as it is stored: {value!r}"
+                ))
+        return RuleResult(self.name, True)
+
+
+@dataclass
+class EmptyStringForNull(Rule):
+    """A missing value tested as the empty string: ``col = ''`` or ``col != ''`` where the task is
+    about NULL (``missing=True``: rows without a value, IS NULL; ``False``: rows with one, IS NOT NULL).
+
+    ``col != ''`` for rows that have a value returns the right rows (NULL != '' is not true), so it
+    passes; so does any answer whose rows are right (``or_(col.is_(None), col == '')``).
+    """
+
+    column: str = "phone"
+    attribute: str = "User.phone"
+    missing: bool = True
+    what: str = "rows"
+    name: str = "a missing value is NULL, not ''"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if _same_result(attempt):
+            return RuleResult(self.name, True)
+        operators = {op for op, value in compared_values(attempt, self.column) if value == ""}
+        none = ", and it matches no row" if attempt.value == [] else ""
+        col, attr = self.column, self.attribute
+        if "=" in operators and self.missing:
+            return RuleResult(self.name, False, (
+                f"your filter tests {col} = '', the empty string{none}: a missing {col} is NULL, not the "
+                f"empty string ({self.what} without a {col} have no value at all). Test for NULL: `{attr}.is_(None)` "
+                f"(or `{attr} == None`), which SQLAlchemy sends as IS NULL"
+            ))
+        if "!=" in operators and self.missing:
+            return RuleResult(self.name, False, (
+                f"your filter tests {col} != '': a missing {col} is NULL, not the empty string, and NULL != '' "
+                f"is not true either (a comparison with NULL never is), so you kept the {self.what} that do "
+                f"have a {col}. 'No {col}' is `{attr}.is_(None)` (or `{attr} == None`), which SQLAlchemy sends "
+                "as IS NULL"
+            ))
+        if "=" in operators:
+            return RuleResult(self.name, False, (
+                f"your filter tests {col} = '': it asks for an empty {col}, not for one that is there{none}. "
+                f"A missing {col} is NULL, not the empty string; the {self.what} that have a {col}: "
+                f"`{attr}.is_not(None)` (or `{attr} != None`), which SQLAlchemy sends as IS NOT NULL"
+            ))
+        return RuleResult(self.name, True)
 
 
 # ------------------------------------------------------------ correct on SQLite, wrong on PostgreSQL

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .rules import Attempt, top_level_order_by
 
 FACTS = "user_facts"
+#: how the seed writes ``users.country``, for :class:`~course.exercises.rules.LetterCase`
+COUNTRY_CODES = "country codes in capitals, as ISO 3166 writes them"
 
 
 def _ids(rows: Any, position: int) -> list[int]:
@@ -110,3 +112,38 @@ def orders_by(sql: str, column: str) -> bool:
     pattern = re.compile(rf"^(?:{re.escape(table)}\.)?{re.escape(name)}(?:\s+(?:asc|desc))?(?:\s+nulls\s+\w+)?$"
                          if table else rf"^(?:\w+\.)?{re.escape(name)}(?:\s+(?:asc|desc))?(?:\s+nulls\s+\w+)?$")
     return any(pattern.match(k) for k in order_by_keys(sql))
+
+
+def _word_at(upper: str, i: int, word: str) -> bool:
+    end = i + len(word)
+    return (
+        upper.startswith(word, i)
+        and (i == 0 or not (upper[i - 1].isalnum() or upper[i - 1] == "_"))
+        and (end >= len(upper) or not (upper[end].isalnum() or upper[end] == "_"))
+    )
+
+
+def select_list(sql: str) -> str:
+    """The outermost query's column list: between its SELECT and its FROM, outside any
+    parentheses and quotes (a CTE's body before it, a scalar subquery inside it stay whole)."""
+    upper = sql.upper()
+    depth, quoted, start = 0, False, -1
+    for i, char in enumerate(upper):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0 and start < 0 and _word_at(upper, i, "SELECT"):
+            start = i + len("SELECT")
+        elif depth == 0 and start >= 0 and _word_at(upper, i, "FROM"):
+            return sql[start:i]
+    return sql[start:] if start >= 0 else ""
+
+
+def has_scalar_subquery(sql: str) -> bool:
+    """Whether the outermost query selects a subquery as a column: ``(SELECT ...)`` in its list."""
+    return re.search(r"\(\s*SELECT\b", select_list(sql), re.I) is not None

@@ -7,7 +7,8 @@
   doctor                  check this setup (Python, SQLAlchemy, drivers, kernel, database, seeding)
   progress [LESSON]       your exercises: correct, not yet, not attempted; --reset [--yes] clears
   reset [LESSON]          restore a lesson's notebook (your copy backed up) and drop its database
-  site [--out DIR] [--check]  the course as a static website (needs the "site" extra), then check it
+  site [--out DIR] [--check] [--jobs N]
+                          the course as a static website (needs the "site" extra), then check it
   use BACKEND             sqlite, postgresql (the server binder/start runs) or a postgresql+asyncpg:// URL
   admin list [--user N]   list learners' schemas (PostgreSQL) or database files (SQLite)
   admin drop --user N     drop one learner's schemas or files
@@ -140,8 +141,11 @@ def cmd_progress(args: argparse.Namespace) -> int:
 def cmd_site(args: argparse.Namespace) -> int:
     from .site import main as site
 
+    if args.jobs < 1:
+        print("error: --jobs takes a whole number from 1 (notebooks executed at a time)", file=sys.stderr)
+        return 2
     return site(_root(), Path(args.out) if args.out else None, check=args.check,
-                cache=Path(args.cache) if args.cache else None)
+                cache=Path(args.cache) if args.cache else None, jobs=args.jobs)
 
 
 def cmd_use(args: argparse.Namespace) -> int:
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", metavar="DIR", help="where the site goes (default: site/)")
     s.add_argument("--cache", metavar="DIR", help="executed notebooks and npm files (default: .site-cache/)")
     s.add_argument("--check", action="store_true", help="then check it: pages, links, errors, SQL logs, charts")
+    s.add_argument("--jobs", type=int, default=2, metavar="N", help="execute N notebooks at a time (default: 2)")
     s.set_defaults(func=cmd_site)
     u = sub.add_parser("use", help="choose the backend for every later course.start()")
     u.add_argument("backend", help="sqlite, postgresql, or a postgresql+asyncpg:// URL")

@@ -4,7 +4,7 @@ Each lesson in ``solutions/`` becomes a page with the outputs of a real run on S
 logs, charts, verdict boxes, widgets as a snapshot. Exercise solutions are folded behind a
 toggle; each page links to Binder and to the learner notebook; ``docs/*.md`` are pages too.
 
-- Notebooks are executed with nbclient, one after another, and kept in ``.site-cache/``
+- Notebooks are executed with nbclient, two at a time (``--jobs``), and kept in ``.site-cache/``
   under a key made of the notebook's bytes, the course package's code and the SQLAlchemy
   version: a rebuild without changes executes nothing. The kernels run with their own data
   folder (``.site-cache/data``) and record no progress.
@@ -324,7 +324,7 @@ def stage(root: Path, src: Path, runs: list[Executed], npm: dict[str, Path]) -> 
             path.unlink()
 
 
-def build(root: Path, out: Path, cache: Path, *, log=print) -> list[Executed]:
+def build(root: Path, out: Path, cache: Path, *, jobs: int = 2, log=print) -> list[Executed]:
     missing = _missing_modules()
     if missing:
         raise SiteError(
@@ -341,14 +341,18 @@ def build(root: Path, out: Path, cache: Path, *, log=print) -> list[Executed]:
                         hint="Choose another folder with --out (or empty this one).")
     npm = fetch_npm(cache)
     key = code_key()
+    # each kernel has its own SQLite file per lesson, so lessons can run side by side; the
+    # kernels do the work, this process only waits on them, so threads are enough
+    from concurrent.futures import ThreadPoolExecutor
+
     runs = []
-    for path in lessons:
-        run = execute(path, cache, key)
-        how = "from the cache" if run.cached else f"executed in {run.seconds:.1f} s"
-        log(f"{path.name}: {how}" + (f"; {len(run.errors)} problems" if run.errors else ""))
-        for error in run.errors:
-            log(f"  {error}")
-        runs.append(run)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for path, run in zip(lessons, pool.map(lambda p: execute(p, cache, key), lessons), strict=True):
+            how = "from the cache" if run.cached else f"executed in {run.seconds:.1f} s"
+            log(f"{path.name}: {how}" + (f"; {len(run.errors)} problems" if run.errors else ""))
+            for error in run.errors:
+                log(f"  {error}")
+            runs.append(run)
     src = cache / "src"
     stage(root, src, runs, npm)
     from sphinx.cmd.build import build_main
@@ -452,12 +456,12 @@ def check_site(root: Path, out: Path) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------- command
 
 
-def main(root: Path, out: Path | None, *, check: bool = False, cache: Path | None = None) -> int:
+def main(root: Path, out: Path | None, *, check: bool = False, cache: Path | None = None, jobs: int = 2) -> int:
     out = (out or root / "site").resolve()
     cache = (cache or root / ".site-cache").resolve()
     started = time.perf_counter()
     try:
-        runs = build(root, out, cache)
+        runs = build(root, out, cache, jobs=jobs)
     except SiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
