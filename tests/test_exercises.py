@@ -100,3 +100,24 @@ async def test_paging_references_refuse_a_limit_below_one(exercise_id):
     leave no last post to build the next cursor from (q5)."""
     with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
         await EXERCISES[exercise_id].solution_answer(None, None, 0)
+
+
+HEADLINES = [
+    # (exercise, counterexample label, what the headline itself must say): the diagnosis, not a symptom
+    ("11.q2", "cast(created_at, Date)", "the index on created_at cannot be used"),  # its rows differ too on SQLite
+    ("11.q2", "func.date(created_at) compared with strings", "wraps the column"),  # PostgreSQL refuses it: an error
+    ("12.q1", "selectinload(Post.comments), then len()", "the comments were loaded to be counted"),
+    ("12.q3", "every tag created, known or not", "inserted tags that already exist"),
+    ("12.q4", "check first, then insert", "your check-then-insert races"),
+]
+
+
+@pytest.mark.parametrize(("exercise_id", "label", "headline"), HEADLINES, ids=[f"{e}-{c}" for e, c, _ in HEADLINES])
+async def test_the_headline_names_the_misconception(db, exercise_id, label, headline):
+    exercise = EXERCISES[exercise_id]
+    case = next(c for c in exercise.counterexamples if c.label == label)
+    verdict = await exercise.evaluate(_answer(exercise, case.answer), db=db)
+    assert headline.lower() in plain(verdict.message).lower(), str(verdict)
+    if exercise_id == "12.q4":  # the race named on both backends, the fix given
+        assert "both saw 'not there'" in verdict.message and "ON CONFLICT" in verdict.message, str(verdict)
+        assert "23505" in verdict.message, str(verdict)

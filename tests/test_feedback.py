@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 
 import pytest
@@ -103,6 +104,74 @@ def test_a_scorecard_says_a_shared_problem_once():
     assert text_.count("has no function feed") == 1, text_
     assert text_.count("same problem as 12.q1") == 3 and "`" not in text_
     assert distinct_messages(["a: x", "b: x", "y"]) == ["a: x", "y"]
+
+
+def test_a_note_says_neither_its_requirement_nor_a_sentence_said_above_again():
+    """12.q1: "a tag with a quote in its name · ...: a tag with a quote in its name: ..." said the
+    requirement twice, and the same diagnosis came back for every page size with other numbers."""
+    why = "LIMIT counts rows, not posts. Select one row per post"
+    verdict = Verdict("12.q1", "The feed", INCORRECT, f"first page: 2 posts on a page of limit=5: {why}", [
+        RuleResult("first page · the items", False, f"first page: 2 posts on a page of limit=5: {why}"),
+        RuleResult("a page of 200 · the items", False, f"a page of 200: 90 posts on a page of limit=200: {why}"),
+        RuleResult("a page of 200 · the next cursor", False, "a page of 200: next_cursor should not be None. " + why),
+        RuleResult("a tag with a quote in its name · an empty page", False,
+                   "a tag with a quote in its name: with tag=\"it's-new\" the SQL text broke"),
+    ])
+    text_ = str(verdict)
+    assert text_.count("LIMIT counts rows") == 1 and text_.count("a tag with a quote in its name") == 1, text_
+    assert "to do a page of 200 · the items\n" in text_ + "\n", text_  # nothing new to say: no note
+    assert "to do a page of 200 · the next cursor: next_cursor should not be None (the rest as above)" in text_
+    assert "to do a tag with a quote in its name · an empty page: with tag=\"it's-new\" the SQL text broke" in text_
+    assert_renders_cleanly(verdict)
+
+
+def _rule_labels(exercise) -> list[str]:
+    """Every rule line an exercise can show, as the verdict names it (a requirement's rules behind its name)."""
+    from course.exercises.core import FUNCTIONS
+    from course.exercises.rules import Attempt, NoLazyLoads
+
+    def label(rule) -> str:
+        try:  # a rule whose label carries numbers ("statement budget (0 of 3)") names itself when judged
+            return rule.judge(Attempt()).rule
+        except Exception:
+            return rule.name
+
+    if exercise.kind == FUNCTIONS:
+        return [
+            f"{requirement.name} · {name}"
+            for requirement in exercise.requirements
+            for name in ["ran to the end", NoLazyLoads().name, *map(label, requirement.rules)]
+        ]
+    return [NoLazyLoads().name, *map(label, exercise.rules)]
+
+
+_NEGATION = r"(?:no|not|none|never|nothing|nobody|without)"
+_DOUBLED = re.compile(rf"\b{_NEGATION}\b[\s:·-]*\b{_NEGATION}\b", re.I)
+
+
+def test_every_rule_line_of_every_exercise_reads_naturally_passed_or_failed():
+    """A rule line is a word and the rule's label: no "NO  no known mistake raised" (a status word that
+    is a negation, before a label that starts with one), in plain text or in HTML, passed or failed."""
+    from course.exercises import all_exercises
+    from tests.feedback_support import visible_text
+
+    for exercise in all_exercises().values():
+        labels = _rule_labels(exercise)
+        assert all(label.strip() for label in labels), exercise.id
+        for passed in (True, False):
+            verdict = Verdict(exercise.id, exercise.title, CORRECT if passed else INCORRECT, "headline", [
+                RuleResult(label, passed, "" if passed else f"what went wrong with {label}") for label in labels
+            ])
+            lines = str(verdict).splitlines()[2:]
+            assert len(lines) == len(labels), str(verdict)
+            items = re.findall(r"<li>(.*?)</li>", verdict._repr_html_())
+            for line in [*lines, *map(visible_text, items)]:
+                assert not _DOUBLED.search(line), (exercise.id, line)
+            for line in lines:
+                assert line.strip().startswith("ok " if passed else "to do "), (exercise.id, line)
+                assert line.strip()[:6].isascii(), (exercise.id, line)  # the word needs no symbol font
+    assert _DOUBLED.search("NO  no known mistake raised") and _DOUBLED.search("no no lazy loads")
+    assert not _DOUBLED.search("to do no lazy loads") and not _DOUBLED.search("a plain (not partial) index")
 
 
 def test_hints_render_code_without_backticks(capsys):

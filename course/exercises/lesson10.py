@@ -26,7 +26,8 @@ has a counterexample in this module, tested on both backends).
 - q4 retry: every exception retried, or every DBAPIError (attempts on a duplicate) ->
   "you retried an IntegrityError"; one session for all attempts (failed writes committed) ->
   "new transaction"; no backoff (gap between failure and retry) -> "wait at least"; the last
-  error swallowed -> "raise the last error".
+  error swallowed -> "raise the last error"; time.sleep() between attempts (a sleep( call not
+  awaited, in the source) -> "blocks the event loop".
 - q5 sort by a user's column: text()/literal_column() of the input (its text in the SQL,
   whether the statement ran or PostgreSQL's error quoted it) -> "identifier injection";
   getattr(User, name) without an allow-list (a real, unlisted column sorted) -> "exposes any
@@ -648,7 +649,7 @@ q3 = KeepsSource(
         EXPLAINED,
         SavepointAroundFailure(),
         SessionUsable(),
-        Probe(test=_q3_not_by_message, name="the kind read from the error's code"),
+        Probe(test=_q3_not_by_message, name="kinds not told apart by the message text"),
         Probe(test=_q3_kept, name="accepted rows stay"),
         Probe(test=_q3_not_overwritten, name="existing orders unchanged"),
         Probe(test=_q3_kinds, name="the right kind for every row"),
@@ -846,6 +847,36 @@ def _q4_backoff(attempt: Attempt) -> str | None:
     return None
 
 
+_SLEEP_CALL = re.compile(r"(?:\b(\w+)\.)?\bsleep\(")
+
+
+def _q4_loop_left_free(attempt: Attempt) -> str | None:
+    """A blocking time.sleep() between attempts (read from the source: the wait itself looks right)."""
+    for line in (attempt.extra.get("source") or "").splitlines():
+        code = line.split("#", 1)[0]
+        for match in _SLEEP_CALL.finditer(code):
+            if match.group(1) != "asyncio" and not re.search(r"\bawait\b", code[: match.start()]):
+                return (
+                    f"`{match.group(0)}...)` blocks the event loop: while your function waits, nothing else in "
+                    "this process runs, no other request, no other task. Wait with `await asyncio.sleep(...)`, "
+                    "which lets the loop run other work meanwhile"
+                )
+    return None
+
+
+async def _q4_time_sleep(db, work, attempts, base_delay):
+    import time
+
+    for attempt in range(attempts):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if attempt + 1 == attempts or not is_transient(exc):
+                raise
+            time.sleep(base_delay * 2**attempt * random.uniform(1.0, 1.5))
+
+
 async def _q4_retry_everything(db, work, attempts, base_delay):
     for attempt in range(attempts):
         try:
@@ -917,9 +948,13 @@ q4 = _Adapted(
         {"script": "always fails (lost connection)"},
     ),
     rules=[
-        Probe(test=_q4_right_errors, name="transient errors retried, permanent ones raised"),
+        Probe(
+            test=_q4_right_errors,
+            name="transient errors retried, the last one raised; permanent ones raised at once",
+        ),
         Probe(test=_q4_new_transaction, name="each attempt in a new transaction"),
         Probe(test=_q4_result, name="work's result returned"),
+        Probe(test=_q4_loop_left_free, name="the event loop left free while it waits"),
         Probe(test=_q4_backoff, name="waits longer before each retry"),
     ],
     hints=[
@@ -942,6 +977,7 @@ q4 = _Adapted(
         Counterexample("one session for all attempts", _q4_one_session, "new transaction"),
         Counterexample("retry at once, no wait", _q4_no_wait, "wait at least"),
         Counterexample("return None when out of attempts", _q4_swallow_last, "raise the last error"),
+        Counterexample("time.sleep() between attempts", _q4_time_sleep, "blocks the event loop"),
     ],
 )
 
@@ -1102,12 +1138,22 @@ def _q5_findings(call: _SortCall, want: Any) -> tuple[int, str] | None:
     return None
 
 
-def _q5_verdict(attempt: Attempt) -> str | None:
-    calls, expected = attempt.value, attempt.expected
-    if not isinstance(calls, list):
-        return None
-    found = [f for call, want in zip(calls, expected or [], strict=False) if (f := _q5_findings(call, want))]
-    return min(found)[1] if found else None
+def _q5_judge(refusals: bool) -> Callable[[Attempt], str | None]:
+    """The gravest finding over the calls with a name to refuse (``refusals``) or to sort by."""
+
+    def test(attempt: Attempt) -> str | None:
+        calls, expected = attempt.value, attempt.expected
+        if not isinstance(calls, list):
+            return None
+        found = [
+            f for call, want in zip(calls, expected or [], strict=False)
+            if (want is None) == refusals and (f := _q5_findings(call, want))
+        ]
+        if refusals and (late := _q5_validated_first(attempt)):
+            found.append((10, late))  # SQL built before the check: the calls alone cannot show it
+        return min(found)[1] if found else None
+
+    return test
 
 
 async def _q5_text(session, sort):
@@ -1208,8 +1254,11 @@ q5 = _Adapted(
     expected=_q5_expected,
     calls=({"sorts": _Q5_SORTS},),
     rules=[
-        Probe(test=_q5_verdict, name="allowed names sorted, every other name refused"),
-        Probe(test=_q5_validated_first, name="the name checked before any SQL is built"),
+        Probe(
+            test=_q5_judge(refusals=True),
+            name="any other name refused before SQL is built, with a ValueError naming the allowed columns",
+        ),
+        Probe(test=_q5_judge(refusals=False), name="allowed names sorted, ties broken by id"),
     ],
     hints=[
         "A bound parameter cannot name a column, and text(sort) runs whatever the user typed. Decide "

@@ -7,7 +7,8 @@ connection, inside the transaction that is rolled back afterwards:
 - q2 (the partial index): the statement is EXPLAINed exactly as it was sent; the
   plan must search ``ix_orders_active`` with the date range, and the index's
   condition must be written into the SQL (a bound parameter cannot be used by a
-  generic plan).
+  generic plan). Before the answer runs, the checker adds three orders of user 108 at the
+  ends of the date range (rolled back with the rest), so a range off by its ends is caught.
 - q3 (a composite index): the answer runs DDL in the checker's transaction (both
   backends roll DDL back); the checker lists the new indexes, runs ANALYZE, and
   EXPLAINs the target query.
@@ -24,11 +25,17 @@ has a counterexample in this module, tested on both backends).
   posts (two SELECTs, the second by IN) -> "the ids first".
 - q2: the index's condition as a bound parameter -> "bound parameter"; no status condition
   (cancelled orders too) -> "extra"; the live statuses listed instead of the index's
-  condition -> "status != 'cancelled'"; a function around created_at (the plan searches by
-  user only) -> "date range"; the user id pasted into the SQL -> "bound parameter".
+  condition -> "status != 'cancelled'"; a function or a cast around created_at in WHERE
+  (func.date, cast, substr, extract; read from the SQL, the plan confirming it searches by user
+  only; the headline even when the rows differ or PostgreSQL refuses a date compared with a
+  string) -> "the index on created_at cannot be used: `date(orders.created_at)` wraps the
+  column"; BETWEEN ... 30 June (the checker adds orders at the range's ends) -> "the orders of 30
+  June are missing"; <= 1 July -> "the range stops before 1 July"; the user id pasted into the
+  SQL -> "bound parameter".
 - q3: the range column first -> "starts with created_at"; status alone -> "covers only
-  status"; an index on another table -> "no new index on orders"; a partial index where a
-  composite one serves every status -> "partial index".
+  status"; an index on another table -> "no new index on orders" (the column and EXPLAIN rules
+  fail with it: nothing of yours to judge is no pass); a partial index where a composite one
+  serves every status -> "partial index".
 - q4: one IN for every id -> "32767"; one query per id -> "one query per id"; the last chunk
   dropped -> "missing"; the database's order kept -> "wrong order".
 """
@@ -39,18 +46,20 @@ import random
 import re
 import weakref
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Index, event, inspect, literal_column, select, text
+from sqlalchemy import Date, Index, cast, event, func, inspect, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import defer
+from sqlalchemy.sql import ClauseElement
 
 from ..lab import plans
 from ..schema import Order, Post, Tag, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .named_mistakes import EXPLAINED, Explaining
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
+from .verdict import ERROR, Verdict
 
 # ---------------------------------------------------------------- helpers
 
@@ -222,7 +231,20 @@ def _q2_solution():
     )
 
 
+#: orders the checker adds for user 108 at the ends of the range (rolled back with the check): where an
+#: answer's range is off by its ends, its rows differ whatever the seed holds
+Q2_EDGES = {
+    "first": (990_001, datetime(2025, 1, 1, 0, 0, 0)),  # included: the range starts at 1 January, 00:00
+    "last day": (990_002, datetime(2025, 6, 30, 18, 7, 13)),  # included: 30 June is inside the range
+    "stop": (990_003, datetime(2025, 7, 1, 0, 0, 0)),  # excluded: the range stops before 1 July
+}
+
+
 async def _q2_expected(conn: AsyncConnection) -> list[tuple[Any, ...]]:
+    await conn.execute(Order.__table__.insert(), [
+        {"id": pk, "user_id": Q2_USER, "status": "paid", "total_cents": 1_000, "created_at": at}
+        for pk, at in Q2_EDGES.values()
+    ])
     rows = await conn.execute(
         text(
             "SELECT id, status, created_at FROM orders WHERE user_id = :user AND status <> 'cancelled' "
@@ -258,6 +280,105 @@ def _q2_literal(attempt: Attempt) -> str | None:
     return None
 
 
+_CREATED_AT = r'(?:"?orders"?\.)?"?created_at"?\b'
+_WRAPPERS = (
+    (re.compile(r"\b(CAST)\(\s*" + _CREATED_AT + r"\s+AS\b", re.I), "cast(Order.created_at, ...)"),
+    (re.compile(r"\bEXTRACT\(\s*(\w+)\s+FROM\s+" + _CREATED_AT, re.I), "extract('{name}', Order.created_at)"),
+    (re.compile(r"\b([A-Za-z_]\w*)\(((?:[^()]*?,\s*)?)" + _CREATED_AT, re.I), "func.{name}({before}Order.created_at)"),
+)
+_NOT_FUNCTIONS = {"AND", "OR", "NOT", "IN", "EXISTS", "WHERE", "ON", "ANY", "ALL", "CAST", "EXTRACT"}
+
+
+def _call_text(sql: str, start: int) -> str:
+    """The call that starts at ``start`` ("date(orders.created_at)"), up to its closing parenthesis."""
+    depth = 0
+    for i in range(sql.index("(", start), len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[i], 0)
+        if depth == 0:
+            return sql[start : i + 1]
+    return sql[start:]
+
+
+def _wrapped_created_at(sql: str) -> tuple[str, str] | None:
+    """(the SQL of the call around created_at in WHERE, how it reads in Python), or None when WHERE
+    compares the column itself."""
+    where = re.split(r"\bWHERE\b", sql, maxsplit=1, flags=re.I)
+    if len(where) < 2:
+        return None
+    clause = re.split(r"\b(?:ORDER|GROUP)\s+BY\b|\bLIMIT\b", where[1], maxsplit=1, flags=re.I)[0]
+    for pattern, python in _WRAPPERS:
+        for match in pattern.finditer(clause):
+            name = match.group(1)
+            if python.startswith("func.") and name.upper() in _NOT_FUNCTIONS:
+                continue
+            before = "..., " if match.lastindex and match.lastindex > 1 and match.group(2) else ""
+            return " ".join(_call_text(clause, match.start()).split()), python.format(name=name.lower(), before=before)
+    return None
+
+
+def _wrap_message(wrapped: tuple[str, str]) -> str:
+    expression, python = wrapped
+    return (
+        f"the index on created_at cannot be used: `{expression}` wraps the column (`{python}` in Python), and "
+        "ix_orders_active holds created_at itself, not what a function makes of it, so the date range is "
+        "checked row by row. Compare the column with a range instead: `Order.created_at >= datetime(2025, 1, "
+        "1)`, `Order.created_at < datetime(2025, 7, 1)`"
+    )
+
+
+def _searched_by_date(plan: plans.Plan | None) -> bool:
+    node = next((n for n in plan.nodes if n.index == "ix_orders_active"), None) if plan is not None else None
+    return node is not None and node.access == plans.INDEX_SEARCH and "created_at" in (node.condition or "")
+
+
+def _q2_bare_column(attempt: Attempt) -> str | None:
+    """created_at inside a function or a cast in WHERE (and the plan, when read, confirms the cost)."""
+    wrapped = next((w for s in _queries(attempt) if (w := _wrapped_created_at(s.sql))), None)
+    if wrapped is None or _searched_by_date(attempt.extra.get("plan")):
+        return None
+    return _wrap_message(wrapped)
+
+
+def _q2_range_ends(attempt: Attempt) -> str | None:
+    """The orders the checker put at the ends of the range: one missing, or one too many (None when
+    the ends are right, or wrong with the rest: the rows' own comparison says more then)."""
+    got, want = attempt.value, attempt.expected
+    if not isinstance(got, list) or not isinstance(want, list):
+        return None
+    ids = {row[0] for row in got if isinstance(row, tuple) and row}
+    first, last_day, stop = (Q2_EDGES[k][0] for k in ("first", "last day", "stop"))
+    if stop in ids:
+        return (
+            "an order placed on 1 July 2025 at 00:00:00 is in your result, but the range stops before 1 July: "
+            "BETWEEN and <= include their upper end. Use a half-open range: `Order.created_at >= "
+            "datetime(2025, 1, 1)`, `Order.created_at < datetime(2025, 7, 1)`"
+        )
+    if last_day not in ids and first in ids:
+        return (
+            "the orders of 30 June are missing (one placed at 18:07 is not in your result): an upper end of "
+            "30 June, with BETWEEN or <=, is the moment 30 June 00:00:00, not the whole day. Stop before the "
+            "next day instead: `Order.created_at < datetime(2025, 7, 1)`"
+        )
+    if first not in ids and last_day in ids:
+        return (
+            "the order placed on 1 January 2025 at 00:00:00 is missing, though the range starts there: "
+            "compare with >=, not >: `Order.created_at >= datetime(2025, 1, 1)`"
+        )
+    return None
+
+
+_Q2_SAME = SameResult(ordered=True, what="orders")
+
+
+def _q2_rows(attempt: Attempt) -> str | None:
+    """The rows, the ends of the range named first (a message of their own when only they differ)."""
+    ends = _q2_range_ends(attempt)
+    if ends:
+        return ends
+    same = _Q2_SAME.judge(attempt)
+    return None if same.passed else same.message
+
+
 def _q2_uses_index(attempt: Attempt) -> str | None:
     plan = attempt.extra.get("plan")
     if plan is None:
@@ -266,14 +387,24 @@ def _q2_uses_index(attempt: Attempt) -> str | None:
         return "answer with one statement (a select()) so that its plan can be read"
     if not plan.uses_index("ix_orders_active"):
         return f"the plan does not use ix_orders_active: {_plan_line(plan)}"
-    node = next(n for n in plan.nodes if n.index == "ix_orders_active")
-    if node.access != plans.INDEX_SEARCH or "created_at" not in (node.condition or ""):
+    if not _searched_by_date(plan):
+        if _q2_bare_column(attempt):  # the rule above says why: here, the evidence
+            return f"ix_orders_active is searched by user_id only: {_plan_line(plan)}"
         return (
             "ix_orders_active is searched by user_id only, the date range is checked row by row: "
             "compare Order.created_at itself with the dates (a function around the column hides it "
             f"from the index). Plan: {_plan_line(plan)}"
         )
     return None
+
+
+def _q2_orders_of_days(*range_tests: Any) -> Any:
+    """The exercise's statement with the date range written as given (the wrong ones below)."""
+    return (
+        select(Order.id, Order.status, Order.created_at)
+        .where(Order.user_id == Q2_USER, Order.status != literal_column("'cancelled'"), *range_tests)
+        .order_by(Order.created_at)
+    )
 
 
 def _q2_bound_status():
@@ -326,7 +457,31 @@ def _q2_date_function():
     )
 
 
-q2 = Exercise(
+class _WrappedColumnExplained(Exercise):
+    """A statement that raised gets the wrapped-column diagnosis first, when its SQL shows one:
+    func.date(created_at) >= '2025-01-01' runs on SQLite, but PostgreSQL refuses to compare the date
+    with a string, and the learner should still hear why the index could not serve it."""
+
+    async def evaluate(self, answer: Any = ..., *, db: Any = None) -> Verdict:
+        verdict = await super().evaluate(answer, db=db)
+        if verdict.status != ERROR or not isinstance(answer, ClauseElement):
+            return verdict
+        try:
+            from ..database import current
+
+            sql = str(answer.compile(dialect=(db or current()).engine.dialect))
+        except Exception:  # no database to compile for, or a statement that does not compile
+            return verdict
+        wrapped = _wrapped_created_at(sql)
+        if wrapped is not None:
+            message = _wrap_message(wrapped)
+            if "operator does not exist" in verdict.message:  # PostgreSQL: date(created_at) >= '2025-01-01'
+                message += ". PostgreSQL also refuses to compare the two sides, of different types"
+            verdict.message = f"{message[:1].upper()}{message[1:]}. {verdict.message}"
+        return verdict
+
+
+q2 = _WrappedColumnExplained(
     id="11.q2",
     title="Active orders through the partial index",
     kind=STATEMENT,
@@ -335,7 +490,8 @@ q2 = Exercise(
     probe=_careful(_q2_probe),
     rules=[
         Columns(["id", "status", "created_at"]),
-        SameResult(ordered=True, what="orders"),
+        Probe(_q2_bare_column, name="created_at compared as itself, so the index can serve the range"),
+        Probe(_q2_rows, name="the right orders, from 1 January (included) to 1 July (excluded), oldest first"),
         Probe(_q2_literal, name="the index's condition written in the SQL"),
         Probe(_q2_uses_index, name="EXPLAIN: ix_orders_active searched with the date range"),
         BoundParameters([Q2_USER]),
@@ -358,6 +514,21 @@ q2 = Exercise(
         Counterexample("no status condition", _q2_no_status, "extra"),
         Counterexample("the live statuses listed", _q2_status_list, "status != 'cancelled'"),
         Counterexample("a function around created_at", _q2_date_function, "date range"),
+        Counterexample("func.date(created_at) compared with dates", lambda: _q2_orders_of_days(
+            func.date(Order.created_at) >= date(2025, 1, 1), func.date(Order.created_at) < date(2025, 7, 1),
+        ), "the index on created_at cannot be used: `date(orders.created_at)` wraps the column"),
+        Counterexample("func.date(created_at) compared with strings", lambda: _q2_orders_of_days(
+            func.date(Order.created_at) >= "2025-01-01", func.date(Order.created_at) < "2025-07-01",
+        ), "`func.date(Order.created_at)` in Python"),
+        Counterexample("cast(created_at, Date)", lambda: _q2_orders_of_days(
+            cast(Order.created_at, Date) >= date(2025, 1, 1), cast(Order.created_at, Date) < date(2025, 7, 1),
+        ), "compare the column with a range instead"),
+        Counterexample("between 1 January and 30 June", lambda: _q2_orders_of_days(
+            Order.created_at.between(datetime(2025, 1, 1), datetime(2025, 6, 30)),
+        ), "the orders of 30 June are missing"),
+        Counterexample("<= 1 July", lambda: _q2_orders_of_days(
+            Order.created_at >= datetime(2025, 1, 1), Order.created_at <= datetime(2025, 7, 1),
+        ), "the range stops before 1 July"),
     ],
 )
 
@@ -423,7 +594,9 @@ def _q3_created(attempt: Attempt) -> str | None:
 
 def _q3_columns(attempt: Attempt) -> str | None:
     new: Sequence[dict[str, Any]] = attempt.extra.get("new") or []
-    if not new or any(ix["columns"][:2] == ["status", "created_at"] and not ix["partial"] for ix in new):
+    if not new:  # nothing to judge: not a pass (the same message as the rule above, so said once)
+        return _q3_created(attempt)
+    if any(ix["columns"][:2] == ["status", "created_at"] and not ix["partial"] for ix in new):
         return None
     ix = new[-1]
     cols = ", ".join(str(c) for c in ix["columns"])
@@ -449,8 +622,10 @@ def _q3_columns(attempt: Attempt) -> str | None:
 def _q3_used(attempt: Attempt) -> str | None:
     plan = attempt.extra.get("plan")
     new = [ix["name"] for ix in attempt.extra.get("new") or []]
-    if plan is None or not new:
-        return None
+    if not new:  # no index of yours to search: not a pass
+        return _q3_created(attempt)
+    if plan is None:
+        return "the checker could not EXPLAIN the query after your answer"
     if not any(plan.searches_index(name) for name in new):
         return f"EXPLAIN does not show a search of your index: {_plan_line(plan)}"
     return None
@@ -481,9 +656,9 @@ q3 = Exercise(
     expected=_q3_before,
     probe=_careful(_q3_probe),
     rules=[
-        Probe(_q3_created, name="an index created on orders"),
-        Probe(_q3_columns, name="columns in the right order"),
-        Probe(_q3_used, name="EXPLAIN: the planner searches it"),
+        Probe(_q3_created, name="a new index on orders"),
+        Probe(_q3_columns, name="a plain (not partial) index on (status, created_at), the equality column first"),
+        Probe(_q3_used, name="EXPLAIN: the planner searches your new index"),
     ],
     hints=[
         "The query compares status with one value (equality) and created_at with a range, then "
@@ -648,7 +823,7 @@ q4 = Explaining(
         Probe(_q4_parameters, name="parameters per statement within the limits"),
         StatementBudget(8),
         Probe(_q4_caller_order, name="the caller's order"),
-        SameResult(ordered=True, what="users"),
+        SameResult(what="users"),  # the users, in any order: the order is the rule above's (ids, not ORDER BY)
     ],
     hints=[
         "One IN list with 40,000 values is one bound parameter per value: more than asyncpg sends "
@@ -788,6 +963,9 @@ ALTERNATIVES = {
     "11.q2": [
         ("literal('cancelled', literal_execute=True)", _q2_literal_execute),
         ("text() for the index's condition", _q2_text_condition),
+        ("BETWEEN 1 January and 30 June 23:59:59.999999", lambda: _q2_orders_of_days(
+            Order.created_at.between(datetime(2025, 1, 1), datetime(2025, 6, 30, 23, 59, 59, 999_999)),
+        )),
     ],
     "11.q3": [
         ("(status, created_at, user_id): covering", _q3_covering),

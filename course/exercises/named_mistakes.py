@@ -92,4 +92,4 @@ def _explained(attempt: Attempt) -> str | None:
     return attempt.extra.get("explained")
 
 
-EXPLAINED = Probe(test=_explained, name="no known mistake raised")
+EXPLAINED = Probe(test=_explained, name="ran to the end")

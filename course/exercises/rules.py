@@ -750,7 +750,7 @@ class SavepointAroundFailure(Rule):
     caller's) does not count: set ``attempt.extra["checker_savepoints"]``.
     """
 
-    name: str = "a savepoint around the statement that may fail"
+    name: str = "a savepoint around each failure the transaction carries on after"
 
     def judge(self, attempt: Attempt) -> RuleResult:
         base = int(attempt.extra.get("checker_savepoints", 0))

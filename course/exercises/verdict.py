@@ -9,6 +9,11 @@ them into ``<code>`` in HTML (:func:`rich`) and drops them in plain text
 (:func:`plain`), so neither shows a literal backtick. The headline is the
 diagnosis (the first failed rule's message); the details list each other
 distinct problem once.
+
+A rule line is the rule's label, which states what was checked ("the term travels as a bound
+parameter", "no lazy loads"), behind a word: "ok" when it holds, "to do" when it does not (HTML
+shows icons). Neither word is a negation, so no label reads as a double negative behind it, as
+"NO  no known mistake raised" did; and plain ASCII needs no symbol font in a terminal.
 """
 
 from __future__ import annotations
@@ -48,6 +53,57 @@ def _tail(message: str) -> str:
     """A message without its "where" prefix ("called with page=2: ", "feed: "), to spot repeats."""
     head, sep, rest = message.partition(": ")
     return rest if sep and len(head) < 40 and rest else message
+
+
+#: the words before a rule's label in plain text (HTML shows icons): a requirement met, or still to meet
+PASSED_MARK, FAILED_MARK = "ok", "to do"
+
+
+def rule_line(rule: str, passed: bool, note: str = "") -> str:
+    """One rule as a plain-text line: its word, its label, and what went wrong (if anything new)."""
+    mark = PASSED_MARK if passed else FAILED_MARK
+    return f"{mark:<{len(FAILED_MARK)}} {plain(rule)}{': ' + plain(note) if note else ''}"
+
+
+def _without_group(rule: str, message: str) -> str:
+    """A requirement's message without the requirement's name in front when the rule's label already
+    carries it ("first page · the items" need not say "first page: " again)."""
+    group, sep, _ = rule.partition(" · ")
+    if sep and message.startswith(f"{group}: "):
+        return message[len(group) + 2:]
+    return message
+
+
+def _segments(message: str) -> list[str]:
+    """A message cut after each ". ", ": ", "; " and "? " outside backtick-marked code, punctuation kept."""
+    out, start, code = [], 0, False
+    for i, char in enumerate(message):
+        if char == "`":
+            code = not code
+        elif not code and char in ".:;?" and message[i + 1 : i + 2] == " ":
+            out.append(message[start : i + 1])
+            start = i + 2
+    out.append(message[start:])
+    return [part for part in out if part.strip()]
+
+
+def _said_key(segment: str) -> str:
+    """How a segment compares with what was said: plain, lower case, numbers masked (the same sentence
+    about page 2 instead of page 1 is the same sentence)."""
+    return re.sub(r"\d+", "#", plain(segment).strip().rstrip(".:;?").lower())
+
+
+def unsaid(message: str, said: list[str]) -> str:
+    """``message`` without the sentences and clauses ``said`` already holds (numbers aside): "" when
+    nothing new is left; when only part is new, that part, marked "(the rest as above)"."""
+    known = {_said_key(part) for earlier in said for part in _segments(earlier)}
+    parts = _segments(message)
+    new = [part for part in parts if _said_key(part) not in known]
+    if len(new) == len(parts):
+        return message
+    if not new:
+        return ""
+    return " ".join(new).rstrip(" .:;") + " (the rest as above)"
 
 
 def distinct(messages: list[str]) -> list[str]:
@@ -92,13 +148,14 @@ class Verdict:
 
     def details(self) -> list[tuple[RuleResult, str]]:
         """Each rule with the message to show beside it: a failed rule's problem, once; "" when
-        passed, or when its problem is the headline's or an earlier rule's."""
+        passed, or when its problem is the headline's or an earlier rule's. A note does not repeat the
+        requirement its rule's label names, nor a sentence said above (the same diagnosis for page 2)."""
         shown = distinct([self.message]) if self.message else []
         out = []
         for r in self.rules:
             note = ""
             if not r.passed and r.message and distinct([*shown, r.message]) != shown:
-                note = r.message
+                note = unsaid(_without_group(r.rule, r.message), shown)
                 shown.append(r.message)
             out.append((r, note))
         return out
@@ -110,8 +167,7 @@ class Verdict:
             lines.append(f"  {plain(self.message)}")
         if self.status != NOT_ATTEMPTED:
             for r, note in self.details():
-                mark = "ok " if r.passed else "NO "
-                lines.append(f"  {mark} {plain(r.rule)}{': ' + plain(note) if note else ''}")
+                lines.append(f"  {rule_line(r.rule, r.passed, note)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

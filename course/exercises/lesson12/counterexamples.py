@@ -11,7 +11,8 @@ Misconceptions, and the rule that names each:
 - 12.q2: a keyset on ``published_at`` alone (skipped) or ``<=`` (repeated) · OFFSET as a cursor ·
   the tag filtered in Python after LIMIT (short pages) · a next cursor on the last page · LIMIT limit
   with a cursor whenever the page is full (no limit + 1: a feed of exactly one page).
-- 12.q3: a commit in the middle · one tag lookup per name (N+1) · every tag created anew · the
+- 12.q3: a commit in the middle · one tag lookup per name (N+1) · every tag created anew (reported
+  as AlreadyExists, or the raw unique violation on tags.name) · the
   failure swallowed · every error reported as a duplicate · tags assigned after an autoflush
   (a lazy load of ``Post.tags``) · no flush (``post.id`` returned as None, no INSERT inside).
 - 12.q4: no savepoint (a raw IntegrityError) · ``session.rollback()`` on the duplicate · check
@@ -325,6 +326,18 @@ class _CreateEveryTag(FeedRepository):
     @staticmethod
     async def create_post(session, **call):
         return await _in_savepoint(session, [Tag(name=n) for n in call["tag_names"]], **call)
+
+
+@wrong(q3, "every tag inserted anew, one flush", says="inserted tags that already exist")
+class _InsertEveryTagFlush(FeedRepository):
+    """Every tag name added as a new Tag and flushed with the post: the unique index on tags.name refuses
+    the known ones, and the raw IntegrityError goes out."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        post = _new_post(session, author_id, title, body, published_at, [Tag(name=n) for n in tag_names])
+        await session.flush()
+        return post.id
 
 
 @wrong(q3, "the failure swallowed", says="returned normally")

@@ -174,7 +174,7 @@ q1 = capstone(
         Requirement(
             "first page",
             _page_scenario(limit=5),
-            [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), NoLazyLoadsNamed(), COUNTED_IN_SQL],
+            [SHAPE, ITEMS, NEXT, COUNTED_IN_SQL, StatementBudget(PAGE_BUDGET), NoLazyLoadsNamed()],
         ),
         Requirement(
             f"a tag's first page ({TAG!r})",
@@ -189,7 +189,7 @@ q1 = capstone(
         Requirement(
             "a tag with a quote in its name",
             _quoted_tag_scenario(),
-            [SHAPE, Probe(_quoted_tag_rule, name="an empty page, safely")],
+            [SHAPE, Probe(_quoted_tag_rule, name="an empty page, the quote taken as text")],
         ),
     ],
     hints=[
@@ -365,8 +365,8 @@ def _full_pages_rule(attempt: Attempt) -> str | None:
 
 WALK_RULES = [
     SHAPE,
-    Probe(_twice_rule, name="no post twice"),
-    Probe(_skipped_rule, name="no post skipped"),
+    Probe(_twice_rule, name="each post on one page only"),
+    Probe(_skipped_rule, name="every post on some page"),
     Probe(_order_rule, name="newest first"),
     Probe(_full_pages_rule, name="full pages"),
     Probe(_ends_rule, name="the walk ends"),

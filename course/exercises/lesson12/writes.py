@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import await_only
 
 from ...engines import HIDDEN
-from ...lab.errorkinds import error_code, is_transient
+from ...lab.errorkinds import constraint_kind, error_code, is_transient
 from ...recorder import record
 from ...schema import Post, User
 from ..core import (
@@ -56,7 +56,7 @@ def _no_commit_rule(attempt: Attempt) -> str | None:
     return None
 
 
-NO_COMMIT = Probe(_no_commit_rule, name="no commit inside")
+NO_COMMIT = Probe(_no_commit_rule, name="the commit left to the caller")
 NO_LAZY_WRITE = NoLazyLoadsNamed(advice=_WRITTEN_LAZILY)
 
 
@@ -110,6 +110,7 @@ async def _create_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
             if _is_lazy_load(raised.error):
                 raise
             attempt.extra["raised"] = raised.explain()
+            attempt.extra["raised_error"] = raised.error
             return
         await session.commit()
     rows = await _rows(
@@ -129,7 +130,42 @@ async def _create_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
     attempt.extra["tags_after"] = (await _rows(scratch, "SELECT count(*) FROM tags"))[0][0]
 
 
+_INSERT_TAGS = re.compile(r'\s*INSERT\s+INTO\s+"?tags"?[\s(]', re.I)
+
+
+def _tag_violation(error: BaseException | None) -> IntegrityError | None:
+    """The unique violation of an INSERT INTO tags behind ``error`` (itself, or what it was raised from)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (
+            isinstance(error, IntegrityError) and constraint_kind(error) == "unique"
+            and _INSERT_TAGS.match(str(getattr(error, "statement", "") or ""))
+        ):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _tags_refused(raised: BaseException | None) -> str | None:
+    """create_post inserted a tag that exists: the message, or None when that is not what happened."""
+    if _tag_violation(raised) is None:
+        return None
+    refused = (
+        "the unique index on tags.name refused them, and create_post reported that as AlreadyExists, though "
+        "no post had this title" if _is_already_exists(raised) else "the unique index on tags.name refused them"
+    )
+    return (
+        "creating a post with a new title failed on its tags: create_post inserted tags that already "
+        f"exist; {refused}. Reuse the tags that exist: look "
+        "them up with one SELECT ... WHERE name IN (...), and create only the missing ones"
+    )
+
+
 def _created_rule(attempt: Attempt) -> str | None:
+    refused = _tags_refused(attempt.extra.get("raised_error"))
+    if refused:
+        return refused
     if "raised" in attempt.extra:
         return (
             f"creating a post with a new title failed: {attempt.extra['raised']}. If that is about tags: "
@@ -221,6 +257,9 @@ def _reaches_caller_rule(attempt: Attempt) -> str | None:
             "flush, so a failure could not happen inside create_post. Flush inside it (`await "
             "session.flush()`, or a `session.begin_nested()` block)"
         )
+    refused = None if isinstance(attempt.extra["outcome"], str) else _tags_refused(attempt.extra["outcome"])
+    if not attempt.extra.get("fired") and refused:
+        return refused  # it failed before the INSERT INTO post_tags, as the first requirement says
     if not attempt.extra.get("fired"):
         return (
             "the checker found no INSERT INTO post_tags in create_post's SQL, so it could not fail it "
@@ -265,14 +304,14 @@ q3 = capstone(
         Requirement(
             "a post with five known tags and one new",
             _create_scenario,
-            [Probe(_created_rule, name="the post"), Probe(_tags_rule, name="its tags"), NO_COMMIT,
+            [Probe(_created_rule, name="the post stored as asked, its id returned"), Probe(_tags_rule, name="its tags, each new tag created once"), NO_COMMIT,
              Probe(_create_budget_rule, name=f"statement budget ({CREATE_BUDGET})"), NO_LAZY_WRITE],
         ),
         Requirement(
             "the database refuses the tags half-way",
             _failure_scenario,
             [Probe(_reaches_caller_rule, name="the error reaches the caller"),
-             Probe(_nothing_left_rule, name="nothing left behind"), NO_COMMIT, NO_LAZY_WRITE],
+             Probe(_nothing_left_rule, name="all of it rolled back with the caller"), NO_COMMIT, NO_LAZY_WRITE],
         ),
     ],
     hints=[
@@ -367,13 +406,6 @@ def _raises_already_exists(context: str):
         name = type(getattr(outcome, "orig", None) or outcome).__name__
         name = f" ({name})" if name != "IntegrityError" else ""
         if isinstance(outcome, IntegrityError):
-            if attempt.extra.get("race"):
-                return (
-                    f"{context}: a raw IntegrityError{name} reached the caller. A SELECT beforehand cannot "
-                    "see a row another request is about to commit: checking first races. Let the unique "
-                    "index decide: insert inside session.begin_nested(), turn the unique violation into "
-                    "AlreadyExists"
-                )
             return (
                 f"{context}: a raw IntegrityError{name} reached the caller. Catch it (inside a "
                 "savepoint, session.begin_nested()) and raise AlreadyExists, a domain error"
@@ -413,15 +445,21 @@ _ABORTED = (
 )
 
 
+_THREW_AWAY = (
+    "the post created just before the duplicate is gone: session.rollback() threw away the caller's whole "
+    "transaction. Wrap the insert in session.begin_nested(), so a failure rolls back to the savepoint only"
+)
+
+
 def _savepoint_rule(attempt: Attempt) -> str | None:
     outcome = attempt.extra.get("duplicate")
     if outcome is None or outcome == "returned":
         return None
+    if not _unprotected_insert(attempt.extra.get("duplicate_log")):
+        return None
     if attempt.session_usable and attempt.extra.get("author_posts") == 0:
-        return None  # a rollback threw the earlier post away: "earlier work kept" says so
-    if _unprotected_insert(attempt.extra.get("duplicate_log")):
-        return f"the duplicate INSERT INTO posts ran outside a SAVEPOINT. {_ABORTED}"
-    return None
+        return _THREW_AWAY  # then a rollback: the same words as "earlier work kept", said once
+    return f"the duplicate INSERT INTO posts ran outside a SAVEPOINT. {_ABORTED}"
 
 
 def _kept_rule(attempt: Attempt) -> str | None:
@@ -430,11 +468,7 @@ def _kept_rule(attempt: Attempt) -> str | None:
     if "commit_failed" in attempt.extra:
         return f"the caller's commit failed afterwards ({attempt.extra['commit_failed']})"
     if attempt.extra["author_posts"] == 0:
-        return (
-            "the post created just before the duplicate is gone: session.rollback() threw away the "
-            "caller's whole transaction. Wrap the insert in session.begin_nested(), so a failure rolls back "
-            "to the savepoint only"
-        )
+        return _THREW_AWAY
     return None
 
 
@@ -579,6 +613,27 @@ async def _race_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
         attempt.extra["duplicate"] = None
 
 
+_SELECT_TITLE = re.compile(r"^\s*SELECT\b.*\bFROM\s+\"?posts\"?.*\btitle\b", re.I | re.S)
+
+
+def _checked_first(log: Any) -> bool:
+    """True when create_post looked the title up (a SELECT on posts naming title) before its INSERT INTO posts."""
+    for statement in log or ():
+        if _INSERT_POSTS.match(statement.sql):
+            return False
+        if _SELECT_TITLE.match(statement.sql):
+            return True
+    return False
+
+
+_LET_THE_INDEX_DECIDE = (
+    "A SELECT cannot see a row another request is about to commit: let the unique index decide. Insert "
+    "inside a savepoint (`async with session.begin_nested():`) and turn the IntegrityError whose "
+    "constraint_kind(exc) is 'unique' into AlreadyExists, or send INSERT ... ON CONFLICT DO NOTHING (`on_conflict_do_nothing()`) "
+    "with RETURNING and raise AlreadyExists when no row came back"
+)
+
+
 def _race_rule(attempt: Attempt) -> str | None:
     other = attempt.extra.get("other")
     if other is None:
@@ -587,15 +642,36 @@ def _race_rule(attempt: Attempt) -> str | None:
         return "the checker found no INSERT INTO posts carrying the title: does create_post insert the post?"
     if other.failed:
         return None  # the answer's transaction held the write lock: the other request waits, no race to judge
+    checked = _checked_first(attempt.extra.get("first_log"))
+    race = (
+        "your check-then-insert races (two writers that both saw 'not there' both insert): your SELECT saw "
+        "no post with this title, the other request inserted it and committed, and your INSERT"
+    )
     if attempt.extra.get("retried") and _unprotected_insert(attempt.extra.get("first_log")):
-        return (
-            "another request committed the same title while your transaction was open, and your INSERT "
-            "ran outside a SAVEPOINT: this races. SQLite refused the stale write (database is locked) and the "
-            "retry found the duplicate; on PostgreSQL your INSERT meets the committed row, a raw "
-            "IntegrityError aborts the caller's transaction. Let the unique index decide: insert inside "
-            "session.begin_nested() and turn the unique violation into AlreadyExists"
+        start = (
+            f"{race} ran outside a SAVEPOINT." if checked else
+            "the other request committed the same title while your transaction was open, and your INSERT "
+            "ran outside a SAVEPOINT: this races."
         )
-    return _raises_already_exists("another request committed the same title just before your INSERT")(attempt)
+        return (
+            f"{start} SQLite refused your stale write (database is locked) and the caller's retry found the "
+            "duplicate; on PostgreSQL your INSERT meets the committed row in the unique index (unique "
+            f"violation 23505), and the raw IntegrityError aborts the caller's transaction. {_LET_THE_INDEX_DECIDE}"
+        )
+    outcome = attempt.extra.get("duplicate")
+    if isinstance(outcome, IntegrityError) and not _is_already_exists(outcome):
+        code = error_code(outcome)
+        met = (
+            f"met its row in the unique index (unique violation{f' {code}' if code else ''}): a raw "
+            "IntegrityError reached the caller" + ("" if attempt.session_usable else " and aborted its transaction")
+        )
+        if checked:
+            return f"{race} {met}. {_LET_THE_INDEX_DECIDE}"
+        return (
+            f"the other request inserted the title and committed just before your INSERT, which {met}. "
+            "Catch it inside `session.begin_nested()` and raise AlreadyExists"
+        )
+    return _raises_already_exists("its post was committed just before your INSERT")(attempt)
 
 
 q4 = capstone(
@@ -606,21 +682,21 @@ q4 = capstone(
         Requirement(
             "the same title twice, then carry on",
             _duplicate_scenario,
-            [Probe(_raises_already_exists("the author already had a post with this title"), name="AlreadyExists"),
-             Probe(_savepoint_rule, name="a savepoint around the insert"),
+            [Probe(_raises_already_exists("the author already had a post with this title"), name="a duplicate raises AlreadyExists"),
+             Probe(_savepoint_rule, name="the duplicate not inserted outside a savepoint"),
              SessionUsable(), Probe(_kept_rule, name="earlier work kept"),
-             Probe(_partial_rule, name="nothing partial"), Probe(_other_author_rule, name="other authors"),
+             Probe(_partial_rule, name="the refused post's new tags rolled back too"), Probe(_other_author_rule, name="another author may use the same title"),
              NO_COMMIT, NO_LAZY_WRITE],
         ),
         Requirement(
             "another request commits the same title meanwhile",
             _race_scenario,
-            [Probe(_race_rule, name="AlreadyExists"), SessionUsable()],
+            [Probe(_race_rule, name="a title committed meanwhile raises AlreadyExists"), SessionUsable()],
         ),
         Requirement(
             "an author who does not exist",
             _missing_author_scenario,
-            [Probe(_not_a_duplicate_rule, name="not a duplicate")],
+            [Probe(_not_a_duplicate_rule, name="a foreign-key violation reaches the caller as itself")],
         ),
     ],
     hints=[
