@@ -544,6 +544,42 @@ async def test_a_statement_budget_names_the_read_back_of_a_row_just_written(db):
     assert "1. INSERT INTO users" in plain(verdict.message) and "2. SELECT users.id" in plain(verdict.message)
 
 
+async def _flush_not_awaited(session, username, email, display_name, country, created_at):
+    user = User(username=username, email=email, display_name=display_name, country=country, created_at=created_at)
+    session.add(user)
+    session.flush()  # the mistake under test: no await
+    return user.id
+
+
+async def _returns_a_coroutine(session, user_id):
+    return session.scalar(select(func.count()).select_from(Post).where(Post.author_id == user_id))
+
+
+async def _uses_a_coroutine(session, user_id):
+    return session.execute(select(Post.id).where(Post.author_id == user_id)).scalars().first() is not None
+
+
+@pytest.mark.parametrize(("exercise_id", "answer", "says"), [
+    ("01.q2", _flush_not_awaited, "you forgot `await`: `session.flush()` was never awaited"),
+    ("03.q3", _returns_a_coroutine, "you forgot `await`: your function returned a coroutine (from `session.scalar()`)"),
+    ("03.q3", _uses_a_coroutine, "You forgot `await`: an async call"),
+])
+async def test_a_forgotten_await_is_the_headline_and_leaves_no_warning(db, exercise_id, answer, says):
+    import gc
+    import warnings
+
+    from course.exercises import all_exercises
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        verdict = await judged(all_exercises()[exercise_id], answer, db)
+        gc.collect()
+    assert verdict.status in (INCORRECT, ERROR)
+    assert verdict.message.startswith(says), verdict.message
+    # the coroutine it left is dealt with: no "never awaited" in a later cell
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
 # ------------------------------------------------------------------ 3. almost right
 
 FIVE_USERS = sql_reference("SELECT id, username FROM users ORDER BY id LIMIT 5")

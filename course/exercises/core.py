@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import re
 import textwrap
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -228,6 +229,10 @@ class Exercise:
                     "in the course, not in your answer: please report it.",
                 )
             prefix = _describe_call(call) if len(self.calls) > 1 else ""
+            forgotten = _forgotten_await(attempt)
+            if forgotten:  # the cause of whatever else differs: say it first, and only it
+                rule_results.append(RuleResult(AWAITED, False, forgotten))
+                continue
             rules = list(self.rules)
             if attempt.lazy_loads and not any(isinstance(r, NoLazyLoads) for r in rules):
                 rules.insert(0, NoLazyLoads())
@@ -239,7 +244,7 @@ class Exercise:
         merged = _merge(rule_results)
         failed = [r for r in merged if not r.passed]
         # a lazy load explains every other symptom (a missing result, an error): name it first
-        failed.sort(key=lambda r: not r.rule.startswith(NoLazyLoads.name))
+        failed.sort(key=lambda r: (r.rule != AWAITED, not r.rule.startswith(NoLazyLoads.name)))
         if failed:
             message = failed[0].message
             if attempt.warnings:
@@ -421,12 +426,14 @@ class Exercise:
         # SQLAlchemy's own warnings (a cartesian product, say) are part of the feedback, not noise
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SAWarning)
+            warnings.simplefilter("always", RuntimeWarning)  # "coroutine ... was never awaited"
             try:
                 await self._run_recorded(answer, session, call, attempt)
             finally:
                 attempt.warnings = [
                     str(w.message).split(". ")[0] for w in caught if issubclass(w.category, SAWarning)
                 ]
+                _note_never_awaited(attempt, caught)
 
     async def _run_recorded(self, answer: Any, session: AsyncSession, call: dict[str, Any], attempt: Attempt) -> None:
         with record(show=False) as log:
@@ -442,12 +449,14 @@ class Exercise:
                 else:
                     returned = await answer(session, **call)
                     attempt.extra["returned_none"] = returned is None and self.observe is None
+                    _note_returned_coroutine(attempt, returned)
             except NotImplementedError:
                 raise
             except Exception as exc:  # judged below, never shown as a traceback
                 if _is_lazy_load(exc):
                     _note_lazy_load(attempt, exc)
                     return
+                _drop_unawaited(exc)
                 raise _AnswerRaised(exc) from exc
         # outside the answer's log (its reads are not the answer's statements), but still
         # watched by the lazy-load counter: touching an unloaded relationship here is the answer's
@@ -477,6 +486,7 @@ class Exercise:
             leftovers = Leftovers()
             with record(show=False) as log, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SAWarning)
+                warnings.simplefilter("always", RuntimeWarning)  # "coroutine ... was never awaited"
                 attempt.log = log
                 try:
                     returned = await answer(scratch, **call)
@@ -487,6 +497,7 @@ class Exercise:
                     if _is_lazy_load(exc):
                         _note_lazy_load(attempt, exc)
                         return attempt
+                    _drop_unawaited(exc)
                     raised = _AnswerRaised(exc)
                     raised.leftovers = leftovers
                     raise raised from exc
@@ -498,6 +509,8 @@ class Exercise:
                     attempt.warnings = [
                         str(w.message).split(". ")[0] for w in caught if issubclass(w.category, SAWarning)
                     ]
+                    _note_never_awaited(attempt, caught)
+            _note_returned_coroutine(attempt, returned)
             if self.observe is not None:
                 async with scratch.session() as session:
                     attempt.value = await self.observe(session, returned, **call)
@@ -651,6 +664,72 @@ class Leftovers:
 
 
 _KERNEL_PARTS = ("ipykernel", "tornado", "zmq", "jupyter_client", "anyio", "comm", "ipywidgets")
+
+
+AWAITED = "every async call awaited"
+#: coroutines of SQLAlchemy's asyncio API (and asyncio.sleep) by qualified name: what a learner calls;
+#: a driver's own coroutine left behind by a failed lazy load is not the learner's missing await
+_ASYNC_API = ("AsyncSession.", "AsyncConnection.", "AsyncEngine.", "AsyncResult.", "AsyncScalarResult.",
+              "AsyncMappingResult.", "AsyncSessionTransaction.", "AsyncTransaction.", "AsyncAttrs.",
+              "AsyncTupleResult.", "sleep")
+_OWNER_NAMES = {"AsyncSession": "session", "AsyncConnection": "conn", "AsyncEngine": "engine",
+                "AsyncResult": "result", "AsyncScalarResult": "result", "AsyncMappingResult": "result",
+                "AsyncTupleResult": "result", "AsyncSessionTransaction": "transaction",
+                "AsyncTransaction": "transaction"}
+
+
+def _as_call(qualname: str) -> str:
+    """``AsyncSession.flush`` -> ``session.flush()``; ``sleep`` -> ``asyncio.sleep()``."""
+    owner, _, method = qualname.rpartition(".")
+    if not owner:
+        return "asyncio.sleep()" if method == "sleep" else f"{method}()"
+    return f"{_OWNER_NAMES.get(owner, owner)}.{method}()"
+
+
+def _note_never_awaited(attempt: Attempt, caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        found = re.match(r"coroutine '([\w.<>]+)' was never awaited", str(w.message))
+        if found and (found.group(1).startswith(_ASYNC_API) or "." not in found.group(1)):
+            attempt.extra.setdefault("never_awaited", []).append(found.group(1))
+
+
+def _note_returned_coroutine(attempt: Attempt, returned: Any) -> None:
+    if inspect.iscoroutine(returned):
+        attempt.extra["returned_coroutine"] = returned.__qualname__
+        returned.close()  # it never runs: no "never awaited" warning later, in another cell
+
+
+def _drop_unawaited(exc: BaseException) -> None:
+    """An answer that failed on a coroutine it forgot to await (``'coroutine' object has no attribute
+    'scalars'``): free that coroutine now, so no "never awaited" warning pops up in a later cell."""
+    if "'coroutine' object" in str(exc):
+        from ..expect import _chain, _release_frames
+
+        for error in _chain(exc):
+            if inspect.iscoroutine(getattr(error, "obj", None)):  # AttributeError.obj: the coroutine itself
+                error.obj.close()  # closing one that never started runs nothing and warns nothing
+        _release_frames(_chain(exc))
+
+
+def _forgotten_await(attempt: Attempt) -> str | None:
+    """The headline for an async call made without ``await``, or None."""
+    returned = attempt.extra.get("returned_coroutine")
+    if returned:
+        call = _as_call(returned)
+        return (
+            f"you forgot `await`: your function returned a coroutine (from `{call}`), not its result. "
+            f"An async call without `await` only creates a coroutine and nothing runs. Write "
+            f"`return await {call.removesuffix('()')}(...)`"
+        )
+    never = attempt.extra.get("never_awaited")
+    if never:
+        call = _as_call(never[0])
+        more = f" (and {len(never) - 1} more)" if len(never) > 1 else ""
+        return (
+            f"you forgot `await`: `{call}` was never awaited{more}. An async call without `await` only "
+            f"creates a coroutine, so it never ran (no SQL was sent). Write `await {call.removesuffix('()')}(...)`"
+        )
+    return None
 
 
 def _kernel_task(task: asyncio.Task[Any]) -> bool:

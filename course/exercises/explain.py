@@ -195,6 +195,12 @@ def explain_error(error: BaseException) -> str | None:
             "`refresh()` reloads an object that is already in the database; a new one gets there only when "
             "the session flushes: `await session.flush()` first"
         )
+    if isinstance(error, (AttributeError, TypeError)) and "'coroutine' object" in text:
+        return (
+            "you forgot `await`: an async call (`session.execute()`, `session.scalars()`, `session.get()`, "
+            "...) without `await` gives a coroutine, not its result, so the next step failed on it. Await "
+            "the call first: `(await session.execute(stmt)).scalars().all()`"
+        )
     if isinstance(error, AttributeError) and "'nonetype' object has no attribute" in text:
         return (
             "your code used None as an object: a lookup found nothing (`session.get()`, `scalar()`, "
