@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..exercises.verdict import rich
+
 #: what an exercise's status means in the class table
 CELL = {
     "correct": "correct",
@@ -142,7 +144,7 @@ def render(cards: Sequence[dict[str, Any]], *, title: str = "Class report") -> s
         out.append(
             f"<tr data-exercise='{esc(ex_id)}'><td>{esc(ex_id)} {esc(entry['title'])}</td>"
             + "".join(f"<td>{counts[k]}</td>" for k in ("correct", "not yet", "not attempted", CRASHED))
-            + f"<td>{esc(rule)}{f' ({times}x)' if times else ''}</td><td>{esc(example)}</td></tr>"
+            + f"<td>{esc(rule)}{f' ({times}x)' if times else ''}</td><td>{rich(example)}</td></tr>"
         )
     out.append("</tbody></table></div>")
 
