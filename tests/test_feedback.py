@@ -13,7 +13,7 @@ import time
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, insert, literal_column, select, text
+from sqlalchemy import delete, func, insert, literal_column, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -405,6 +405,39 @@ async def test_an_integrity_error_names_the_constraint_kind(db):
     verdict = await judged(_exercise(SESSION_FN, rules=[]), _insert_a_taken_username, db)
     assert verdict.status == ERROR
     assert verdict.message.startswith("A row with the same unique value already exists"), verdict.message
+
+
+async def _delete_an_author_with_a_statement(session):
+    # a Core DELETE of a user who wrote posts: posts.author_id still points at the row
+    author = await session.scalar(select(Post.author_id).order_by(Post.id).limit(1))
+    await session.execute(delete(User).where(User.id == author))
+
+
+async def test_a_foreign_key_refusing_a_delete_statement_says_it_skipped_the_orm(db):
+    verdict = await judged(_exercise(SESSION_FN, rules=[]), _delete_an_author_with_a_statement, db)
+    assert verdict.status == ERROR
+    # the row deleted is the one pointed at: not "points at a row that does not exist"
+    assert verdict.message.startswith("Other rows still point at the row you deleted"), verdict.message
+    assert "skips the ORM" in verdict.message and "does not exist" not in verdict.message, verdict.message
+
+
+def _nulls_last_then_desc():
+    return select(User.id).order_by(User.last_login.nulls_last().desc(), User.id)
+
+
+async def test_nulls_last_before_desc_is_named_not_called_injection(db):
+    verdict = await judged(_exercise(STATEMENT, rules=[]), _nulls_last_then_desc(), db)
+    assert verdict.status == ERROR
+    assert "NULLS LAST DESC" in verdict.message and "`.desc().nulls_last()`" in verdict.message, verdict.message
+    assert "injection" not in verdict.message.lower(), verdict.message
+
+
+async def test_malformed_sql_without_a_pasted_value_shows_where_it_stopped(db):
+    verdict = await judged(_exercise(STATEMENT, rules=[]), text("SELECT id FROM users ORDER BY id DESC DESC"), db)
+    assert verdict.status == ERROR
+    assert verdict.message.startswith("The SQL your statement sent is malformed"), verdict.message
+    assert 'the database stopped' in verdict.message and '"DESC"' in verdict.message, verdict.message
+    assert "injection" not in verdict.message.lower(), verdict.message
 
 
 async def _author_names_own_session(db):

@@ -145,12 +145,9 @@ def explain_error(error: BaseException) -> str | None:
         )
     if code in ("42601", "SQLITE_ERROR") and (
         "syntax error" in text or "unterminated quoted string" in text or "unrecognized token" in text
+        or "incomplete input" in text
     ) or code == "42601":
-        return (
-            "the SQL text itself is broken (a syntax error). If you built it from a value with an f-string or "
-            "+, a quote inside the value ended the string early: that is SQL injection. Pass values as bound "
-            "parameters (`text(\"... :name\")` with a dict, or compare columns with `==`)"
-        )
+        return _syntax(error, text)
     if isinstance(error, sa_exc.IntegrityError) or code.startswith("23") or "SQLITE_CONSTRAINT" in code:
         return _integrity(error, code, text)
     if isinstance(error, sa_exc.TimeoutError) or "queuepool limit" in text:
@@ -214,6 +211,64 @@ def explain_error(error: BaseException) -> str | None:
     return None
 
 
+#: ``col NULLS LAST DESC``: ``.nulls_last().desc()`` chained the wrong way round
+_NULLS_BEFORE_DIRECTION = re.compile(r"([\w.\"]+)\s+NULLS\s+(FIRST|LAST)\s+(ASC|DESC)\b", re.I)
+#: where the database stopped: SQLite's 'near "X": syntax error', PostgreSQL's 'at or near "X"'
+_NEAR = re.compile(r'near "([^"]*)"', re.I)
+
+
+def _syntax(error: BaseException, text: str) -> str:
+    """A syntax error: a modifier in the wrong order, a value pasted into the SQL text (a quote in
+    it ended the string: injection), or else malformed SQL, shown where the database stopped."""
+    statement = _failed_statement(error)
+    wrong = _NULLS_BEFORE_DIRECTION.search(statement)
+    if wrong:
+        column, nulls, direction = wrong.group(1), wrong.group(2).upper(), wrong.group(3).upper()
+        return (
+            f"your ORDER BY says `{column} NULLS {nulls} {direction}`: in SQL the direction comes first, then "
+            f"where the NULLs go, so the database refuses it (a syntax error). Chain them in that order: "
+            f"`.{direction.lower()}().nulls_{nulls.lower()}()`, not `.nulls_{nulls.lower()}().{direction.lower()}()`"
+        )
+    if "'" in statement or "unterminated quoted string" in text or "unrecognized token" in text:
+        # a value written into the SQL text: a quote inside it ends the string early
+        return (
+            "the SQL text itself is broken (a syntax error), and it has a value written into it: if you built "
+            "it from a value with an f-string or +, a quote inside the value ended the string early: that is "
+            "SQL injection. Pass values as bound parameters (`text(\"... :name\")` with a dict, or compare "
+            "columns with `==`)"
+        )
+    near = _NEAR.search(str(first_leaf(error)[0]))
+    where = ""
+    if near:
+        token = near.group(1)
+        at = _error_position(error, statement, token)
+        if at >= 0:
+            before = " ".join(statement[max(0, at - 50):at].split())
+            where = f': the database stopped at "{token}", in `...{before} {token}`'
+        else:
+            where = f': the database stopped near "{token}"'
+    elif "end of input" in text or "incomplete input" in text:
+        where = ": it ends before the statement is complete"
+    return (
+        f"the SQL your statement sent is malformed (a syntax error){where}. Check the statement there: a "
+        "clause or modifier in the wrong place, or a missing part"
+    )
+
+
+def _error_position(error: BaseException, statement: str, token: str) -> int:
+    """Where in ``statement`` the database stopped: PostgreSQL reports the position (asyncpg's
+    ``position``, 1-based); SQLite only the token, which locates it when it occurs once."""
+    for item in chain(error):
+        position = getattr(item, "position", None)
+        if isinstance(position, (int, str)) and str(position).isdigit() and statement:
+            at = int(position) - 1
+            if statement[at:at + len(token)].lower() == token.lower():
+                return at
+    if token and statement.count(token) == 1:
+        return statement.find(token)
+    return -1
+
+
 _INJECTED = re.compile(r"'\s*(?:OR|AND|UNION)\b|'\s*\)?\s*--|'\s*;", re.I)
 
 
@@ -226,10 +281,42 @@ def _injected(error: BaseException) -> bool:
     return False
 
 
+def from_flush(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside a flush (the unit of work wrote the statement), not by a
+    statement the code executed itself (``session.execute(delete(...))``, ``text()``)."""
+    for item in chain(error):
+        tb = item.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("/orm/unitofwork.py"):
+                return True
+            tb = tb.tb_next
+    return False
+
+
+def _failed_statement(error: BaseException) -> str:
+    for item in chain(error):
+        statement = getattr(item, "statement", None)
+        if isinstance(item, sa_exc.StatementError) and statement:
+            return str(statement)
+    return ""
+
+
 def _integrity(error: BaseException, code: str, text: str) -> str:
+    foreign_key = code in ("23503", "SQLITE_CONSTRAINT_FOREIGNKEY") or "foreign key" in text
+    if foreign_key and _failed_statement(error).lstrip().upper().startswith("DELETE"):
+        # the row deleted is the one pointed at: "points at a row that does not exist" would be false
+        how = "" if from_flush(error) else (
+            " A `delete()` (or `text()`) statement goes straight to the database and skips the ORM: no "
+            "cascades, no relationship handling."
+        )
+        return (
+            "other rows still point at the row you deleted (a foreign key refused the DELETE)." + how
+            + " Update or delete the rows that point at it first, or delete it through the session: the "
+            "flush does that for the rows a relationship of the object holds (load it up front)"
+        )
     if code in ("23505", "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY") or "unique" in text:
         what = "a row with the same unique value already exists (a unique constraint refused a duplicate)"
-    elif code in ("23503", "SQLITE_CONSTRAINT_FOREIGNKEY") or "foreign key" in text:
+    elif foreign_key:
         what = "the row points at a row that does not exist (a foreign key refused it)"
     elif code in ("23502", "SQLITE_CONSTRAINT_NOTNULL") or "not null" in text:
         what = "a required column was left empty (NOT NULL refused the row)"

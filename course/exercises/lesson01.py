@@ -10,9 +10,11 @@ Misconceptions catalogued (one counterexample each):
   ``max(id)``; a commit inside a function that does not own the transaction.
 - q3: no flush (the change stays in the session); ``scalar_one()`` on a missing id; no check
   for a missing tag; a ``refresh()`` after the flush (a statement too many).
-- q4: the whole post deleted; a Core delete of the row (the replies' foreign key); a
-  ``session.delete()`` that leaves the object in the loaded collection; the replies not loaded
-  (the flush loads them lazily); no flush.
+- q4: the whole post deleted; a Core ``delete(Comment)`` statement (it skips the ORM: the
+  replies still point at the comment, and the foreign key refuses the DELETE); ``session.delete()``
+  instead of the collection (the task asks for delete-orphan), with the replies loaded or not, and
+  one that leaves the object in the loaded collection; the replies not loaded (the flush loads
+  them lazily); no flush.
 The answers that write are judged by what reached the database: ``observe`` reads
 the tables through the session's own connection (``session.connection()`` never
 autoflushes, on 2.0 or 2.1), so a change left pending in the session is seen as
@@ -26,12 +28,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import has_parent
 
 from ..engines import HIDDEN
 from ..schema import Comment, Post, Tag, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, normalize, sql_reference
+from .explain import chain, from_flush
+from .named_mistakes import EXPLAINED, Explaining
 from .rules import (
     Attempt,
     BoundParameters,
@@ -358,14 +364,18 @@ async def _q3_expected(conn: AsyncConnection, tag_id: int, new_name: str) -> dic
 
 
 _STATEMENT_UPDATES = "course.exercises.statement_updates"
+_STATEMENT_DELETES = "course.exercises.statement_deletes"
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _note_update_statement(state: Any) -> None:
-    """Mark a session that ran an update() statement: the unit of work's own UPDATE (a flush)
-    does not pass through do_orm_execute, so 01.q3 can tell the two apart (the SQL is the same)."""
+    """Mark a session that ran an update() or delete() statement: the unit of work's own UPDATE
+    and DELETE (a flush) do not pass through do_orm_execute, so 01.q3 and 01.q4 can tell the two
+    apart (the SQL is the same)."""
     if state.is_update:
         state.session.info[_STATEMENT_UPDATES] = state.session.info.get(_STATEMENT_UPDATES, 0) + 1
+    if state.is_delete:
+        state.session.info[_STATEMENT_DELETES] = state.session.info.get(_STATEMENT_DELETES, 0) + 1
 
 
 async def _q3_observe(session: AsyncSession, returned: Any, tag_id: int, new_name: str) -> dict[str, Any]:
@@ -527,12 +537,76 @@ async def _q4_expected(conn: AsyncConnection, post_id: int, comment_id: int) -> 
     }
 
 
+_EXPLICIT_DELETES = "course.exercises.explicit_comment_deletes"
+
+
+@event.listens_for(Session, "before_flush")
+def _note_explicit_delete(session: Session, flush_context: Any, instances: Any) -> None:
+    """Mark the comments a flush deletes because ``session.delete()`` was called on them, not
+    because they left ``Post.comments``: an orphan is not in ``session.deleted`` before the flush
+    (the flush finds it), and a comment both removed and deleted has lost its parent (01.q4)."""
+    for obj in session.deleted:
+        if not isinstance(obj, Comment):
+            continue
+        try:
+            in_collection = has_parent(Post, obj, "comments", optimistic=True)
+        except Exception:  # an attribute API that changed: judge it as a plain delete
+            in_collection = True
+        if in_collection:
+            session.info.setdefault(_EXPLICIT_DELETES, []).append(obj.id)
+
+
 async def _q4_observe(session: AsyncSession, returned: Any, post_id: int, comment_id: int) -> dict[str, Any]:
     rows = await _read(session, "SELECT id, parent_id FROM comments WHERE post_id = :p ORDER BY id", p=post_id)
     ((posts,),) = await _read(session, "SELECT count(*) FROM posts WHERE id = :p", p=post_id)
     ((comments,),) = await _read(session, "SELECT count(*) FROM comments")
     return {"returned": normalize(returned), "rows": rows, "posts": posts, "comments": comments,
-            "comment_id": comment_id}
+            "comment_id": comment_id,
+            "explicit_deletes": list(session.sync_session.info.get(_EXPLICIT_DELETES, [])),
+            "delete_statements": session.sync_session.info.get(_STATEMENT_DELETES, 0)}
+
+
+_THROUGH_COLLECTION = (
+    "you deleted the comment with `session.delete()`: the task asks you to delete it through the "
+    "`Post.comments` collection. Load the post with its comments, remove the comment from "
+    "`post.comments` and flush: the delete-orphan cascade deletes it"
+)
+
+
+def _q4_explicit_delete(attempt: Attempt) -> bool:
+    value = attempt.value if isinstance(attempt.value, dict) else {}
+    return value.get("posts") == 1 and bool(value.get("explicit_deletes"))
+
+
+def _q4_through_collection(attempt: Attempt) -> str | None:
+    if _q4_explicit_delete(attempt):
+        return _THROUGH_COLLECTION
+    value = attempt.value if isinstance(attempt.value, dict) else {}
+    if value.get("posts") == 1 and value.get("delete_statements") and not attempt.extra.get("explained"):
+        return (
+            "you deleted the comment with a `delete(Comment)` statement: it skips the ORM (no cascades, no "
+            "relationship handling), and the task asks you to delete it through the `Post.comments` "
+            "collection. Remove the comment from `post.comments` (with `Comment.replies` loaded) and flush: "
+            "the delete-orphan cascade deletes it, and the flush sets the replies' parent_id to NULL first"
+        )
+    return None
+
+
+def _q4_explain(error: BaseException) -> str | None:
+    """A DELETE statement the answer sent itself, refused by the replies' foreign key."""
+    statement = next((str(e.statement) for e in chain(error) if getattr(e, "statement", None)), "")
+    refused = any(isinstance(e, sa_exc.IntegrityError) for e in chain(error)) and any(
+        "foreign key" in str(e).lower() for e in chain(error)
+    )
+    if not refused or not statement.lstrip().upper().startswith("DELETE") or from_flush(error):
+        return None
+    return (
+        "your DELETE statement skipped the ORM: a `delete(Comment)` (or `text()`) statement goes straight "
+        "to the database, with no cascades and no relationship handling, so the comment's replies still "
+        "point at it (their parent_id) and the foreign key refused the DELETE. Remove the comment from "
+        "`post.comments` (with `Comment.replies` loaded) and flush: the ORM sets the replies' parent_id "
+        "to NULL first, then deletes the comment"
+    )
 
 
 def _q4_post_kept(attempt: Attempt) -> str | None:
@@ -546,6 +620,8 @@ def _q4_post_kept(attempt: Attempt) -> str | None:
 
 def _q4_rows(attempt: Attempt) -> str | None:
     got, want = attempt.value, attempt.expected
+    if attempt.extra.get("explained"):  # the answer raised, and its changes were rolled back
+        return None
     if got["rows"] == want["rows"] and got["comments"] == want["comments"]:
         return None
     if got["posts"] != 1:
@@ -564,7 +640,7 @@ def _q4_rows(attempt: Attempt) -> str | None:
 
 def _q4_collection(attempt: Attempt) -> str | None:
     got, want = attempt.value["returned"], attempt.expected["returned"]
-    if got == want:
+    if got == want or attempt.extra.get("explained"):
         return None
     comment_id = attempt.value["comment_id"]
     if isinstance(got, list) and comment_id in got:
@@ -586,6 +662,30 @@ async def _q4_delete_post(session, post_id, comment_id):
 
 async def _q4_core_delete(session, post_id, comment_id):
     await session.execute(delete(Comment).where(Comment.id == comment_id))
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments)])
+    return [c.id for c in post.comments]
+
+
+async def _q4_core_delete_replies_detached(session, post_id, comment_id):
+    await session.execute(update(Comment).where(Comment.parent_id == comment_id).values(parent_id=None))
+    await session.execute(delete(Comment).where(Comment.id == comment_id))  # right rows, around the ORM
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments)])
+    return [c.id for c in post.comments]
+
+
+async def _q4_session_delete_by_id(session, post_id, comment_id):
+    # the learner trial's answer: right rows, but not through the collection the task names
+    comment = await session.get(Comment, comment_id, options=[selectinload(Comment.replies)])
+    await session.delete(comment)
+    await session.flush()
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments)])
+    return [c.id for c in post.comments]
+
+
+async def _q4_session_delete_lazy(session, post_id, comment_id):
+    comment = await session.get(Comment, comment_id)
+    await session.delete(comment)
+    await session.flush()  # loads comment.replies lazily to set their parent_id to NULL
     post = await session.get(Post, post_id, options=[selectinload(Post.comments)])
     return [c.id for c in post.comments]
 
@@ -625,20 +725,28 @@ class _NoLazyLoadsInFlush(NoLazyLoads):
                 "loads comment.replies itself. Load them up front: "
                 "selectinload(Post.comments).selectinload(Comment.replies)"
             )
+            if _q4_explicit_delete(attempt):  # a lazy load is always the headline: lead with the cause
+                result.message = (
+                    f"{_THROUGH_COLLECTION}. Load the replies too, or the flush loads them lazily: "
+                    "selectinload(Post.comments).selectinload(Comment.replies)"
+                )
         return result
 
 
-q4 = Exercise(
+q4 = Explaining(
     id="01.q4",
     title="Remove one comment: delete-orphan",
     kind=SESSION_FN,
     solution_answer=_q4_solution,
     expected=_q4_expected,
     observe=_q4_observe,
+    explain=_q4_explain,
     calls=Q4_CALLS,
     rules=[
+        EXPLAINED,
         _NoLazyLoadsInFlush(),
         Probe(test=_q4_post_kept, name="the post is kept"),
+        Probe(test=_q4_through_collection, name="deleted through Post.comments"),
         Probe(test=_q4_rows, name="only that comment deleted, its replies kept"),
         Probe(test=_q4_collection, name="post.comments is up to date"),
     ],
@@ -654,8 +762,21 @@ q4 = Exercise(
     why="With delete-orphan the collection is the truth: take an object out and the flush deletes its row.",
     counterexamples=[
         Counterexample("deletes the whole post", _q4_delete_post, "the post itself is gone"),
-        Counterexample("Core delete of the row", _q4_core_delete, "IntegrityError"),
+        Counterexample("Core delete of the row", _q4_core_delete, "your DELETE statement skipped the ORM"),
+        Counterexample(
+            "Core delete after detaching the replies", _q4_core_delete_replies_detached,
+            "with a `delete(Comment)` statement: it skips the ORM",
+        ),
         Counterexample("session.delete(comment)", _q4_session_delete, "post.comments still lists"),
+        Counterexample(
+            "session.delete() of the comment, replies loaded", _q4_session_delete_by_id,
+            "you deleted the comment with `session.delete()`: the task asks you to delete it through the "
+            "`Post.comments` collection",
+        ),
+        Counterexample(
+            "session.delete() of the comment, replies not loaded", _q4_session_delete_lazy,
+            "you deleted the comment with `session.delete()`",
+        ),
         Counterexample("replies not loaded", _q4_replies_not_loaded, "loaded lazily"),
         Counterexample("no flush", _q4_no_flush, "the DELETE was never sent"),
     ],
@@ -695,6 +816,13 @@ async def _q4_select_with_options(session, post_id, comment_id):
     return [c.id for c in post.comments]
 
 
+async def _q4_reassign_collection(session, post_id, comment_id):
+    post = await session.get(Post, post_id, options=[selectinload(Post.comments).selectinload(Comment.replies)])
+    post.comments = [c for c in post.comments if c.id != comment_id]  # the one left out is an orphan
+    await session.flush()
+    return [c.id for c in post.comments]
+
+
 ALTERNATIVES = {
     "01.q1": [
         ("where() with ~", lambda: select(User).where(User.country == "DE", ~User.is_active).order_by(User.id)),
@@ -702,5 +830,8 @@ ALTERNATIVES = {
     ],
     "01.q2": [("insert().returning(User.id)", _q2_insert_returning)],
     "01.q3": [("select() and scalar_one_or_none()", _q3_select_one_or_none)],
-    "01.q4": [("select() with the loader options", _q4_select_with_options)],
+    "01.q4": [
+        ("select() with the loader options", _q4_select_with_options),
+        ("the collection reassigned without the comment", _q4_reassign_collection),
+    ],
 }

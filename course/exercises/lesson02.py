@@ -8,9 +8,10 @@ Misconceptions catalogued (one counterexample each, in ``counterexamples``):
 
 - q1: the flag forgotten (extra rows all inactive); the flag and-ed with one country only,
   ``or_(and_(User.is_active, NL), SE, PL)`` (inactive users of the others; which countries it
-  binds to is read from the SQL); Python ``or`` between comparisons (one country left); values
-  pasted into SQL text; ``or_()`` where both must hold (users from other countries); a country
-  left out of the list; the codes in lower case.
+  binds to is read from the SQL); Python ``or`` between comparisons (one country left); Python
+  ``and`` (it returns its second operand: is_active never reaches the SQL); values pasted into SQL
+  text; ``or_()`` where both must hold (users from other countries); a country left out of the
+  list; the codes in lower case; sorted by another column (named from the SQL).
 - q2: plain ``like()`` / ``endswith()`` (case-insensitive only on SQLite: judged from the
   SQL, LIKE versus ILIKE / lower(); ``contains()`` too); two spellings instead of ignoring case; a pattern that
   is not anchored (other domains); a pattern without ``%`` (matches nothing); a pattern without
@@ -19,11 +20,13 @@ Misconceptions catalogued (one counterexample each, in ``counterexamples``):
   (constant false); ``!= None`` (IS NOT NULL, the opposite test); ``or_()`` around all three;
   no phone as ``== ""`` or ``!= ""`` (a missing phone is NULL); ``<=`` the cutoff (judged from
   the SQL: no login at midnight in the seed); a cutoff a day early or late; ``>`` for ``<``.
-- q4: an f-string in ``text()``; BETWEEN ending at midnight on 31 December, or ``<`` it; a range
+- q4: an f-string in ``text()`` (the injection is the headline, before the wildcards); BETWEEN ending at midnight on 31 December, or ``<`` it; a range
   that keeps midnight on 1 January 2026 or drops midnight on 1 January 2025 (from the SQL); no
   LIMIT; oldest first; user text as a LIKE pattern without ``autoescape`` (``_`` is a wildcard).
-- q5: ``desc()`` leaving NULLs to the backend; ``nulls_first()``; no tie-breaker;
-  ascending order; inactive users included; the code in lower case.
+- q5: ``desc()`` leaving NULLs to the backend; ``nulls_first()``; ``nulls_last().desc()`` (NULLS
+  LAST DESC, a syntax error: explained by :mod:`course.exercises.explain`); the users who never
+  logged in filtered out; no tie-breaker; ascending order; inactive users included; the code in
+  lower case.
 
 ``ALTERNATIVES`` lists correct answers of another form; the tests require them accepted.
 """
@@ -50,7 +53,7 @@ from .rules import (
     compared_values,
     values_in,
 )
-from .userfacts import COUNTRY_CODES, some, user_facts_probe
+from .userfacts import COUNTRY_CODES, order_by_keys, some, user_facts_probe
 
 
 def _typed_reference(query: str, **types: Any):
@@ -205,8 +208,10 @@ def _q1_inactive(attempt: Attempt) -> str | None:
         return None
     if "is_active" not in _sql_of(attempt).split("WHERE", 1)[-1]:
         return (
-            f"{len(inactive)} extra rows, every one an inactive user: the is_active condition is "
-            "missing. Add User.is_active to where()"
+            f"{len(inactive)} extra rows, every one an inactive user: your WHERE never tests is_active. "
+            "Add User.is_active to where(), separated from the country test by a comma (or inside "
+            "and_()). If you did write it, joined with Python's `and` (`User.is_active and ...`), Python "
+            "kept only the second condition (it cannot turn `and` into SQL)"
         )
     # is_active is there, but inside an OR: (is_active AND NL) OR SE OR PL
     n = len(inactive)
@@ -227,6 +232,22 @@ def _q1_inactive(attempt: Attempt) -> str | None:
     return (
         f"{head}. Put the OR of the countries inside the AND, `.where(User.is_active, or_(...))`, or use "
         "`User.country.in_([\"NL\", \"SE\", \"PL\"])`"
+    )
+
+
+def _q1_sorted_by(attempt: Attempt) -> str | None:
+    """The right rows sorted by something else: name the learner's sort keys and the one asked for."""
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list)) or got == want:
+        return None
+    if sorted(map(repr, got)) != sorted(map(repr, want)):
+        return None
+    keys = order_by_keys(attempt.log.queries[0].sql) if attempt.log.queries else []
+    if not keys:
+        return None  # SameResult says: no ORDER BY
+    return (
+        f"the right rows, but sorted by {', '.join(keys)}; the task asks for them by id, smallest first: "
+        ".order_by(User.id)"
     )
 
 
@@ -264,6 +285,7 @@ q1 = Exercise(
         Probe(test=_q1_country_left_out, name="all three countries"),
         Probe(test=_q1_inactive, name="only active users"),
         Columns(["id", "username", "country"]),
+        Probe(test=_q1_sorted_by, name="sorted by id"),
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters(COUNTRIES),
@@ -284,6 +306,21 @@ q1 = Exercise(
             "every one an inactive user",
         ),
         Counterexample("python or", _q1_python_or, "python's `or`"),
+        Counterexample(
+            # Python's `and` returns its second operand (a column is truthy): is_active never reaches SQL
+            "python and",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active and User.country.in_(COUNTRIES))
+            .order_by(User.id),
+            "joined with python's `and`",
+        ),
+        Counterexample(
+            "sorted by country, then id",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active, User.country.in_(COUNTRIES))
+            .order_by(User.country, User.id),
+            "sorted by users.country, users.id; the task asks for them by id",
+        ),
         Counterexample(
             "countries pasted into text()",
             lambda: select(User.id, User.username, User.country)
@@ -513,8 +550,11 @@ def _never_logged_in_probe(attempt: Attempt) -> str | None:
 def _constant_false_probe(attempt: Attempt) -> str | None:
     if _CONSTANT_FALSE.search(_sql_of(attempt)):
         return (
-            "your WHERE clause is the constant false, so no row can match: a Python `is None`, "
-            "`not` or `and` was evaluated by Python, not turned into SQL. Use .is_(None), ~ / not_(), and_()"
+            "your WHERE clause is the constant false, so no row can match: Python answered one of your "
+            "tests itself instead of handing it to SQLAlchemy. `User.phone is None` is always False (the "
+            "column attribute is an object, never None), and Python can answer a `not` or an `and` the "
+            "same way. Write `User.phone.is_(None)` (or `User.phone == None`), `~` / `not_()` for not, and "
+            "a comma or `and_()` for and"
         )
     return None
 
@@ -770,6 +810,19 @@ def _q4_half_open(attempt: Attempt) -> str | None:
     return None
 
 
+def _q4_pasted(attempt: Attempt) -> str | None:
+    """The search text written into the SQL text (an f-string in text()): injection comes first."""
+    pasted = re.compile(rf"'[^']*{re.escape(TERM)}[^']*'", re.IGNORECASE)
+    if any(pasted.search(s.sql) for s in attempt.log.queries):
+        return (
+            "the search text was pasted into the SQL text (an f-string in `text()`): whatever the admin types "
+            "becomes part of the SQL, so a quote in it ends the string and the rest runs as SQL (SQL "
+            "injection). Let SQLAlchemy send it as a bound parameter, with its wildcards escaped: "
+            "`User.username.startswith(term, autoescape=True)`"
+        )
+    return None
+
+
 def _q4_wildcards(attempt: Attempt) -> str | None:
     sql = _sql_of(attempt)
     if re.search(r"\bI?LIKE\b", sql, re.IGNORECASE) and not re.search(r"\bESCAPE\b", sql, re.IGNORECASE):
@@ -848,6 +901,7 @@ q4 = Exercise(
         id=Integer, username=String, created_at=DateTime,
     ),
     rules=[
+        Probe(test=_q4_pasted, name="the search text sent as a bound parameter"),
         Probe(test=_q4_anywhere, name="names that start with the search"),
         Probe(test=_q4_wildcards, name="the search text matched literally"),
         Probe(test=_last_day_probe, name="the whole last day"),
@@ -872,7 +926,7 @@ q4 = Exercise(
         "range (>= start, < next start) has no gap."
     ),
     counterexamples=[
-        Counterexample("f-string in text()", _q4_fstring, "pasted into the SQL text"),
+        Counterexample("f-string in text()", _q4_fstring, "the search text was pasted into the SQL text"),
         Counterexample(
             "between ... 31 December",
             lambda: select(User.id, User.username, User.created_at)
@@ -992,6 +1046,20 @@ def _nulls_placed_probe(attempt: Attempt) -> str | None:
     )
 
 
+def _q5_never_seen_kept(attempt: Attempt) -> str | None:
+    """The users who never logged in filtered out (``last_login IS NOT NULL``): the task sorts them last."""
+    missing = _rows_missing(attempt)
+    if not missing or _rows_extra(attempt) or not all(isinstance(r, tuple) and r[-1] is None for r in missing):
+        return None
+    where = _sql_of(attempt).split("WHERE", 1)[-1]
+    how = " (last_login IS NOT NULL)" if re.search(r"last_login\s+IS\s+NOT\s+NULL", where, re.I) else ""
+    return (
+        f"the {_users(len(missing))} who never logged in {'is' if len(missing) == 1 else 'are'} missing: your "
+        f"WHERE filters them out{how}. The task keeps them, at the end: drop that condition and say where the "
+        "NULLs go, `.order_by(User.last_login.desc().nulls_last(), User.id)`"
+    )
+
+
 def _tie_breaker_probe(attempt: Attempt) -> str | None:
     order = _order_by_clause(attempt)
     if re.search(r"\busers\.id\b|(^|[\s,(])id\b", order):
@@ -1039,6 +1107,7 @@ q5 = Exercise(
         LetterCase(["SE"], stored=COUNTRY_CODES),
         Probe(test=_q5_ascending, name="most recent first"),
         Probe(test=_q5_inactive, name="only active users"),
+        Probe(test=_q5_never_seen_kept, name="users who never logged in kept"),
         Probe(test=_nulls_placed_probe, name="NULLs placed explicitly"),
         Probe(test=_tie_breaker_probe, name="a tie-breaker"),
         Columns(["id", "last_login"]),
@@ -1087,6 +1156,22 @@ q5 = Exercise(
             .where(User.country == "SE")
             .order_by(User.last_login.desc().nulls_last(), User.id),
             "all inactive users",
+        ),
+        Counterexample(
+            # the learner trial's answer: two mistakes; the users it drops come first
+            "never-seen users filtered out",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE", User.is_active, User.last_login.is_not(None))
+            .order_by(User.last_login.desc(), User.id),
+            "who never logged in are missing: your where filters them out (last_login is not null)",
+        ),
+        Counterexample(
+            # the direction and the NULLs placement chained the wrong way round: a syntax error
+            "nulls_last().desc()",
+            lambda: select(User.id, User.last_login)
+            .where(User.country == "SE", User.is_active)
+            .order_by(User.last_login.nulls_last().desc(), User.id),
+            "the direction comes first",
         ),
         Counterexample(
             "the code in lower case",

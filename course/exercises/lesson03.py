@@ -6,9 +6,11 @@ included, the NULL test the wrong way round, the phone condition forgotten (or P
 pasted into SQL (``!= ""`` gives the right rows, NULL never passes it, and is accepted);
 q2 and q3 also the status capitalised ("Paid"), and q2 the count not labelled; q2 no HAVING, a join counted per order, an aggregate in WHERE, every user counted,
 users with any order; q3 count then compare, the count returned, rows loaded and tested in
-Python, any order instead of a paid one, the Result returned; q4 >= instead of >, no
+Python (also ``User.orders`` loaded lazily, where selectinload() would not help), any order
+instead of a paid one, the Result returned, the first paid Order returned; q4 >= instead of >, no
 fetch-one-extra, OFFSET in disguise, no ORDER BY, a second query to count; q5 keyset on
-created_at alone (< and <=), no tie-breaker, <= on the id, a cursor on the last page.
+created_at alone (< and <=), no tie-breaker, <= on the id, a cursor on the last page, a
+row-value ``<`` under an ORDER BY whose two columns go opposite ways.
 ``ALTERNATIVES`` lists correct answers of another form (the tests require them accepted).
 
 References are written independently of the solutions: raw SQL, and for the
@@ -23,22 +25,24 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, and_, distinct, exists, func, or_, select, text, tuple_
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..recorder import Statement
 from ..schema import Order, Post, User
-from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
+from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, normalize, sql_reference
 from .rules import (
     Attempt,
     BoundParameters,
     Columns,
     EmptyStringForNull,
     LetterCase,
+    NoLazyLoads,
     Probe,
     SameResult,
     StatementBudget,
 )
-from .userfacts import COUNTRY_CODES, FACTS, order_by_keys, orders_by, shared, user_facts_probe
+from .userfacts import COUNTRY_CODES, FACTS, order_by_keys, orders_by, select_list, shared, user_facts_probe
 from .verdict import RuleResult
 
 
@@ -504,6 +508,26 @@ async def _q3_solution(session, user_id):
     )
 
 
+class _Entity:
+    """An ORM object the answer returned, kept as what it is (normalize() would give its id, an int)."""
+
+    def __init__(self, model: str, identity: Any) -> None:
+        self.model, self.identity = model, identity
+
+    def __repr__(self) -> str:
+        return f"an {self.model} object (id {self.identity})" if self.model[:1] in "AEIOU" else (
+            f"a {self.model} object (id {self.identity})"
+        )
+
+
+async def _q3_observe(session: Any, returned: Any, user_id: int) -> Any:
+    value = normalize(returned)
+    state = sa_inspect(returned, raiseerr=False) if not isinstance(returned, (list, tuple)) else None
+    if getattr(state, "mapper", None) is not None and hasattr(state, "identity"):
+        return _Entity(type(returned).__name__, value)
+    return value
+
+
 def _q3_is_bool(attempt: Attempt) -> str | None:
     value = attempt.value
     if isinstance(value, bool):
@@ -513,11 +537,19 @@ def _q3_is_bool(attempt: Attempt) -> str | None:
             f"your function returned {value!r}, a list of rows: take the single value with "
             "await session.scalar(...), which gives True or False"
         )
+    if isinstance(value, _Entity):
+        return (
+            f"return a bool (True or False), not {value!r}: ask whether such a row exists, "
+            "`select(exists().where(...))`, or compare what you found with None (`order is not None`)"
+        )
     return f"return a bool (True or False), not {value!r} ({type(value).__name__})"
 
 
 def _q3_paid(attempt: Attempt) -> str | None:
     statements = _queries(attempt)
+    reads = [s for s in statements if re.search(r"\bFROM orders\b", s.sql)]
+    if not reads or any(re.search(r"\borders\.status\b", select_list(s.sql)) for s in reads):
+        return None  # no order read yet, or the status fetched: Python may test it (_q3_stops_early: why not)
     if any(isinstance(v, str) and v.lower() == "paid" for s in statements for v in _param_values(s)):
         return None  # "paid" in some letter case: LetterCase judges "Paid"
     if statements and not any("paid" in _param_values(s) or "'paid'" in s.sql for s in statements):
@@ -571,6 +603,20 @@ async def _q3_load_rows(session, user_id):
     return any(o.status == "paid" for o in orders)
 
 
+async def _q3_first_order(session, user_id):
+    # the learner trial's answer: the order itself (or None), not True or False
+    return await session.scalar(select(Order).where(Order.user_id == user_id, Order.status == "paid").limit(1))
+
+
+async def _q3_orders_through_user(session, user_id):
+    # the learner trial's answer: every order loaded (lazily, through awaitable_attrs), tested in Python
+    user = await session.get(User, user_id)
+    if user is None:
+        return False
+    orders = await user.awaitable_attrs.orders
+    return any(o.status == "paid" for o in orders)
+
+
 async def _q3_any_status(session, user_id):
     return await session.scalar(select(exists().where(Order.user_id == user_id)))
 
@@ -583,6 +629,26 @@ async def _q3_result(session, user_id):
     return await session.execute(select(exists().where(Order.user_id == user_id, Order.status == "paid")))
 
 
+class _NoLoadingToAnswerYesNo(NoLazyLoads):
+    """A lazy load of ``User.orders`` to test them in Python: loading them up front would not help."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        if result.passed or "User.orders" not in attempt.lazy_attributes:
+            return result
+        fetched = sum(s.rows or 0 for s in _queries(attempt) if re.search(r"\bFROM orders\b", s.sql))
+        queries = len(_queries(attempt))
+        result.message = (
+            f"you loaded {f'all {fetched} of ' if fetched > 1 else ''}the user's orders "
+            f"(`User.orders`, loaded lazily) to answer yes or no in Python, {queries} "
+            f"{'query' if queries == 1 else 'queries'} in all; loading them up front with "
+            "`selectinload(User.orders)` would still fetch every order. Ask the database in one query that "
+            "stops at the first match: `select(exists().where(Order.user_id == user_id, Order.status == "
+            "\"paid\"))`"
+        )
+        return result
+
+
 q3 = Exercise(
     id="03.q3",
     title="Has this user paid for anything?",
@@ -591,7 +657,9 @@ q3 = Exercise(
     expected=_q3_expected,
     # 155 has nine paid orders, 5 has orders but none paid, 9999 does not exist
     calls=({"user_id": 155}, {"user_id": 5}, {"user_id": 9999}),
+    observe=_q3_observe,
     rules=[
+        _NoLoadingToAnswerYesNo(),
         Probe(_q3_is_bool, name="returns a bool"),
         LetterCase(["paid"], stored=ORDER_STATUSES),
         Probe(_q3_paid, name="a paid order, not any order"),
@@ -614,6 +682,11 @@ q3 = Exercise(
         Counterexample("the Result, not its value", _q3_result, "session.scalar"),
         Counterexample("the status capitalised", _q3_capitalised, "'Paid' is not 'paid'"),
         Counterexample("the count itself, no 'too high'", _q3_count_returned, "not judged: return true or false first"),
+        Counterexample("the first paid order, not a bool", _q3_first_order, "not an Order object (id 96)"),
+        Counterexample(
+            "user.orders loaded and tested in Python", _q3_orders_through_user,
+            "selectinload(User.orders) would still fetch every order",
+        ),
     ],
 )
 
@@ -856,6 +929,34 @@ def _q5_newest_first(attempt: Attempt) -> str | None:
     return None
 
 
+_ROW_VALUE = re.compile(r"\(\s*posts\.created_at\s*,\s*posts\.id\s*\)\s*(<=|>=|<|>)", re.I)
+
+
+def _q5_same_directions(attempt: Attempt) -> str | None:
+    """A row-value cursor, (created_at, id) < (...), under an ORDER BY whose two keys go opposite
+    ways: the comparison walks both columns one way, the order does not."""
+    for s in _selects_from(attempt, "posts"):
+        compared = _ROW_VALUE.search(s.sql)
+        keys = order_by_keys(s.sql)
+        if not compared or len(keys) < 2:
+            continue
+        directions = {}
+        for key in keys[:2]:
+            column = "created_at" if "created_at" in key else "id" if re.search(r"(^|\.)id\b", key) else ""
+            if column:
+                directions[column] = "descending" if re.search(r"\bdesc\b", key) else "ascending"
+        if len(directions) == 2 and len(set(directions.values())) == 2:
+            op = compared.group(1)
+            return (
+                f"your ORDER BY sorts created_at {directions['created_at']} but id {directions['id']}, while "
+                f"the row-value comparison (created_at, id) {op} (...) walks both columns the same way: "
+                f"{'smaller' if op.startswith('<') else 'larger'} on both. Sort both columns the way the "
+                "comparison goes: .order_by(Post.created_at.desc(), Post.id.desc()) with tuple_(...) < "
+                "tuple_(*after)"
+            )
+    return None
+
+
 def _q5_repeats(attempt: Attempt) -> str | None:
     got = _page_parts(attempt.value)
     seen = attempt.extra.get("before_cursor") or set()
@@ -932,6 +1033,16 @@ async def _q5_expanded_le(session, after, limit):
     return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
 
 
+async def _q5_id_ascending(session, after, limit):
+    # the learner trial's answer: a row-value < under created_at DESC, id ASC
+    stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(tuple_(Post.created_at, Post.id) < tuple_(*after))
+    rows = (await session.execute(stmt)).all()
+    page = rows[:limit]
+    return [r.id for r in page], ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
+
+
 async def _q5_always_next(session, after, limit):
     stmt = select(Post.id, Post.created_at).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit)
     if after is not None:
@@ -963,6 +1074,7 @@ q5 = Exercise(
     ),
     rules=[
         Probe(_no_offset, name="a keyset, not OFFSET"),
+        Probe(_q5_same_directions, name="the order and the cursor go the same way"),
         Probe(_q5_newest_first, name="newest first"),
         Probe(_q5_unique_order, name="a unique order"),
         Probe(_q5_repeats, name="no post twice"),
@@ -982,6 +1094,10 @@ q5 = Exercise(
         Counterexample("keyset on created_at alone (<)", _q5_created_at_lt, "skipped"),
         Counterexample("keyset on created_at alone (<=)", _q5_created_at_le, "already on an earlier page"),
         Counterexample("no tiebreaker in ORDER BY", _q5_no_tiebreak, "tiebreaker"),
+        Counterexample(
+            "id ascending under a row-value <", _q5_id_ascending,
+            "sorts created_at descending but id ascending, while the row-value comparison",
+        ),
         Counterexample("expanded form with <= on id", _q5_expanded_le, "already on an earlier page"),
         Counterexample("a next cursor on the last page", _q5_always_next, "return none"),
         Counterexample("oldest first", _q5_oldest_first, "sorted oldest first"),
@@ -1001,6 +1117,12 @@ async def _q3_scalar_one(session, user_id):
 async def _q3_query_exists(session, user_id):
     paid = select(Order.id).where(Order.user_id == user_id, Order.status == "paid")
     return await session.scalar(select(paid.exists()))
+
+
+async def _q3_first_id_is_not_none(session, user_id):
+    # stops at the first match too (LIMIT 1), and compares what it found with None
+    found = await session.scalar(select(Order.id).where(Order.user_id == user_id, Order.status == "paid").limit(1))
+    return found is not None
 
 
 async def _q4_expanded(session, after_id, limit):
@@ -1052,6 +1174,7 @@ ALTERNATIVES = {
     "03.q3": [
         ("exists() from the select", _q3_query_exists),
         ("execute(...).scalar_one()", _q3_scalar_one),
+        ("the first id with LIMIT 1, is not None", _q3_first_id_is_not_none),
     ],
     "03.q4": [("a cursor of 0 for the first page", _q4_expanded)],
     "03.q5": [("the expanded or_/and_ form", _q5_expanded)],
