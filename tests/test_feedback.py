@@ -531,6 +531,14 @@ async def test_a_page_off_by_one_is_named(db):
     assert "shifted by 1 (starting 1 too late): off by one page or one row" in verdict.message, verdict.message
 
 
+async def test_a_range_off_by_one_row_without_paging_names_the_boundary_not_pages(db):
+    expected = sql_reference("SELECT id FROM users WHERE id >= 20 AND id < 30 ORDER BY id", flat=True)
+    answer = select(User.id).where(User.id > 20, User.id <= 30).order_by(User.id)
+    verdict = await judged(_exercise(expected=expected, rules=[SameResult(ordered=True)]), answer, db)
+    assert "shifted by 1 (starting 1 too late): a boundary of your filter is off" in verdict.message, verdict.message
+    assert "page" not in verdict.message  # no LIMIT or OFFSET: pages are not the cause
+
+
 async def test_right_rows_in_the_wrong_order_and_wrong_columns(db):
     expected = sql_reference("SELECT id, username FROM users ORDER BY id DESC LIMIT 5")
     ordered = _exercise(expected=expected, rules=[SameResult(ordered=True)])

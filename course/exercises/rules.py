@@ -198,11 +198,16 @@ def _likely_cause(
         for k in range(1, n):
             if got[: n - k] == want[k:] or got[k:] == want[: n - k]:
                 late = got[: n - k] == want[k:]  # yours start k rows further on
+                paged = re.search(r"\b(LIMIT|OFFSET)\b", sql, re.I)
+                why = (
+                    "off by one page or one row: page n starts at offset (n - 1) * size, and a cursor "
+                    "compares with < (or >), not <= (or >=)" if paged else
+                    "a boundary of your filter is off: check whether each end of the range should be "
+                    "included (<= / >=) or not (< / >)"
+                )
                 return (
                     f"your {what} are the expected ones shifted by {k} (starting {k} too "
-                    f"{'late' if late else 'early'}): "
-                    "off by one page or one row: page n starts at offset (n - 1) * size, and a cursor "
-                    "compares with < (or >), not <= (or >=)"
+                    f"{'late' if late else 'early'}): {why}"
                 )
     # the same rows (same first column) but other columns wrong
     same_shape = missing and len(got) == len(want) and all(isinstance(x, tuple) and len(x) > 1 for x in got + want)
