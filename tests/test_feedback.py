@@ -31,7 +31,7 @@ from course.exercises import (
 from course.exercises.rules import CaseInsensitiveMatch, SameResult, SavepointAroundFailure
 from course.exercises.verdict import RuleResult, Verdict, plain, rich
 from course.exercises.verdict import distinct as distinct_messages
-from course.schema import Comment, Post, Tag, User
+from course.schema import Comment, Order, Post, Tag, User
 from course.tools.grading import Scorecard
 from tests.conftest import private_db
 from tests.feedback_support import assert_renders_cleanly
@@ -498,6 +498,43 @@ async def test_not_in_over_a_null_is_named(db):
     verdict = await judged(_exercise(expected=expected), answer, db)
     assert verdict.status == INCORRECT
     assert "NULL in NOT IN" in verdict.message and "`~exists()`" in verdict.message, verdict.message
+
+
+async def test_not_in_over_a_column_without_null_blames_no_null(db):
+    """orders.user_id is NOT NULL: an empty NOT IN result has another cause (every user has an order)."""
+    expected = sql_reference("SELECT id FROM users WHERE id NOT IN (SELECT user_id FROM orders WHERE status = 'cancelled')", flat=True)
+    answer = select(User.id).where(User.id.not_in(select(Order.user_id)))
+    verdict = await judged(_exercise(expected=expected), answer, db)
+    assert verdict.status == INCORRECT
+    assert "NULL" not in verdict.message, verdict.message
+
+
+async def test_not_in_blames_a_null_only_when_the_subquery_returned_one(db):
+    """With a probe that runs the subquery, the analysis knows: no NULL came back, none is blamed."""
+    from course.exercises.lesson05 import not_in_returns_null
+
+    expected = sql_reference("SELECT id FROM users WHERE id <= 3", flat=True)
+    no_null = select(User.id).where(
+        User.id.not_in(select(User.invited_by_id).where(User.invited_by_id.is_not(None))), User.id < 0
+    )
+    verdict = await judged(_exercise(expected=expected, probe=not_in_returns_null), no_null, db)
+    assert verdict.status == INCORRECT and "NULL" not in verdict.message, verdict.message
+    # without the probe, the schema says the column may hold NULL: the message says "when"
+    verdict = await judged(_exercise(expected=expected), no_null, db)
+    assert "when the subquery returns a NULL" in verdict.message, verdict.message
+    a_null = select(User.id).where(User.id.not_in(select(User.invited_by_id)))
+    verdict = await judged(_exercise(expected=expected, probe=not_in_returns_null), a_null, db)
+    assert "your NOT IN subquery returns a NULL" in verdict.message, verdict.message
+
+
+async def test_one_missing_or_extra_row_is_said_in_the_singular(db):
+    expected = sql_reference("SELECT id FROM users WHERE id <= 3", flat=True)
+    verdict = await judged(_exercise(expected=expected), select(User.id).where(User.id <= 2), db)
+    assert "1 missing row (e.g. 3)" in verdict.message, verdict.message
+    verdict = await judged(_exercise(expected=expected), select(User.id).where(User.id <= 4), db)
+    assert "1 extra row (e.g. 4)" in verdict.message, verdict.message
+    verdict = await judged(_exercise(expected=expected), select(User.id).where(User.id <= 1), db)
+    assert "2 missing rows" in verdict.message, verdict.message
 
 
 async def test_rows_duplicated_by_a_join_are_named(db):

@@ -40,6 +40,48 @@ def _first_sql(attempt: Attempt) -> str:
 
 # ----------------------------------------------------------------------------- shared probes
 
+_NOT_IN_SUBQUERY = re.compile(r"\bNOT\s+IN\s*\(\s*SELECT\b", re.I)
+_ONE_COLUMN = re.compile(r"^\s*SELECT\s+(?:DISTINCT\s+)?(?:\w+\.)?(\w+)(?:\s+AS\s+(\w+))?\s+FROM\b", re.I)
+
+
+async def not_in_returns_null(conn: Any, attempt: Attempt) -> None:
+    """Run the answer's ``NOT IN (SELECT ...)`` subquery again and note whether it returns a NULL.
+
+    Stored as ``attempt.extra["not_in_null"]`` for the rows' analysis in :mod:`.rules`, which blames
+    a NULL in NOT IN only when there is one. Left unset when the subquery cannot run on its own (it
+    refers to the outer query) or selects an expression: the analysis then reads the schema.
+    """
+    reads = [q for q in attempt.log.queries if q.verb in ("SELECT", "WITH")]
+    found = _NOT_IN_SUBQUERY.search(reads[0].sql) if reads else None
+    if found is None:
+        return
+    statement, sql = reads[0], reads[0].sql
+    open_at = sql.index("(", found.start())
+    subquery = _parenthesized_after(sql[found.start():], "NOT")
+    column = _ONE_COLUMN.match(subquery)
+    params = statement.params
+    if column is None or not isinstance(params, (list, tuple)):
+        return
+    if "?" in subquery:  # SQLite: positional, counted from the start of the statement
+        first = sql[:open_at].count("?")
+        values = list(params[first : first + subquery.count("?")])
+    else:  # asyncpg: $n, renumbered from $1 for the subquery alone
+        numbers = list(dict.fromkeys(int(n) for n in re.findall(r"\$(\d+)", subquery)))
+        if any(n > len(params) for n in numbers):
+            return
+        subquery = re.sub(r"\$(\d+)", lambda m: f"${numbers.index(int(m.group(1))) + 1}", subquery)
+        values = [params[n - 1] for n in numbers]
+    name = column.group(2) or column.group(1)
+    try:
+        async with conn.begin_nested():  # a subquery that cannot run alone must not abort the check
+            nulls = await conn.exec_driver_sql(
+                f"SELECT count(*) FROM ({subquery}) AS not_in_subquery WHERE not_in_subquery.{name} IS NULL",
+                tuple(values),
+            )
+            attempt.extra["not_in_null"] = bool(nulls.scalar())
+    except Exception:  # unknown: the analysis falls back to the schema
+        return
+
 
 def _rows(value: Any) -> list[tuple[Any, ...]] | None:
     if not isinstance(value, list) or not all(isinstance(r, tuple) for r in value):
@@ -561,6 +603,7 @@ def _q3_solution():
 async def _q3_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
     rows = await conn.execute(text("SELECT DISTINCT user_id FROM orders WHERE status = 'cancelled'"))
     attempt.extra["cancelled_users"] = {r[0] for r in rows}
+    await not_in_returns_null(conn, attempt)
 
 
 def _q3_no_cancelled_user(attempt: Attempt) -> str | None:
@@ -581,6 +624,13 @@ def _q3_no_cancelled_user(attempt: Attempt) -> str | None:
             "cancelled order exists at all, which is true, so NOT EXISTS drops every user. Link it to the "
             "outer user: exists().where(Order.user_id == User.id, Order.status == \"cancelled\")"
         )
+    not_in = _parenthesized_after(sql, "NOT IN")
+    if not got and attempt.expected and re.match(r"\s*SELECT\b", not_in) and "status" not in not_in.lower():
+        return (
+            "your query returned no users: your NOT IN subquery lists the user of every order, cancelled or "
+            "not, and every user has placed orders, so NOT IN excludes them all. Keep only the cancelled "
+            "orders in the subquery: `select(Order.user_id).where(Order.status == \"cancelled\")`"
+        )
     if not got and attempt.expected:
         return (
             "your query returned no users. Every user has placed orders, so a test for 'no orders at "
@@ -591,11 +641,42 @@ def _q3_no_cancelled_user(attempt: Attempt) -> str | None:
     bad = [u for u in got if u in cancelled]
     if bad:
         return (
-            f"{len(set(bad))} of your users do have a cancelled order (e.g. user {bad[0]}): a join on "
-            "status != 'cancelled' finds users with *some* other order. Ask for the absence of a "
-            "cancelled order instead: ~exists().where(...)"
+            f"{len(set(bad))} of your users do have a cancelled order (e.g. user {bad[0]}): "
+            f"{_q3_some_other_order(sql)}. Ask for the absence of a cancelled order instead: "
+            "~exists().where(Order.user_id == User.id, Order.status == \"cancelled\"), or "
+            "~User.orders.any(Order.status == \"cancelled\")"
         )
     return None
+
+
+_NOT_EQUAL_STATUS = re.compile(r"\bstatus\s*(?:!=|<>)", re.I)
+
+
+def _q3_some_other_order(sql: str) -> str:
+    """What the answer's test for a non-cancelled order asks, said for the form it wrote."""
+    if not _NOT_EQUAL_STATUS.search(sql):
+        return "your test finds users with *some* order that passes it, and most of them also have a cancelled one"
+    # ~exists() renders NOT (EXISTS (...)); a NOT EXISTS keeps the users with no such order
+    found = re.search(r"(\bNOT\s*\(?\s*)?\bEXISTS\s*\(", sql, re.I)
+    subquery = _parenthesized_after(sql, "EXISTS")
+    if found and _NOT_EQUAL_STATUS.search(subquery):
+        # Relationship.any() renders EXISTS (SELECT 1 FROM orders WHERE users.id = orders.user_id AND ...)
+        any_ = re.match(r"\s*SELECT 1\b", subquery) and re.search(r"\busers\.id = orders\.user_id\b", subquery)
+        wrote = "`User.orders.any(Order.status != \"cancelled\")`" if any_ else "EXISTS subquery on status != 'cancelled'"
+        if found.group(1):
+            return (
+                f"your negated {wrote} (a NOT EXISTS) keeps only the users who have no order other than a "
+                "cancelled one: negate a test for the cancelled order itself"
+            )
+        if any_:
+            return (
+                f"your {wrote} is an EXISTS subquery: it finds users with *some* order that is not "
+                "cancelled, and says nothing about their other orders"
+            )
+        return f"your {wrote} finds users with *some* order that is not cancelled, and says nothing about their other orders"
+    if re.search(r"\bIN\s*\(\s*SELECT\b", sql, re.I):
+        return "your IN subquery on status != 'cancelled' finds users with *some* other order"
+    return "a join on status != 'cancelled' finds users with *some* other order"
 
 
 def _q3_not_equal_join():
@@ -654,7 +735,12 @@ q3 = Exercise(
             lambda: select(User.id).where(~exists().where(Order.user_id == User.id, Order.status == "cancelled")),
             "no ORDER BY",
         ),
-        Counterexample("join on status != 'cancelled'", _q3_not_equal_join, "do have a cancelled order"),
+        Counterexample("join on status != 'cancelled'", _q3_not_equal_join, "a join on status != 'cancelled'"),
+        Counterexample(
+            "any() with status != 'cancelled'",
+            lambda: select(User.id).where(User.orders.any(Order.status != "cancelled")).order_by(User.id),
+            "your `User.orders.any(Order.status != \"cancelled\")` is an EXISTS subquery",
+        ),
         Counterexample("users with no orders at all", _q3_no_orders_at_all, "no users"),
         Counterexample("inner join looking for NULL", _q3_inner_anti_join, "no users"),
         Counterexample(
@@ -1100,6 +1186,7 @@ async def _q6_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
     attempt.extra["not_invited"] = {r[0] for r in nobody}
     total = await conn.execute(text("SELECT count(*) FROM users"))
     attempt.extra["all_users"] = total.scalar_one()
+    await not_in_returns_null(conn, attempt)
 
 
 def _q6_which_users(attempt: Attempt) -> str | None:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..recorder import SqlLog
+from ..schema import Base
 from .verdict import RuleResult
 
 
@@ -134,9 +135,9 @@ class SameResult(Rule):
             cause = ""
         parts = []
         if missing:
-            parts.append(f"{sum(lacking.values())} missing {self.what} (e.g. {_examples(missing)})")
+            parts.append(f"{_count(sum(lacking.values()), 'missing ' + self.what)} (e.g. {_examples(missing)})")
         if extra:
-            parts.append(f"{sum(surplus.values())} extra {self.what} (e.g. {_examples(extra)})")
+            parts.append(f"{_count(sum(surplus.values()), 'extra ' + self.what)} (e.g. {_examples(extra)})")
         dupes = [k for k, n in g.items() if n > 1 and w.get(k, 0) < n]
         if dupes and not missing and not cause:
             parts.append("some rows appear more than once: a join that multiplies rows?")
@@ -161,9 +162,16 @@ def _likely_cause(
     """What the missing or extra rows have in common, said as the likely mistake ("" if nothing)."""
     sql = " ".join(s.sql.upper() for s in attempt.log if s.verb in ("SELECT", "WITH"))
     # NOT IN over a subquery that yields a NULL is never true: no row at all
-    if not got and want and re.search(r"\bNOT\s+IN\b", sql):
+    # (only when it can: a probe that ran the subquery knows, else the column's schema decides)
+    if not got and want and re.search(r"\bNOT\s+IN\b", sql) and attempt.extra.get(
+        "not_in_null", _not_in_column_may_be_null(sql)
+    ):
+        said = (
+            "your NOT IN subquery returns a NULL, and then" if attempt.extra.get("not_in_null")
+            else "when the subquery returns a NULL,"
+        )
         return (
-            "no rows at all, and your statement uses NOT IN: when the subquery returns a NULL, "
+            f"no rows at all, and your statement uses NOT IN: {said} "
             "`x NOT IN (...)` is never true (NULL in NOT IN). Filter the NULLs out of the subquery "
             "(`.where(col.is_not(None))`) or use `~exists()`"
         )
@@ -243,6 +251,34 @@ def _likely_cause(
                     "by an outer join (or a NULL your filter lets through)"
                 )
     return ""
+
+
+_NOT_IN_COLUMN = re.compile(r"\bNOT\s+IN\s*\(\s*SELECT\s+(?:DISTINCT\s+)?(\w+)\.(\w+)\s+FROM\s+(\w+)(?:\s+AS\s+(\w+))?", re.I)
+
+
+def _not_in_column_may_be_null(sql: str) -> bool:
+    """Whether the column a ``NOT IN (SELECT t.col FROM t ...)`` subquery selects can hold NULL.
+
+    False only for a NOT NULL column of the course's schema read straight from its table (no join
+    in the subquery, where an outer join could make up a NULL); True when the SQL says too little.
+    """
+    found = _NOT_IN_COLUMN.search(sql)
+    if not found:
+        return True
+    alias, name, table, table_alias = (g.lower() if g else g for g in found.groups())
+    if alias not in (table, table_alias) or re.search(r"\bJOIN\b", sql[found.end():].split(")")[0], re.I):
+        return True
+    column = Base.metadata.tables[table].c.get(name) if table in Base.metadata.tables else None
+    return column is None or bool(column.nullable)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 missing row``, ``2 missing rows``: the noun (a plural, "rows") made singular for one.
+    A note in parentheses after it stays: ``1 extra tag name (read from ...)``."""
+    head, sep, tail = noun.partition(" (")
+    if n == 1 and head.endswith("s"):
+        head = head[:-1]
+    return f"{n} {head}{sep}{tail}"
 
 
 def _positions(a: list[Any], b: list[Any]) -> list[tuple[int, int]]:
