@@ -17,7 +17,7 @@ from sqlalchemy.orm import aliased
 from ..schema import Comment, Order, Post, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
 from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget, normal
-from .userfacts import has_scalar_subquery, order_by_keys, orders_by
+from .userfacts import has_scalar_subquery, order_by_keys, orders_by, select_list
 
 
 def _parenthesized_after(sql: str, keyword: str) -> str:
@@ -32,6 +32,19 @@ def _parenthesized_after(sql: str, keyword: str) -> str:
         if depth == 0:
             return sql[start + 1 : i]
     return sql[start + 1 :]
+
+
+def _outside_parentheses(sql: str) -> str:
+    """``sql`` with every parenthesized part (a subquery, a function's arguments) left out."""
+    out, depth = [], 0
+    for char in sql:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            out.append(char)
+    return "".join(out)
 
 
 def _first_sql(attempt: Attempt) -> str:
@@ -485,6 +498,34 @@ def _q2_tie_breaker(attempt: Attempt) -> str | None:
     )
 
 
+def _q2_author_inside(attempt: Attempt) -> str | None:
+    """The author filter written inside the count subquery: the outer query keeps every post."""
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    sql = _first_sql(attempt)
+    if got is None or want is None or len(got) <= len(want) or not has_scalar_subquery(sql):
+        return None
+    inside = re.search(r"\bauthor_id\b", select_list(sql), re.I)
+    outside = re.search(r"\bauthor_id\b", _outside_parentheses(sql), re.I)
+    if not inside or outside:
+        return None
+    return (
+        f"your outer query has no author filter, so it lists {len(got)} posts, every author's: "
+        f"`Post.author_id == {Q2_AUTHOR}` is inside the comment-count subquery, where it only zeroes the "
+        f"other posts' counts. Move it to the outer query: `select(Post.id, comment_count)"
+        f".where(Post.author_id == {Q2_AUTHOR})`"
+    )
+
+
+def _q2_author_in_subquery():
+    comment_count = (
+        select(func.count(Comment.id))
+        .where(Comment.post_id == Post.id, Post.author_id == 346)
+        .scalar_subquery()
+        .label("comment_count")
+    )
+    return select(Post.id, comment_count).order_by(comment_count.desc(), Post.id)
+
+
 def _q2_correlated_form(attempt: Attempt) -> str | None:
     """The task practises a correlated scalar subquery: a ``(SELECT ...)`` in the SELECT list."""
     sql = _first_sql(attempt)
@@ -557,6 +598,7 @@ q2 = Exercise(
             _zero_rows_kept("posts", "a correlated count subquery in the SELECT list keeps every post"),
             name="posts without comments kept",
         ),
+        Probe(_q2_author_inside, name="the author filtered in the outer query"),
         Columns(["id", "comment_count"]),
         Probe(_q2_order, name="most-commented first, ties by id"),
         Probe(_q2_tie_breaker, name="a tie-breaker"),
@@ -580,6 +622,10 @@ q2 = Exercise(
         Counterexample("no tie-breaker (right on SQLite by chance)", _q2_no_tie_breaker, "add post.id as the tie-breaker"),
         Counterexample("ordered by id only", _q2_by_id, "not sorted by comment_count"),
         Counterexample("subquery with no link to the post", _q2_no_link, "uncorrelated"),
+        Counterexample(
+            "the author filter inside the subquery", _q2_author_in_subquery,
+            "is inside the comment-count subquery, where it only zeroes the other posts' counts",
+        ),
         Counterexample("an alias of Post inside the subquery", _q2_aliased_inside, "uncorrelated"),
         Counterexample(
             "right rows from an outer join and GROUP BY", _q2_outer_join_group,
