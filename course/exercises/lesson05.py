@@ -843,12 +843,39 @@ async def _q4_probe(conn: Any, attempt: Attempt, user_id: int) -> None:
     attempt.extra["up_the_tree"] = chain
 
 
+def _q4_walks_up(sql: str) -> tuple[str, str] | None:
+    """The recursive part's join, when it reaches the inviters of the rows found so far.
+
+    ``X.id = tree.invited_by_id``: the new row X is the one a found row names as its inviter (up);
+    going down, the new row names a found one: ``X.invited_by_id = tree.id``. Read from the SQL
+    after the CTE's UNION, so a start that looks up the user's own inviter does not count.
+    """
+    name = re.search(r"\bWITH\s+RECURSIVE\s+(\w+)", sql, re.I)
+    union = re.search(r"\bUNION(?:\s+ALL)?\b", sql, re.I)
+    if not name or not union:
+        return None
+    cte, recursive = name.group(1), sql[union.end():]
+    for pattern in (rf"\b(\w+)\.id\s*=\s*{cte}\.invited_by_id\b", rf"\b{cte}\.invited_by_id\s*=\s*(\w+)\.id\b"):
+        found = re.search(pattern, recursive, re.I)
+        if found and found.group(1).lower() != cte.lower():
+            return found.group(0), cte
+    return None
+
+
 def _q4_direction(attempt: Attempt) -> str | None:
     got, want = attempt.value, _rows(attempt.expected)
     if isinstance(got, list) and got and want and all(isinstance(i, int) for i in got):
         return (
             "your function returns bare ids: each row should be (id, depth). Select both columns "
             "and return result.all() (scalars() keeps only the first column)"
+        )
+    walks_up = _q4_walks_up(_first_sql(attempt))
+    if walks_up and normal(got) != normal(attempt.expected):
+        up, cte = walks_up
+        return (
+            f"your CTE walks up the tree: its recursive part joins on `{up}`, so each round adds the "
+            "inviters of the users found so far, not the users they invited. To go down to the invitees, "
+            f"join the next users by their own invited_by_id: `User.invited_by_id == {cte}.c.id`"
         )
     got = _rows(got)
     if got is None or want is None:
@@ -865,11 +892,22 @@ def _q4_direction(attempt: Attempt) -> str | None:
     return None
 
 
-async def _q4_walks_up(session, user_id):
+async def _q4_walking_up(session, user_id):
     up = select(User.id, User.invited_by_id, literal(1).label("depth")).where(User.invited_by_id == user_id)
     up = up.cte("up", recursive=True)
     up = up.union_all(select(User.id, User.invited_by_id, up.c.depth + 1).join(up, User.id == up.c.invited_by_id))
     return (await session.execute(select(up.c.id, up.c.depth).order_by(up.c.id))).all()
+
+
+async def _q4_up_from_the_inviter(session, user_id):
+    """The learner trial's answer: it starts at the user's inviter and climbs (no rows for user 1)."""
+    inviter = select(User.invited_by_id).where(User.id == user_id).scalar_subquery()
+    tree = select(User.id, User.invited_by_id, literal(1).label("depth")).where(User.id == inviter)
+    tree = tree.cte("tree", recursive=True)
+    tree = tree.union_all(
+        select(User.id, User.invited_by_id, tree.c.depth + 1).join(tree, User.id == tree.c.invited_by_id)
+    )
+    return (await session.execute(select(tree.c.id, tree.c.depth).order_by(tree.c.id))).all()
 
 
 async def _q4_ids_only(session, user_id):
@@ -924,6 +962,17 @@ async def _q4_depth_from_zero(session, user_id):
     tree = select(User.id, literal(0).label("depth")).where(User.invited_by_id == user_id).cte("tree", recursive=True)
     tree = tree.union_all(select(User.id, tree.c.depth + 1).join(tree, User.invited_by_id == tree.c.id))
     result = await session.execute(select(tree.c.id, tree.c.depth).order_by(tree.c.id))
+    return result.all()
+
+
+async def _q4_aliased_child(session, user_id):
+    """The next generation as an alias joined to the CTE (users_1.invited_by_id = tree.id)."""
+    tree = select(User.id.label("id"), literal(0).label("depth")).where(User.id == user_id).cte("tree", recursive=True)
+    child = aliased(User)
+    tree = tree.union_all(
+        select(child.id, tree.c.depth + 1).select_from(tree).join(child, child.invited_by_id == tree.c.id)
+    )
+    result = await session.execute(select(tree.c.id, tree.c.depth).where(tree.c.depth > 0).order_by(tree.c.id))
     return result.all()
 
 
@@ -987,7 +1036,11 @@ q4 = Exercise(
         Counterexample("the user is included", _q4_includes_self, "includes user"),
         Counterexample("depth counted from 0", _q4_depth_from_zero, "off by -1"),
         Counterexample("one query per generation", _q4_python_loop, "one per generation"),
-        Counterexample("walks up to the inviters", _q4_walks_up, "walks up the tree"),
+        Counterexample("walks up to the inviters", _q4_walking_up, "walks up the tree"),
+        Counterexample(
+            "walks up, starting from the user's own inviter", _q4_up_from_the_inviter,
+            "its recursive part joins on users.id = tree.invited_by_id",
+        ),
         Counterexample("ids only (scalars())", _q4_ids_only, "each row should be (id, depth)"),
     ],
 )
@@ -1342,6 +1395,7 @@ ALTERNATIVES = {
     ],
     "05.q4": [
         ("start at the user (depth 0), keep depth > 0", _q4_from_the_user),
+        ("the invitees as an alias joined to the CTE", _q4_aliased_child),
     ],
     "05.q5": [
         ("rank() with the id as tie-breaker", lambda: _q5_ranked((Post.published_at.desc(), Post.id.desc()), ranking=func.rank)),
