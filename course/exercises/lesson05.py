@@ -1097,12 +1097,33 @@ async def _q5_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
     attempt.extra["oldest_id"] = dict(oldest.all())
 
 
+def _window_orders(sql: str) -> list[str]:
+    """The ORDER BY of every window (``OVER (... ORDER BY ...)``) in ``sql``, lower case."""
+    found = []
+    for match in re.finditer(r"\bOVER\s*\(", sql, re.I):
+        over = _parenthesized_after(sql[match.start():], "OVER").lower()
+        if "order by" in over:
+            found.append(over.split("order by", 1)[1])
+    return found
+
+
 def _q5_window_order(attempt: Attempt) -> str | None:
     """What the window is ordered by, read from the SQL (ties make the rows depend on luck)."""
-    over = _parenthesized_after(_first_sql(attempt), "OVER").lower()
-    if "order by" not in over:
+    orders = _window_orders(_first_sql(attempt))
+    if not orders:
         return None
-    order = over.split("order by", 1)[1]
+    order = orders[0]
+    keys = [k.strip() for k in order.split(",")]
+    latest = [k for k in keys if "published_at" in k]
+    ids = [k for k in keys if re.match(r"^(?:\w+\.)?(?:id|post_id)\b", k)]
+    if (latest and ids and re.search(r"\bdesc\b", latest[0]) and not re.search(r"\bdesc\b", ids[0])
+            and normal(attempt.value) != normal(attempt.expected)):
+        return (
+            "on a tie you keep the lower id; the task wants the higher: `Post.id.desc()`. Your window "
+            "orders by published_at, newest first, then by the id ascending, so of two posts published "
+            "in the same second, row 1 is the one with the lower id. Use order_by=(Post.published_at.desc(), "
+            "Post.id.desc())"
+        )
     if "published_at" not in order and "created_at" in order:
         return (
             "your window ranks posts by created_at, when they were written; 'latest published' is by "
@@ -1205,6 +1226,25 @@ def _q5_rank_ties():
     return _q5_ranked(Post.published_at.desc(), ranking=func.rank)
 
 
+def _q5_last_of_ascending():
+    """The learner trial's form: numbered oldest first in a CTE, the last one kept (rn == count)."""
+    ranked = (
+        select(
+            Post.author_id,
+            Post.id.label("post_id"),
+            func.row_number().over(partition_by=Post.author_id, order_by=(Post.published_at, Post.id)).label("rn"),
+            func.count(Post.id).over(partition_by=Post.author_id).label("published_posts"),
+        )
+        .where(Post.status == "published")
+        .cte("ranked")
+    )
+    return (
+        select(ranked.c.author_id, ranked.c.post_id, ranked.c.published_posts)
+        .where(ranked.c.rn == ranked.c.published_posts)
+        .order_by(ranked.c.author_id)
+    )
+
+
 def _q5_max_joined_back():
     newest = (
         select(Post.author_id, func.max(Post.published_at).label("newest"), func.count().label("n"))
@@ -1267,6 +1307,10 @@ q5 = Exercise(
         ),
         Counterexample(
             "ranked by created_at", lambda: _q5_ranked((Post.created_at.desc(), Post.id.desc())), "ranks posts by created_at"
+        ),
+        Counterexample(
+            "tie-breaker ascending: the lower id wins", lambda: _q5_ranked((Post.published_at.desc(), Post.id)),
+            "on a tie you keep the lower id; the task wants the higher: `Post.id.desc()`",
         ),
     ],
 )
@@ -1399,6 +1443,7 @@ ALTERNATIVES = {
     ],
     "05.q5": [
         ("rank() with the id as tie-breaker", lambda: _q5_ranked((Post.published_at.desc(), Post.id.desc()), ranking=func.rank)),
+        ("numbered oldest first, the last one kept (rn == count)", _q5_last_of_ascending),
     ],
     "05.q6": [
         ("~User.invitees.any()", lambda: select(User.id).where(~User.invitees.any()).order_by(User.id)),
