@@ -447,6 +447,22 @@ def _q3_own_name(attempt: Attempt) -> str | None:
     return None
 
 
+def _q3_swapped(attempt: Attempt) -> str | None:
+    """The right join, the two usernames in each other's place: every row is an expected row with
+    its second and third columns swapped (a reversed join gives other ids, the inviters')."""
+    pair = _q3_pair(attempt)
+    if pair is None:
+        return None
+    got, want = pair
+    if len(got) == len(want) and sorted((r[0], r[2], r[1]) for r in got) == sorted(want):
+        return (
+            "id and the join are right; username and invited_by are swapped: username is the invited "
+            "user's own name (`User.username`), invited_by the inviter's "
+            "(`inviter.username.label(\"invited_by\")`). Select them in that order"
+        )
+    return None
+
+
 def _q3_backwards(attempt: Attempt) -> str | None:
     """The ON clause reversed: each user paired with the users they invited."""
     pair = _q3_pair(attempt)
@@ -462,12 +478,16 @@ def _q3_backwards(attempt: Attempt) -> str | None:
     return None
 
 
-def _q3_variant(*, backwards: bool = False, own_name: bool = False, outer: bool = False):
-    """The solution with one slip: the ON clause reversed, User.username selected twice, or outerjoin."""
+def _q3_variant(*, backwards: bool = False, own_name: bool = False, outer: bool = False, swapped: bool = False):
+    """The solution with one slip: the ON clause reversed, User.username selected twice, outerjoin,
+    or the two usernames in each other's place."""
     inviter = aliased(User, name="inviter")
     name = User.username if own_name else inviter.username
     on = inviter.invited_by_id == User.id if backwards else User.invited_by_id == inviter.id
-    stmt = select(User.id, User.username, name.label("invited_by"))
+    if swapped:  # the inviter's name first (labelled username by default), the user's own as invited_by
+        stmt = select(User.id, inviter.username, User.username.label("invited_by"))
+    else:
+        stmt = select(User.id, User.username, name.label("invited_by"))
     stmt = stmt.outerjoin(inviter, on) if outer else stmt.join(inviter, on)
     return stmt.order_by(User.id)
 
@@ -493,6 +513,7 @@ q3 = Exercise(
         Columns(["id", "username", "invited_by"]),
         Probe(test=_q3_outer, name="only users somebody invited"),
         Probe(test=_q3_own_name, name="invited_by read from the alias"),
+        Probe(test=_q3_swapped, name="username and invited_by each in its place"),
         Probe(test=_q3_backwards, name="the self-join's direction"),
         SameResult(ordered=True),
         StatementBudget(1),
@@ -530,6 +551,10 @@ q3 = Exercise(
         Counterexample("the join runs backwards", lambda: _q3_variant(backwards=True), "wrong way"),
         Counterexample("alias joined but not selected", lambda: _q3_variant(own_name=True), "own username"),
         Counterexample("outer join keeps everyone", lambda: _q3_variant(outer=True), "users nobody invited"),
+        Counterexample(
+            "the two usernames swapped", lambda: _q3_variant(swapped=True),
+            "id and the join are right; username and invited_by are swapped",
+        ),
     ],
 )
 
