@@ -15,7 +15,15 @@ from typing import Any
 from sqlalchemy import and_, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import contains_eager, defer, joinedload, load_only, selectinload, with_loader_criteria
+from sqlalchemy.orm import (
+    aliased,
+    contains_eager,
+    defer,
+    joinedload,
+    load_only,
+    selectinload,
+    with_loader_criteria,
+)
 
 from ..schema import Comment, Post, User
 from .core import SESSION_FN, Counterexample, Exercise
@@ -128,10 +136,13 @@ class _SameObjects(SameResult):
                     continue
                 if (self.children and isinstance(g[-1], tuple) and isinstance(w[-1], tuple)
                         and sorted(map(repr, g[-1])) == sorted(map(repr, w[-1]))):
+                    mine, theirs = list(g[-1]), list(w[-1])
+                    at = next(i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b)
+                    agree = f" (the first {at} agree)" if at > 1 else " (the first agrees)" if at == 1 else ""
                     result.message = (
                         f"the right {self.what}, but the {self.children} of {self.what[:-1]} {g[0]} are in "
-                        f"another order ({_short(list(g[-1]))} instead of {_short(list(w[-1]))}): order them "
-                        "by id, ascending"
+                        f"another order: at position {at + 1} yours has {self.children[:-1]} {mine[at]} where "
+                        f"id order has {theirs[at]}{agree}. Order them by id, ascending"
                     )
                 else:
                     result.message = f"{self.what[:-1]} {g[0]} is not as expected: {g!r:.120} instead of {w!r:.120}"
@@ -1002,8 +1013,34 @@ async def _q6_posts_desc(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).unique().all())
 
 
-def _published_collections(*, dropped_why: str, extra_why: str, check_repeats: bool = False) -> Any:
-    """Judge [(user id, (post ids...))]: every user kept, .posts holding only published posts."""
+async def _q6_posts_unordered(session: AsyncSession) -> list[User]:
+    """The learner trial's answer: SQLite returns each user's posts in id order by luck."""
+    stmt = (
+        select(User)
+        .outerjoin(User.posts.and_(Post.status == "published"))
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts))
+        .order_by(User.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_posts_by_published_at(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User)
+        .outerjoin(User.posts.and_(Post.status == "published"))
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts))
+        .order_by(User.id, Post.published_at, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+def _published_collections(*, dropped_why: Any, extra_why: str, check_repeats: bool = False) -> Any:
+    """Judge [(user id, (post ids...))]: every user kept, .posts holding only published posts.
+
+    ``dropped_why`` is the explanation for users gone missing, or a function of the attempt that
+    returns it (said for the form the answer wrote)."""
 
     def test(attempt: Attempt) -> str | None:
         got, want = attempt.value, attempt.expected
@@ -1072,6 +1109,45 @@ def _q6_one_statement(attempt: Attempt) -> str | None:
     return None
 
 
+_POSTS_JOIN = re.compile(r"\bJOIN\s+posts(?:\s+AS\s+(\w+))?\b", re.I)
+
+
+def _q6_posts_order(attempt: Attempt) -> str | None:
+    """contains_eager fills .posts in the order the joined rows arrive: the ORDER BY must sort them.
+
+    Judged from the SQL, so that it fails on both backends: with the users' id alone, SQLite
+    happens to return each user's posts in id order, PostgreSQL does not. Only when .posts came
+    from this statement (no second statement loaded it) and the ORDER BY sorts no column of the
+    joined posts (a sort by another column of theirs is judged by the rows). A loader's own join
+    (``joinedload``, ``posts AS posts_1``) orders by the relationship's order_by itself.
+    """
+    queries = attempt.log.queries
+    if not queries or any(re.search(r"\bFROM posts\b", q.sql) for q in queries[1:]):
+        return None
+    sql = queries[0].sql
+    joins = list(_POSTS_JOIN.finditer(sql))
+    if not joins:
+        return None
+    names = {(j.group(1) or "posts").lower() for j in joins}
+    keys = order_by_keys(sql)
+    if any(re.match(rf"^(?:{'|'.join(map(re.escape, names))})\.", k) for k in keys):
+        return None
+    why = (
+        "contains_eager fills `.posts` in the order the joined rows arrive, so without a key for the posts "
+        "their order within each user is luck: whatever order the database's plan reads them in (SQLite "
+        "happens to read them in id order here; another backend or plan need not)"
+    )
+    if not keys:
+        return (
+            f"your statement has no ORDER BY, so neither the users nor their posts have an order: {why}. "
+            "Sort both: `.order_by(User.id, Post.id)`"
+        )
+    return (
+        f"your ORDER BY sorts only the users ({', '.join(keys)}); add `Post.id`: {why}. Sort them as "
+        "the second key: `.order_by(User.id, Post.id)`"
+    )
+
+
 class _NoLazyPosts(NoLazyLoads):
     """A join that brings the posts, but no contains_eager: the fix is not another loader."""
 
@@ -1095,6 +1171,19 @@ async def _q6_joined_criteria(session: AsyncSession) -> list[User]:
         .where(User.country == "NL")
         .options(joinedload(User.posts.and_(Post.status == "published")))
         .order_by(User.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
+async def _q6_aliased_posts(session: AsyncSession) -> list[User]:
+    """An alias of Post: the ORDER BY sorts the posts by the alias's id (posts_1.id)."""
+    published = aliased(Post)
+    stmt = (
+        select(User)
+        .outerjoin(User.posts.of_type(published).and_(published.status == "published"))
+        .where(User.country == "NL")
+        .options(contains_eager(User.posts.of_type(published)))
+        .order_by(User.id, published.id)
     )
     return list((await session.scalars(stmt)).unique().all())
 
@@ -1136,6 +1225,7 @@ q6 = Exercise(
         _objects_probe(User, "select(User)..."),
         _NoLazyPosts(),
         Probe(test=_q6_collections_test, name="every user, only published posts"),
+        Probe(test=_q6_posts_order, name="each user's posts sorted by the ORDER BY"),
         _SameObjects("users", "posts"),
         Probe(test=_q6_one_statement, name="the posts in the same statement"),
         StatementBudget(1),
@@ -1162,6 +1252,14 @@ q6 = Exercise(
         Counterexample("selectinload of every post", _q6_selectin_every_post, "your loader fills .posts with every post"),
         Counterexample("the join, but no contains_eager", _q6_join_no_loader, "already brings each user's published posts"),
         Counterexample("posts ordered by id descending", _q6_posts_desc, "are in another order"),
+        Counterexample(
+            "contains_eager, only the users ordered (right on SQLite by chance)", _q6_posts_unordered,
+            "your ORDER BY sorts only the users (users.id); add Post.id",
+        ),
+        Counterexample(
+            "each user's posts by published_at", _q6_posts_by_published_at,
+            "another order: at position",
+        ),
     ],
 )
 
@@ -1330,6 +1428,7 @@ ALTERNATIVES = {
     "06.q6": [
         ("an explicit ON clause and contains_eager", _q6_explicit_on),
         ("joinedload with criteria and unique()", _q6_joined_criteria),
+        ("an alias of Post, ordered by its id", _q6_aliased_posts),
     ],
     "06.q7": [
         ("selectinload and with_loader_criteria", _q7_global_criteria),
