@@ -187,6 +187,20 @@ def _tie_breaker_probe(first: str, fix: str) -> Probe:
     return Probe(test=test, name="ties broken by id")
 
 
+def _sort_column_probe(column: str, instead: str, meaning: str, task: str, fix: str) -> Probe:
+    """The posts sorted by ``instead`` (another timestamp) where the task sorts by ``column``."""
+
+    def test(attempt: Attempt) -> str | None:
+        keys = order_by_keys(_posts_query(attempt))
+        if keys and instead in keys[0] and not any(column in k for k in keys):
+            return (
+                f"your ORDER BY uses {instead} ({meaning}); {task} is by {column}: {fix}"
+            )
+        return None
+
+    return Probe(test=test, name=f"sorted by {column}")
+
+
 def _newest_first_probe(column: str, fix: str) -> Probe:
     def test(attempt: Attempt) -> str | None:
         keys = order_by_keys(_posts_query(attempt))
@@ -373,6 +387,15 @@ async def _q2_no_tie_breaker(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q2_by_created_at(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post).where(Post.status == "published")
+        .options(joinedload(Post.author), selectinload(Post.tags))
+        .order_by(Post.created_at.desc(), Post.id.desc()).limit(20)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q2_joined_both(session: AsyncSession) -> list[Post]:
     """joinedload of the tags collection too: SQLAlchemy wraps the limited query in a subquery."""
     stmt = _q2_newest().options(joinedload(Post.author), joinedload(Post.tags))
@@ -393,6 +416,10 @@ q2 = Exercise(
     observe=_q2_observe,
     rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), _not_loaded_probe(),
            _published_probe(".where(Post.status == \"published\")"),
+           _sort_column_probe(
+               "published_at", "created_at", "when a post was written", "the front page",
+               "`.order_by(Post.published_at.desc(), Post.id.desc())`",
+           ),
            _tie_breaker_probe("published_at", ".order_by(Post.published_at.desc(), Post.id.desc())"),
            _SameObjects("posts"), StatementBudget(3)],
     hints=[
@@ -411,6 +438,10 @@ q2 = Exercise(
         Counterexample("tags awaited in a loop", _q2_tags_in_a_loop, "N+1"),
         Counterexample("drafts included, newest by created_at", _q2_drafts_too, "drafts and archived posts"),
         Counterexample("no id tie-breaker", _q2_no_tie_breaker, "no tie-breaker"),
+        Counterexample(
+            "newest by created_at", _q2_by_created_at,
+            "your ORDER BY uses created_at (when a post was written); the front page is by published_at",
+        ),
     ],
 )
 
@@ -640,6 +671,14 @@ async def _q4_oldest_first(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q4_by_created_at(session: AsyncSession) -> list[Post]:
+    stmt = (
+        select(Post).where(Post.status == "published").options(load_only(Post.title, Post.published_at))
+        .order_by(Post.created_at.desc(), Post.id.desc()).limit(100)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q4_defer_body(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(_q4_newest().options(defer(Post.body)))).all())
 
@@ -657,6 +696,10 @@ q4 = Exercise(
         Probe(test=_q4_probe_test, name="body not fetched"),
         Probe(test=_q4_loaded_test, name="title and date loaded"),
         _published_probe(".where(Post.status == \"published\")"),
+        _sort_column_probe(
+            "published_at", "created_at", "when a post was written", "the list of the newest published posts",
+            "`.order_by(Post.published_at.desc(), Post.id.desc())`",
+        ),
         _newest_first_probe("published_at", ".order_by(Post.published_at.desc(), Post.id.desc())"),
         _tie_breaker_probe("published_at", ".order_by(Post.published_at.desc(), Post.id.desc())"),
         _SameObjects("posts", order_fix=": newest published first, .order_by(Post.published_at.desc(), Post.id.desc())"),
@@ -679,6 +722,10 @@ q4 = Exercise(
         Counterexample("load_only without the date", _q4_title_only, "post.published_at not loaded"),
         Counterexample("no id tie-breaker", _q4_no_tie_breaker, "no tie-breaker"),
         Counterexample("oldest first", _q4_oldest_first, "oldest first: newest first is"),
+        Counterexample(
+            "newest by created_at", _q4_by_created_at,
+            "your ORDER BY uses created_at (when a post was written); the list of the newest published posts",
+        ),
     ],
 )
 
