@@ -109,7 +109,7 @@ def _no_null_counts(attempt: Attempt) -> str | None:
     nulls = [r for r in rows if r and r[-1] is None]
     if nulls:
         return (
-            f"{len(nulls)} row(s) have None (NULL) instead of a count, e.g. {nulls[0]!r}: the outer "
+            f"{len(nulls)} {'row has' if len(nulls) == 1 else 'rows have'} None (NULL) instead of a count, e.g. {nulls[0]!r}: the outer "
             "join finds no row in the derived table for them; wrap the column in "
             "func.coalesce(..., 0)"
         )

@@ -27,7 +27,7 @@ from sqlalchemy.orm import (
 
 from ..schema import Comment, Post, User
 from .core import SESSION_FN, Counterexample, Exercise
-from .rules import Attempt, NoLazyLoads, Probe, SameResult, StatementBudget
+from .rules import Attempt, NoLazyLoads, Probe, SameResult, StatementBudget, compared_values
 from .userfacts import order_by_keys
 from .verdict import RuleResult
 
@@ -107,6 +107,15 @@ def _ids(items: list[Any]) -> list[Any]:
     return [i[0] if isinstance(i, tuple) and i else i for i in items]
 
 
+def _number(n: int, plural: str) -> str:
+    """``1 user``, ``2 users``."""
+    return f"{n} {plural[:-1] if n == 1 and plural.endswith('s') else plural}"
+
+
+def _ids_word(items: list[Any]) -> str:
+    return "id" if len(items) == 1 else "ids"
+
+
 def _short(items: list[Any], n: int = 5) -> str:
     return ", ".join(map(str, items[:n])) + (", ..." if len(items) > n else "")
 
@@ -157,9 +166,11 @@ class _SameObjects(SameResult):
         extra = [i for i in got_ids if i not in want_ids]
         parts = []
         if missing:
-            parts.append(f"{len(missing)} {self.what} missing (ids {_short(missing)})")
+            parts.append(f"{_number(len(missing), self.what)} missing ({_ids_word(missing)} {_short(missing)})")
         if extra:
-            parts.append(f"{len(extra)} {self.what} that should not be there (ids {_short(extra)})")
+            parts.append(
+                f"{_number(len(extra), self.what)} that should not be there ({_ids_word(extra)} {_short(extra)})"
+            )
         if len(set(map(repr, got_ids))) < len(got_ids):
             parts.append("some come back more than once")
         result.message = "; ".join(parts) or result.message
@@ -275,9 +286,38 @@ async def _q1_off_by_one(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q1_from_two(session: AsyncSession) -> list[User]:
+    stmt = select(User).where(User.id.between(2, 10)).options(selectinload(User.posts)).order_by(User.id)
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q1_joined_unique(session: AsyncSession) -> list[User]:
     stmt = select(User).where(User.id.between(1, 10)).options(joinedload(User.posts)).order_by(User.id)
     return list((await session.scalars(stmt)).unique().all())
+
+
+def _q1_boundary(attempt: Attempt) -> str | None:
+    """'Ids 1 to 10' with a comparison that leaves an end out (or takes one more): named from the SQL."""
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list)) or got == want:
+        return None
+    got_ids, want_ids = _ids(got), _ids(want)
+    missing = [i for i in want_ids if i not in got_ids]
+    extra = [i for i in got_ids if i not in want_ids]
+    compared = set(compared_values(attempt, "id"))
+    if missing == [10] and not extra and ("<", 10) in compared:
+        return (
+            "user 10 is missing: 'ids 1 to 10' includes 10, and `User.id < 10` stops at 9. Use "
+            "`User.id <= 10` (or `User.id.between(1, 10)`, which includes both ends)"
+        )
+    if missing == [1] and not extra and (">", 1) in compared:
+        return (
+            "user 1 is missing: 'ids 1 to 10' includes 1, and `User.id > 1` starts at 2. Use "
+            "`User.id >= 1` (or `User.id.between(1, 10)`, which includes both ends)"
+        )
+    if extra == [11] and not missing and ("<=", 11) in compared:
+        return "user 11 should not be there: 'ids 1 to 10' ends at 10. Use `User.id <= 10`"
+    return None
 
 
 q1 = Exercise(
@@ -288,6 +328,7 @@ q1 = Exercise(
     expected=_q1_expected,
     observe=_q1_observe,
     rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), _not_loaded_probe(),
+           Probe(test=_q1_boundary, name="ids 1 to 10, both ends included"),
            _SameObjects("users", "posts"), StatementBudget(2)],
     hints=[
         "Select the User objects with ids 1 to 10, ordered by id, and load their posts in the same "
@@ -302,7 +343,8 @@ q1 = Exercise(
         Counterexample("N+1 with awaitable_attrs", _q1_n_plus_1, "N+1"),
         Counterexample("no loader option", _q1_no_loader, "User.posts was not loaded"),
         Counterexample("joinedload without unique()", _q1_joined_no_unique, "unique()"),
-        Counterexample("users 1 to 9", _q1_off_by_one, "missing"),
+        Counterexample("users 1 to 9", _q1_off_by_one, "user 10 is missing: 'ids 1 to 10' includes 10"),
+        Counterexample("users 2 to 10 (no id 0 to leave out)", _q1_from_two, "1 user missing (id 1)"),
     ],
 )
 
@@ -582,7 +624,7 @@ def _q4_probe_test(attempt: Attempt) -> str | None:
     fetched = [s for s in attempt.log.queries if _BODY.search(s.sql)]
     if fetched:
         return (
-            f"{len(fetched)} statement(s) fetched the body column: keep it out with "
+            f"{_number(len(fetched), 'statements')} fetched the body column: keep it out with "
             "load_only(Post.title, Post.published_at) or defer(Post.body)"
         )
     return None
@@ -1102,15 +1144,17 @@ def _published_collections(*, dropped_why: Any, extra_why: str, check_repeats: b
                 " (and the join repeats each remaining user once per published post)" if twice else ""
             )
             return (
-                f"{len(dropped)} user(s) without a published post are missing (e.g. user {dropped[0]}){repeats}: "
-                + dropped_why
+                f"{_number(len(dropped), 'users')} without a published post {'is' if len(dropped) == 1 else 'are'} "
+                f"missing (e.g. user {dropped[0]}){repeats}: "
+                + (dropped_why(attempt) if callable(dropped_why) else dropped_why)
             )
         if check_repeats and len(set(returned)) < len(returned):
             return "some users come back more than once: a join to posts repeats each user once per post"
         extra = [user_id for user_id, posts in got if user_id in wanted and set(posts) - set(wanted[user_id])]
         if extra:
             return (
-                f"{len(extra)} user(s) have posts in .posts that are not published (e.g. user {extra[0]}): "
+                f"{_number(len(extra), 'users')} {'has' if len(extra) == 1 else 'have'} posts in .posts that are not "
+                f"published (e.g. user {extra[0]}): "
                 + extra_why
             )
         return None
@@ -1357,7 +1401,7 @@ def _q7_python_filter(attempt: Attempt) -> str | None:
     value = attempt.value
     if isinstance(value, dict) and "changed" in value:
         return (
-            f"you filtered .posts in Python (user.posts = [...]) for {len(value['changed'])} user(s): that "
+            f"you filtered .posts in Python (user.posts = [...]) for {_number(len(value['changed']), 'users')}: that "
             "changes the relationship itself, and the next flush would write it (setting author_id to NULL "
             "on every post you dropped). Load only the published posts instead: "
             "selectinload(User.posts.and_(Post.status == 'published'))"
