@@ -1378,9 +1378,31 @@ async def _q7_expected(conn: AsyncConnection) -> list[tuple[int, tuple[int, ...]
     return _grouped(rows)
 
 
+_Q7_ON_THE_LOADER = "Put it on the loader instead: selectinload(User.posts.and_(Post.status == 'published'))"
+
+
+def _q7_dropped_why(attempt: Attempt) -> str:
+    """The status condition filtered the users: said for the form it took in the users query."""
+    queries = attempt.log.queries
+    sql = queries[0].sql if queries else ""
+    exists = re.search(r"\bEXISTS\s*\(\s*SELECT 1\s+FROM posts\b", sql, re.I)
+    if exists and not _POSTS_JOIN.search(sql):
+        return (
+            "the status condition went into the users query, as an EXISTS subquery (your `User.posts.any(...)`), "
+            "so it filtered the users: it keeps those who have a published post, and has no say in what "
+            "`.posts` holds. "
+            + _Q7_ON_THE_LOADER
+        )
+    if re.search(r"\bIN\s*\(\s*SELECT\b[^()]*\bFROM posts\b", sql, re.I | re.S) and not _POSTS_JOIN.search(sql):
+        return (
+            "the status condition went into the users query, as an IN subquery over posts, so it filtered "
+            "the users. " + _Q7_ON_THE_LOADER
+        )
+    return "the status condition went into the users query (a join plus WHERE), so it filtered the users. " + _Q7_ON_THE_LOADER
+
+
 _q7_collections_test = _published_collections(
-    dropped_why="the status condition went into the users query (a join plus WHERE), so it filtered the "
-    "users. Put it on the loader instead: selectinload(User.posts.and_(Post.status == 'published'))",
+    dropped_why=_q7_dropped_why,
     extra_why="a plain loader fills the whole collection. Loader criteria filter it: "
     "selectinload(User.posts.and_(Post.status == 'published')), or with_loader_criteria(Post, ...)",
     check_repeats=True,
@@ -1437,6 +1459,11 @@ async def _q7_filter_in_where(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q7_any_and_every_post(session: AsyncSession) -> list[User]:
+    stmt = _q7_users().where(User.posts.any(Post.status == "published")).options(selectinload(User.posts))
+    return list((await session.scalars(stmt)).all())
+
+
 async def _q7_criteria_alone(session: AsyncSession) -> list[User]:
     stmt = _q7_users().options(with_loader_criteria(Post, Post.status == "published"))
     return list((await session.scalars(stmt)).all())
@@ -1486,7 +1513,11 @@ q7 = Exercise(
     why="Loader criteria filter what a relationship loader brings, without touching the parent query.",
     counterexamples=[
         Counterexample("plain selectinload", _q7_unfiltered, "not published"),
-        Counterexample("status filtered in the users query", _q7_filter_in_where, "filtered the users"),
+        Counterexample("status filtered in the users query", _q7_filter_in_where, "(a join plus WHERE), so it filtered the users"),
+        Counterexample(
+            "users filtered with any(), every post loaded", _q7_any_and_every_post,
+            "as an EXISTS subquery (your `User.posts.any(...)`), so it filtered the users",
+        ),
         Counterexample("with_loader_criteria, but no loader", _q7_criteria_alone, "User.posts was not loaded"),
         Counterexample("joinedload with criteria, no unique()", _q7_joined_no_unique, "unique()"),
         Counterexample("the collection filtered in Python", _q7_filtered_in_python, "you filtered .posts in python"),
