@@ -466,7 +466,7 @@ def _q3_swapped(attempt: Attempt) -> str | None:
 def _q3_backwards(attempt: Attempt) -> str | None:
     """The ON clause reversed: each user paired with the users they invited."""
     pair = _q3_pair(attempt)
-    if pair is None:
+    if pair is None or _q3_swapped(attempt):  # the invited users' own ids: the join runs the right way
         return None
     got, want = pair
     expected_pairs = {(r[1], r[2]) for r in want}
@@ -513,7 +513,7 @@ q3 = Exercise(
         Columns(["id", "username", "invited_by"]),
         Probe(test=_q3_outer, name="only users somebody invited"),
         Probe(test=_q3_own_name, name="invited_by read from the alias"),
-        Probe(test=_q3_swapped, name="username and invited_by each in its place"),
+        Probe(test=_q3_swapped, name="username and invited_by not swapped"),
         Probe(test=_q3_backwards, name="the self-join's direction"),
         SameResult(ordered=True),
         StatementBudget(1),

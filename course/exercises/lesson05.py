@@ -598,7 +598,7 @@ q2 = Exercise(
             _zero_rows_kept("posts", "a correlated count subquery in the SELECT list keeps every post"),
             name="posts without comments kept",
         ),
-        Probe(_q2_author_inside, name="the author filtered in the outer query"),
+        Probe(_q2_author_inside, name="the author filter not hidden in the count subquery"),
         Columns(["id", "comment_count"]),
         Probe(_q2_order, name="most-commented first, ties by id"),
         Probe(_q2_tie_breaker, name="a tie-breaker"),
@@ -788,6 +788,11 @@ q3 = Exercise(
             "your `User.orders.any(Order.status != \"cancelled\")` is an EXISTS subquery",
         ),
         Counterexample("users with no orders at all", _q3_no_orders_at_all, "no users"),
+        Counterexample(
+            "NOT IN over every order's user (no NULL there to blame)",
+            lambda: select(User.id).where(User.id.not_in(select(Order.user_id))).order_by(User.id),
+            "your NOT IN subquery lists the user of every order, cancelled or not",
+        ),
         Counterexample("inner join looking for NULL", _q3_inner_anti_join, "no users"),
         Counterexample(
             "an uncorrelated NOT EXISTS",
@@ -1277,7 +1282,7 @@ q5 = Exercise(
     probe=_q5_probe,
     rules=[
         Probe(_q5_which_post, name="the latest published post of each author"),
-        Probe(_q5_window_order, name="ranked by published_at, then id"),
+        Probe(_q5_window_order, name="ranked by published_at, a tie going to the higher id"),
         Columns(["author_id", "post_id", "published_posts"]),
         SameResult(ordered=True),
         StatementBudget(1),

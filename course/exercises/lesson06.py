@@ -209,7 +209,7 @@ def _sort_column_probe(column: str, instead: str, meaning: str, task: str, fix: 
             )
         return None
 
-    return Probe(test=test, name=f"sorted by {column}")
+    return Probe(test=test, name=f"{instead} not taken for {column}")
 
 
 def _newest_first_probe(column: str, fix: str) -> Probe:
@@ -328,7 +328,7 @@ q1 = Exercise(
     expected=_q1_expected,
     observe=_q1_observe,
     rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), _not_loaded_probe(),
-           Probe(test=_q1_boundary, name="ids 1 to 10, both ends included"),
+           Probe(test=_q1_boundary, name="no off-by-one comparison at the ends of ids 1 to 10 (< 10, > 1, <= 11)"),
            _SameObjects("users", "posts"), StatementBudget(2)],
     hints=[
         "Select the User objects with ids 1 to 10, ordered by id, and load their posts in the same "
@@ -1316,7 +1316,7 @@ q6 = Exercise(
         _objects_probe(User, "select(User)..."),
         _NoLazyPosts(),
         Probe(test=_q6_collections_test, name="every user, only published posts"),
-        Probe(test=_q6_posts_order, name="each user's posts sorted by the ORDER BY"),
+        Probe(test=_q6_posts_order, name="posts filled from your join sorted by its ORDER BY"),
         _SameObjects("users", "posts"),
         Probe(test=_q6_one_statement, name="the posts in the same statement"),
         StatementBudget(1),
