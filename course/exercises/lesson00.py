@@ -38,6 +38,8 @@ def _asks_for_nl(attempt: Attempt) -> str | None:
 
 def _q1_sorted_by(attempt: Attempt) -> str | None:
     """Right rows sorted by something else: name the order asked for, and the learner's."""
+    if attempt.extra.get("top_level_order_by") is False:
+        return "your statement has no ORDER BY, so no order is promised: add .order_by(User.id)"
     got, want = attempt.value, attempt.expected
     if not (isinstance(got, list) and isinstance(want, list)) or got == want or sorted(map(repr, got)) != sorted(
         map(repr, want)

@@ -706,6 +706,14 @@ async def _q4_replies_not_loaded(session, post_id, comment_id):
     return [c.id for c in post.comments]
 
 
+async def _q4_comments_not_loaded(session, post_id, comment_id):
+    post = await session.get(Post, post_id)  # no loader option: post.comments is a lazy load
+    comment = next(c for c in post.comments if c.id == comment_id)
+    post.comments.remove(comment)
+    await session.flush()
+    return [c.id for c in post.comments]
+
+
 async def _q4_no_flush(session, post_id, comment_id):
     post = await session.get(Post, post_id, options=[selectinload(Post.comments).selectinload(Comment.replies)])
     comment = next(c for c in post.comments if c.id == comment_id)
@@ -778,6 +786,8 @@ q4 = Explaining(
             "you deleted the comment with `session.delete()`",
         ),
         Counterexample("replies not loaded", _q4_replies_not_loaded, "loaded lazily"),
+        # the answer stops at the lazy load, before any result: the rules that read one are not run
+        Counterexample("comments not loaded", _q4_comments_not_loaded, "loaded lazily"),
         Counterexample("no flush", _q4_no_flush, "the DELETE was never sent"),
     ],
 )

@@ -213,6 +213,13 @@ def _q1_inactive(attempt: Attempt) -> str | None:
             "and_()). If you did write it, joined with Python's `and` (`User.is_active and ...`), Python "
             "kept only the second condition (it cannot turn `and` into SQL)"
         )
+    where = _sql_of(attempt).split("WHERE", 1)[-1]
+    if re.search(r"is_active\s+IS\s+NOT\s+NULL", where, re.I) and not re.search(r"is_active\s*(=|IS\s+(1|true))", where, re.I):
+        return (
+            f"{len(inactive)} extra rows, every one an inactive user: your WHERE tests `is_active IS NOT NULL`, "
+            "which is true for every user (is_active is true or false, never NULL). Test the flag itself: "
+            "`.where(User.is_active, ...)` (or `User.is_active.is_(True)`)"
+        )
     # is_active is there, but inside an OR: (is_active AND NL) OR SE OR PL
     n = len(inactive)
     strays = " and ".join(map(repr, sorted({str(r["country"]) for r in inactive}, key=_country_order)))
@@ -237,6 +244,8 @@ def _q1_inactive(attempt: Attempt) -> str | None:
 
 def _q1_sorted_by(attempt: Attempt) -> str | None:
     """The right rows sorted by something else: name the learner's sort keys and the one asked for."""
+    if attempt.extra.get("top_level_order_by") is False:
+        return "your statement has no ORDER BY, so no order is promised: add .order_by(User.id)"
     got, want = attempt.value, attempt.expected
     if not (isinstance(got, list) and isinstance(want, list)) or got == want:
         return None
@@ -298,6 +307,13 @@ q1 = Exercise(
     ],
     why="in_() sends the list as bound parameters, one per value; a comma in where() is AND.",
     counterexamples=[
+        Counterexample(
+            "is_not(None) instead of the flag",
+            lambda: select(User.id, User.username, User.country)
+            .where(User.is_active.is_not(None), User.country.in_(["NL", "SE", "PL"]))
+            .order_by(User.id),
+            "which is true for every user (is_active is true or false, never NULL)",
+        ),
         Counterexample(
             "forgot is_active",
             lambda: select(User.id, User.username, User.country)
@@ -479,7 +495,8 @@ q2 = Exercise(
         "Plain .like() is case-sensitive on PostgreSQL. Which operator ignores case on every backend?",
         'select(User.id, User.email).where(User.email.ilike("%@EXAMPLE.COM")).order_by(User.id)',
     ],
-    why="ilike() says what you mean on every backend: ILIKE on PostgreSQL, lower() LIKE lower() on SQLite.",
+    why=("Case-insensitive on every backend: ilike() says so in one word (ILIKE on PostgreSQL, lower() LIKE "
+         "lower() on SQLite), and lower() on both sides does the same by hand."),
     counterexamples=[
         Counterexample(
             "plain like, capitals",

@@ -412,8 +412,8 @@ q2 = Exercise(
         "Then .order_by(buyers.desc(), User.country).",
     ],
     why=(
-        "EXISTS (any()) keeps each user once however many orders match; WHERE filters rows, HAVING "
-        "filters groups."
+        "Each buyer counted once however many paid orders they have: EXISTS (any()) keeps each user once, "
+        "count(distinct) counts each once; WHERE filters rows, HAVING filters groups."
     ),
     counterexamples=[
         Counterexample(
@@ -673,7 +673,8 @@ q3 = Exercise(
         "Two conditions inside exists().where(...): Order.user_id == user_id and Order.status == \"paid\".",
         "await session.scalar(select(exists().where(...))) returns the single True or False.",
     ],
-    why="EXISTS answers yes or no and may stop at the first match; a count has to find them all.",
+    why=("A yes-or-no question may stop at the first match (EXISTS, or LIMIT 1); a count has to find "
+         "them all."),
     counterexamples=[
         Counterexample("count, then compare", _q3_count, "counts every matching order"),
         Counterexample("the count itself", _q3_count_returned, "a bool"),

@@ -246,9 +246,14 @@ def _likely_cause(
                         "(=, <>, NOT IN) is never true, so those rows drop out. Say what NULL should do: "
                         "`.is_(None)`, `or_(col.is_(None), ...)`, `coalesce()`"
                     )
+                if re.search(r"\b(LEFT|FULL)\s+(OUTER\s+)?JOIN\b", sql):
+                    return (
+                        f"{nulls} of the {len(rows)} extra {what} have{where} NULL: rows with no match, kept "
+                        "by your outer join (or a NULL your filter lets through)"
+                    )
                 return (
-                    f"{nulls} of the {len(rows)} extra {what} have{where} NULL: rows with no match, kept "
-                    "by an outer join (or a NULL your filter lets through)"
+                    f"{nulls} of the {len(rows)} extra {what} have{where} NULL: your filter lets those NULLs "
+                    "through (an `or_()` or `IS NULL` test that covers more than it should)"
                 )
     return ""
 
