@@ -230,9 +230,9 @@ class Exercise:
                 )
             prefix = _describe_call(call) if len(self.calls) > 1 else ""
             forgotten = _forgotten_await(attempt)
-            if forgotten:  # the cause of whatever else differs: say it first, and only it
-                rule_results.append(RuleResult(AWAITED, False, forgotten))
-                continue
+            if forgotten:  # the cause of whatever else differs: say it, and only it
+                rule_results = [RuleResult(AWAITED, False, f"{prefix}: {forgotten}" if prefix else forgotten)]
+                break
             rules = list(self.rules)
             if attempt.lazy_loads and not any(isinstance(r, NoLazyLoads) for r in rules):
                 rules.insert(0, NoLazyLoads())
@@ -686,8 +686,9 @@ _OWNER_NAMES = {"AsyncSession": "session", "AsyncConnection": "conn", "AsyncEngi
 
 
 def _as_call(qualname: str) -> str:
-    """``AsyncSession.flush`` -> ``session.flush()``; ``sleep`` -> ``asyncio.sleep()``."""
-    owner, _, method = qualname.rpartition(".")
+    """``AsyncSession.flush`` -> ``session.flush()``; ``sleep`` -> ``asyncio.sleep()``;
+    ``answer.<locals>.helper`` (the learner's own nested function) -> ``helper()``."""
+    owner, _, method = qualname.split("<locals>.")[-1].rpartition(".")
     if not owner:
         return "asyncio.sleep()" if method == "sleep" else f"{method}()"
     return f"{_OWNER_NAMES.get(owner, owner)}.{method}()"
@@ -696,8 +697,10 @@ def _as_call(qualname: str) -> str:
 def _note_never_awaited(attempt: Attempt, caught: list[warnings.WarningMessage]) -> None:
     for w in caught:
         found = re.match(r"coroutine '([\w.<>]+)' was never awaited", str(w.message))
-        if found and (found.group(1).startswith(_ASYNC_API) or "." not in found.group(1)):
-            attempt.extra.setdefault("never_awaited", []).append(found.group(1))
+        name = found.group(1).split("<locals>.")[-1] if found else ""
+        seen = attempt.extra.setdefault("never_awaited", [])
+        if name and (name.startswith(_ASYNC_API) or "." not in name) and found.group(1) not in seen:
+            seen.append(found.group(1))
 
 
 def _note_returned_coroutine(attempt: Attempt, returned: Any) -> None:
@@ -731,10 +734,11 @@ def _forgotten_await(attempt: Attempt) -> str | None:
     never = attempt.extra.get("never_awaited")
     if never:
         call = _as_call(never[0])
-        more = f" (and {len(never) - 1} more)" if len(never) > 1 else ""
+        more = f" (and {len(never) - 1} other call{'s' if len(never) > 2 else ''})" if len(never) > 1 else ""
+        sql = " (no SQL was sent)" if never[0].split("<locals>.")[-1].startswith(_ASYNC_API[:-1]) else ""
         return (
             f"you forgot `await`: `{call}` was never awaited{more}. An async call without `await` only "
-            f"creates a coroutine, so it never ran (no SQL was sent). Write `await {call.removesuffix('()')}(...)`"
+            f"creates a coroutine, so it never ran{sql}. Write `await {call.removesuffix('()')}(...)`"
         )
     return None
 

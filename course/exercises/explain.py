@@ -325,8 +325,9 @@ def _integrity(error: BaseException, code: str, text: str) -> str:
     else:
         what = "a constraint refused the row"
     return (
-        f"{what}. Check before you write, or catch `IntegrityError` around that statement inside "
-        "`async with session.begin_nested():` so the rest of the transaction survives"
+        f"{what}. Put the statement that may fail in `async with session.begin_nested():` and catch "
+        "`IntegrityError` around that block (outside it: the error comes when the block flushes), so "
+        "only the savepoint is undone and the rest of the transaction survives"
     )
 
 

@@ -197,7 +197,8 @@ def _likely_cause(
                 if "(SELECT" in sql.replace("( SELECT", "(SELECT"):
                     return (
                         f"{same}: is your subquery uncorrelated? A scalar subquery that does not refer to the "
-                        "outer row (no `.where(Comment.post_id == Post.id)`) gives one value for every row"
+                        "outer row (no WHERE comparing its table's key with the outer row's, such as "
+                        "`Comment.post_id == Post.id`) gives one value for every row"
                     )
                 return f"{same}: one value computed once for all of them, where each row needs its own"
     # ordered results shifted: a page or an offset off by some rows
@@ -206,13 +207,12 @@ def _likely_cause(
         for k in range(1, n):
             if got[: n - k] == want[k:] or got[k:] == want[: n - k]:
                 late = got[: n - k] == want[k:]  # yours start k rows further on
-                paged = re.search(r"\b(LIMIT|OFFSET)\b", sql, re.I)
-                why = (
-                    "off by one page or one row: page n starts at offset (n - 1) * size, and a cursor "
-                    "compares with < (or >), not <= (or >=)" if paged else
-                    "a boundary of your filter is off: check whether each end of the range should be "
-                    "included (<= / >=) or not (< / >)"
-                )
+                if re.search(r"\bOFFSET\b", sql, re.I):
+                    why = ("off by one page or one row: page n starts at offset (n - 1) * size, and a cursor "
+                           "compares with < (or >), not <= (or >=)")
+                else:
+                    why = ("a boundary of your filter is off: check whether each end of the range (or a "
+                           "cursor's comparison) should include its value (<= / >=) or not (< / >)")
                 return (
                     f"your {what} are the expected ones shifted by {k} (starting {k} too "
                     f"{'late' if late else 'early'}): {why}"
@@ -343,7 +343,7 @@ class Columns(Rule):
 
 
 #: names SQLAlchemy gives an expression without a label: its function's or column's name, numbered on a repeat
-_GENERATED_NAME = re.compile(r"^\w+_\d+$|^_no_label$|^(count|sum|max|min|avg|coalesce|lower|upper)$")
+_GENERATED_NAME = re.compile(r"^(?!_no_label)\w+_\d+$|^(count|sum|max|min|avg|coalesce|lower|upper)$")
 
 
 def _column_difference(got: list[str], want: list[str]) -> str:
@@ -417,7 +417,7 @@ class StatementBudget(Rule):
             return ""
         shown = "; ".join(f"{i}. `{_short_sql(q.sql)}`" for i, q in enumerate(queries, 1))
         note = ""
-        written = {(q.verb, _table_of(q.sql)) for q in queries if q.verb in ("INSERT", "UPDATE")}
+        written = {(q.verb, _table_of(q.sql)) for q in queries if q.verb == "INSERT"}  # a new row, a new key
         for later, q in enumerate(queries):
             if q.verb == "SELECT" and any(
                 _table_of(q.sql) == table and any(w.verb == verb and _table_of(w.sql) == table for w in queries[:later])

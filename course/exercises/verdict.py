@@ -75,12 +75,13 @@ def _without_group(rule: str, message: str) -> str:
 
 
 def _segments(message: str) -> list[str]:
-    """A message cut after each ". ", ": ", "; " and "? " outside backtick-marked code, punctuation kept."""
+    """A message cut into sentences (after each ". " and "? " outside backtick-marked code), punctuation
+    kept. Only whole sentences: a clause cut at ":" or ";" can change meaning without its other half."""
     out, start, code = [], 0, False
     for i, char in enumerate(message):
         if char == "`":
             code = not code
-        elif not code and char in ".:;?" and message[i + 1 : i + 2] == " ":
+        elif not code and char in ".?" and message[i + 1 : i + 2] == " ":
             out.append(message[start : i + 1])
             start = i + 2
     out.append(message[start:])
@@ -90,7 +91,11 @@ def _segments(message: str) -> list[str]:
 def _said_key(segment: str) -> str:
     """How a segment compares with what was said: plain, lower case, numbers masked (the same sentence
     about page 2 instead of page 1 is the same sentence)."""
-    return re.sub(r"\d+", "#", plain(segment).strip().rstrip(".:;?").lower())
+    text = plain(segment).strip()
+    parts = text.split(": ")
+    while len(parts) > 1 and len(parts[0]) < 40:  # "first page: 2 posts on a page of 5: " is where, not what
+        parts.pop(0)
+    return re.sub(r"\d+", "#", ": ".join(parts).rstrip(".:;?").lower())
 
 
 def unsaid(message: str, said: list[str]) -> str:
