@@ -560,6 +560,24 @@ async def test_the_same_value_on_every_row_says_uncorrelated(db):
     ), verdict.message
 
 
+async def test_the_same_value_from_a_window_is_no_subquery(db):
+    """A derived table is no scalar subquery: the same count on every row comes from the window, said as
+    a running count when the count() window has an ORDER BY, never as an uncorrelated subquery."""
+    expected = sql_reference(
+        "SELECT u.id, (SELECT count(*) FROM posts p WHERE p.author_id = u.id) FROM users u "
+        "WHERE EXISTS (SELECT 1 FROM posts p WHERE p.author_id = u.id) ORDER BY u.id"
+    )
+    window = {"partition_by": Post.author_id, "order_by": Post.id}
+    ranked = select(
+        Post.author_id, func.row_number().over(**window).label("rn"), func.count().over(**window).label("n")
+    ).subquery()
+    running = select(ranked.c.author_id, ranked.c.n).where(ranked.c.rn == 1).order_by(ranked.c.author_id)
+    verdict = await judged(_exercise(expected=expected), running, db)
+    assert verdict.status == INCORRECT
+    assert "makes it a running count" in verdict.message, verdict.message
+    assert "subquery" not in verdict.message.split(". What differs")[0], verdict.message
+
+
 async def test_a_page_off_by_one_is_named(db):
     expected = sql_reference("SELECT id FROM users ORDER BY id LIMIT 10 OFFSET 20", flat=True)
     answer = select(User.id).order_by(User.id).limit(10).offset(21)

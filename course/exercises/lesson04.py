@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import aliased
 
 from ..schema import Comment, Order, Post, Tag, User, post_tags
@@ -296,6 +296,15 @@ _Q2_MISSING = (
     "in the ON clause: User.posts.and_(...)"
 )
 
+_Q2_COUNTS = _per_user_counts(
+    ["drafts"],
+    what="drafts",
+    links={"drafts": 'Post.author_id == User.id, Post.status == "draft"'},
+    missing=_Q2_MISSING,
+    too_high="were all posts counted, not only drafts? The status condition belongs in the ON clause",
+)
+
+
 def _q2_undone(attempt: Attempt) -> str | None:
     reads = [q.sql for q in attempt.log.queries if q.verb == "SELECT"]
     if not reads or attempt.value == attempt.expected:
@@ -309,6 +318,9 @@ def _q2_undone(attempt: Attempt) -> str | None:
             "unknown), so WHERE drops that user again. Move the condition into the ON clause: "
             ".outerjoin(User.posts.and_(Post.status == 'draft'))"
         )
+    if re.search(r"(?<!OUTER )\bJOIN posts\b", sql) and "LEFT OUTER JOIN posts" not in sql:
+        # no outer join to keep: said as the per-user numbers say it (which users the inner join lost)
+        return _Q2_COUNTS.test(attempt) or "your join to posts is an inner join: " + _Q2_MISSING
     return None
 
 
@@ -323,14 +335,8 @@ q2 = Exercise(
     ),
     rules=[
         Columns(["id", "drafts"]),
-        Probe(test=_q2_undone, name="the outer join kept"),
-        _per_user_counts(
-            ["drafts"],
-            what="drafts",
-            links={"drafts": 'Post.author_id == User.id, Post.status == "draft"'},
-            missing=_Q2_MISSING,
-            too_high="were all posts counted, not only drafts? The status condition belongs in the ON clause",
-        ),
+        Probe(test=_q2_undone, name="users without drafts kept by an outer join"),
+        _Q2_COUNTS,
         SameResult(ordered=True),
         StatementBudget(1),
         BoundParameters(["draft"]),
@@ -436,13 +442,32 @@ def _q3_outer(attempt: Attempt) -> str | None:
     return None
 
 
+async def _q3_probe(conn: Any, attempt: Attempt, **_: Any) -> None:
+    """Every user's username by id: an invited_by holding ids is read back as the names they stand for."""
+    if _q3_pair(attempt) is not None:
+        rows = await conn.execute(text("SELECT id, username FROM users"))
+        attempt.extra["usernames"] = dict(rows.all())
+
+
 def _q3_own_name(attempt: Attempt) -> str | None:
-    """The alias joined, but User.username selected twice."""
+    """The alias joined, but User.username selected twice; or the inviter's id instead of their name."""
     pair = _q3_pair(attempt)
-    if pair is not None and all(r[1] == r[2] for r in pair[0]):
+    if pair is None:
+        return None
+    got, want = pair
+    if all(r[1] == r[2] for r in got):
         return (
             "invited_by is each user's own username: select the alias's column "
             "(inviter.username), not User.username"
+        )
+    names = attempt.extra.get("usernames") or {}
+    if len(got) == len(want) and all(
+        isinstance(g[2], int) and not isinstance(g[2], bool) and g[0] == w[0] and names.get(g[2]) == w[2]
+        for g, w in zip(got, want, strict=True)
+    ):
+        return (
+            "invited_by holds the inviter's id, not their username: select "
+            "`inviter.username.label(\"invited_by\")`"
         )
     return None
 
@@ -492,6 +517,15 @@ def _q3_variant(*, backwards: bool = False, own_name: bool = False, outer: bool 
     return stmt.order_by(User.id)
 
 
+def _q3_inviter_id():
+    inviter = aliased(User, name="inviter")
+    return (
+        select(User.id, User.username, inviter.id.label("invited_by"))
+        .join(inviter, User.invited_by_id == inviter.id)
+        .order_by(User.id)
+    )
+
+
 def _q3_of_type():
     inviter = aliased(User, name="inviter")
     return (
@@ -509,10 +543,11 @@ q3 = Exercise(
     expected=sql_reference(
         "SELECT u.id, u.username, i.username FROM users u JOIN users i ON i.id = u.invited_by_id ORDER BY u.id"
     ),
+    probe=_q3_probe,
     rules=[
         Columns(["id", "username", "invited_by"]),
         Probe(test=_q3_outer, name="only users somebody invited"),
-        Probe(test=_q3_own_name, name="invited_by read from the alias"),
+        Probe(test=_q3_own_name, name="invited_by: the inviter's username, read from the alias"),
         Probe(test=_q3_swapped, name="username and invited_by not swapped"),
         Probe(test=_q3_backwards, name="the self-join's direction"),
         SameResult(ordered=True),
@@ -550,6 +585,10 @@ q3 = Exercise(
         ),
         Counterexample("the join runs backwards", lambda: _q3_variant(backwards=True), "wrong way"),
         Counterexample("alias joined but not selected", lambda: _q3_variant(own_name=True), "own username"),
+        Counterexample(
+            "the inviter's id, not their username", _q3_inviter_id,
+            'invited_by holds the inviter\'s id, not their username: select inviter.username.label("invited_by")',
+        ),
         Counterexample("outer join keeps everyone", lambda: _q3_variant(outer=True), "users nobody invited"),
         Counterexample(
             "the two usernames swapped", lambda: _q3_variant(swapped=True),

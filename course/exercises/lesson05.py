@@ -1134,13 +1134,54 @@ def _q5_window_order(attempt: Attempt) -> str | None:
             "your window ranks posts by created_at, when they were written; 'latest published' is by "
             "published_at: order_by=(Post.published_at.desc(), Post.id.desc())"
         )
-    if "published_at" in order and "posts.id" not in order and "row_number" in _first_sql(attempt).lower():
-        return (
-            "your window orders by published_at alone: seven authors have two posts published in the same "
-            "second, and row_number() then picks either one. Add a tie-breaker: "
-            "order_by=(Post.published_at.desc(), Post.id.desc())"
-        )
+    if "published_at" in order and "posts.id" not in order:
+        if "row_number" in _first_sql(attempt).lower():
+            return (
+                "your window orders by published_at alone: seven authors have two posts published in the same "
+                "second, and row_number() then picks either one. Add a tie-breaker: "
+                "order_by=(Post.published_at.desc(), Post.id.desc())"
+            )
+        if re.search(r"\b(?:dense_)?rank\s*\(", _first_sql(attempt), re.I):
+            return (
+                "your window orders by published_at alone: seven authors have two posts published in the same "
+                "second, and rank() gives both of them 1, so both are kept. Add the id as a tie-breaker: "
+                "order_by=(Post.published_at.desc(), Post.id.desc())"
+            )
     return None
+
+
+def _q5_counts(attempt: Attempt) -> str | None:
+    """published_posts, author by author: a running count (a count() window with ORDER BY) named."""
+    got, want = _rows(attempt.value), _rows(attempt.expected)
+    if got is None or want is None or any(len(r) < 3 for r in got + want):
+        return None
+    expected = {r[0]: r[2] for r in want}
+    differ = [(r[0], r[2], expected[r[0]]) for r in got if r[0] in expected and normal(r[2]) != normal(expected[r[0]])]
+    if not differ:
+        return None
+    if _count_window_ordered(_first_sql(attempt)):
+        ones = all(normal(g) == 1 for _, g, _ in differ) and len(differ) == len(got)
+        head = "published_posts is 1 for every author" if ones else "published_posts is a running count"
+        return (
+            f"{head}: the ORDER BY in your count() window makes it a running count; use "
+            "`func.count().over(partition_by=Post.author_id)` without order_by"
+        )
+    author, mine, theirs = differ[0]
+    if all(normal(g) > normal(w) for _, g, w in differ):
+        return (
+            f"published_posts is too high for {len(differ)} authors (e.g. author {author}: {mine} instead of "
+            f"{theirs}): count only the published posts, with the status filter inside the subquery, where "
+            "the window counts"
+        )
+    return f"published_posts differs for {len(differ)} authors (e.g. author {author}: {mine} instead of {theirs})"
+
+
+def _count_window_ordered(sql: str) -> bool:
+    """Whether a ``count(...) OVER (... ORDER BY ...)`` window is in ``sql``."""
+    for match in re.finditer(r"\bcount\s*\([^()]*\)\s*OVER\s*\(", sql, re.I):
+        if "order by" in _parenthesized_after(sql[match.start():], "OVER").lower():
+            return True
+    return False
 
 
 def _q5_which_post(attempt: Attempt) -> str | None:
@@ -1265,6 +1306,26 @@ def _q5_max_joined_back():
     )
 
 
+def _q5_running_count():
+    """The learner trial's form: one window spec for both, so count() got the ORDER BY too."""
+    window = {"partition_by": Post.author_id, "order_by": (Post.published_at.desc(), Post.id.desc())}
+    ranked = (
+        select(
+            Post.author_id,
+            Post.id.label("post_id"),
+            func.row_number().over(**window).label("rn"),
+            func.count().over(**window).label("published_posts"),
+        )
+        .where(Post.status == "published")
+        .subquery()
+    )
+    return (
+        select(ranked.c.author_id, ranked.c.post_id, ranked.c.published_posts)
+        .where(ranked.c.rn == 1)
+        .order_by(ranked.c.author_id)
+    )
+
+
 def _q5_oldest():
     return _q5_ranked((Post.published_at, Post.id))
 
@@ -1283,6 +1344,7 @@ q5 = Exercise(
     rules=[
         Probe(_q5_which_post, name="the latest published post of each author"),
         Probe(_q5_window_order, name="ranked by published_at, a tie going to the higher id"),
+        Probe(_q5_counts, name="each author's number of published posts"),
         Columns(["author_id", "post_id", "published_posts"]),
         SameResult(ordered=True),
         StatementBudget(1),
@@ -1297,7 +1359,8 @@ q5 = Exercise(
         "select(ranked.c.author_id, ranked.c.post_id, ranked.c.published_posts).where(ranked.c.rn == 1)"
         ".order_by(ranked.c.author_id), with Post.id.label(\"post_id\") inside the subquery.",
     ],
-    why="row_number() with a tie-breaker keeps exactly one row per group even when timestamps tie "
+    why="A window ordered down to a tie-breaker (row_number(), or rank() with the id as last key) keeps "
+    "exactly one row per group even when timestamps tie "
     "(seven authors here have two or more posts published in the same second); the WHERE inside the "
     "subquery decides which rows take part in the ranking.",
     counterexamples=[
@@ -1312,6 +1375,10 @@ q5 = Exercise(
         ),
         Counterexample(
             "ranked by created_at", lambda: _q5_ranked((Post.created_at.desc(), Post.id.desc())), "ranks posts by created_at"
+        ),
+        Counterexample(
+            "count() window with an ORDER BY: a running count", _q5_running_count,
+            "published_posts is 1 for every author: the ORDER BY in your count() window makes it a running count",
         ),
         Counterexample(
             "tie-breaker ascending: the lower id wins", lambda: _q5_ranked((Post.published_at.desc(), Post.id)),
@@ -1412,8 +1479,8 @@ q6 = Exercise(
         "select(User.id).where(~exists().where(invitee.invited_by_id == User.id)).order_by(User.id), "
         "or ~User.invitees.any().",
     ],
-    why="NOT EXISTS asks 'no such row' and is not fooled by the NULLs a nullable column holds; "
-    "NOT IN over that column returns nothing at all.",
+    why="NOT EXISTS asks 'no such row' and is not fooled by the NULLs a nullable column holds; NOT IN "
+    "works only once those NULLs are filtered out of its subquery (one NULL there, and it keeps no row).",
     counterexamples=[
         Counterexample("NOT IN over a nullable column", _q6_not_in, "NOT IN over a column that holds NULL"),
         Counterexample("exists() without an alias", _q6_unaliased, "uncorrelated"),

@@ -78,19 +78,60 @@ def _collection_not_loaded(objects: list[Any], key: str) -> dict[str, Any] | Non
     return {"not_loaded": f"{type(missing[0]).__name__}.{key}", "n": len(missing), "of": len(objects)}
 
 
-def _not_loaded_probe() -> Probe:
-    def test(attempt: Attempt) -> str | None:
-        value = attempt.value
-        if isinstance(value, dict) and "not_loaded" in value:
-            name = value["not_loaded"]
-            return (
-                f"{name} was not loaded ({value['n']} of {value['of']} objects): reading it in async "
-                "code needs SQL, so it raises MissingGreenlet (awaited one by one, it is an N+1). "
-                f"Load it up front with a loader option, e.g. selectinload({name})"
-            )
-        return None
+def _not_loaded(attempt: Attempt) -> str | None:
+    """A collection the answer left unloaded (the observer's marker), said with its loader option."""
+    value = attempt.value
+    if isinstance(value, dict) and "not_loaded" in value:
+        name = value["not_loaded"]
+        return (
+            f"{name} was not loaded ({value['n']} of {value['of']} objects): reading it in async "
+            "code needs SQL, so it raises MissingGreenlet (awaited one by one, it is an N+1). "
+            f"Load it up front with a loader option, e.g. selectinload({name})"
+        )
+    return None
 
-    return Probe(test=test, name="the collections the task reads are loaded")
+
+def _not_loaded_probe() -> Probe:
+    return Probe(test=_not_loaded, name="the collections the task reads are loaded")
+
+
+class _NoLazyLoadsOfUnloaded(NoLazyLoads):
+    """No lazy loads, and none still to come: a collection left unloaded was not read yet (the
+    observer stops before it), but the caller's first read of it is a lazy load. That is no pass:
+    it fails with the cause its own rule names."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        unloaded = _not_loaded(attempt)
+        if result.passed and unloaded:
+            return RuleResult(self.name, False, unloaded)
+        return result
+
+
+def _users_without_posts_kept(attempt: Attempt) -> str | None:
+    """Users 1 to 10 all come back, those without posts too: a users query that filters on posts
+    (an inner join, most often one made for contains_eager) drops them."""
+    queries = attempt.log.queries
+    sql = queries[0].sql if queries else ""
+    inner = re.search(r"(?<!OUTER )\bJOIN posts\b", sql) is not None
+    fix = (
+        "select the users alone and load the collection with `selectinload(User.posts)`, or keep the join "
+        "for contains_eager as an outer one: `.outerjoin(User.posts)`"
+    )
+    if isinstance(attempt.value, dict):  # no rows to compare (a collection not loaded): no pass either
+        return _not_loaded(attempt)
+    got, want = attempt.value, attempt.expected
+    if not (isinstance(got, list) and isinstance(want, list)):
+        return None
+    returned = set(_ids(got))
+    dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
+    if not dropped:
+        return None
+    ids = ", ".join(map(str, dropped))
+    how = "your inner `.join(User.posts)` keeps only users who have a post" if inner else (
+        "your users query filters on their posts, so it keeps only users who have one"
+    )
+    return f"{_number(len(dropped), 'users')} missing (ids {ids}), each one without posts: {how}. To keep them, {fix}"
 
 
 def _objects_probe(cls: type, how: str) -> Probe:
@@ -296,6 +337,14 @@ async def _q1_joined_unique(session: AsyncSession) -> list[User]:
     return list((await session.scalars(stmt)).unique().all())
 
 
+async def _q1_inner_contains_eager(session: AsyncSession) -> list[User]:
+    stmt = (
+        select(User).join(User.posts).where(User.id <= 10).options(contains_eager(User.posts))
+        .order_by(User.id, Post.id)
+    )
+    return list((await session.scalars(stmt)).unique().all())
+
+
 def _q1_boundary(attempt: Attempt) -> str | None:
     """'Ids 1 to 10' with a comparison that leaves an end out (or takes one more): named from the SQL."""
     got, want = attempt.value, attempt.expected
@@ -327,8 +376,9 @@ q1 = Exercise(
     solution_answer=_q1_solution,
     expected=_q1_expected,
     observe=_q1_observe,
-    rules=[_objects_probe(User, "select(User)..."), NoLazyLoads(), _not_loaded_probe(),
+    rules=[_objects_probe(User, "select(User)..."), _NoLazyLoadsOfUnloaded(), _not_loaded_probe(),
            Probe(test=_q1_boundary, name="no off-by-one comparison at the ends of ids 1 to 10 (< 10, > 1, <= 11)"),
+           Probe(test=_users_without_posts_kept, name="users without posts kept"),
            _SameObjects("users", "posts"), StatementBudget(2)],
     hints=[
         "Select the User objects with ids 1 to 10, ordered by id, and load their posts in the same "
@@ -338,13 +388,18 @@ q1 = Exercise(
         "select(User).where(User.id <= 10).options(selectinload(User.posts)).order_by(User.id), then "
         "return list((await session.scalars(stmt)).all()).",
     ],
-    why="One loader option turns 1 + N round trips (or a MissingGreenlet) into two statements.",
+    why="One loader option turns 1 + N round trips (or a MissingGreenlet) into a fixed number of statements: "
+    "two with selectinload(), one with joinedload() (plus unique()).",
     counterexamples=[
         Counterexample("N+1 with awaitable_attrs", _q1_n_plus_1, "N+1"),
         Counterexample("no loader option", _q1_no_loader, "User.posts was not loaded"),
         Counterexample("joinedload without unique()", _q1_joined_no_unique, "unique()"),
         Counterexample("users 1 to 9", _q1_off_by_one, "user 10 is missing: 'ids 1 to 10' includes 10"),
         Counterexample("users 2 to 10 (no id 0 to leave out)", _q1_from_two, "1 user missing (id 1)"),
+        Counterexample(
+            "an inner join for contains_eager", _q1_inner_contains_eager,
+            "each one without posts: your inner .join(User.posts) keeps only users who have a post",
+        ),
     ],
 )
 
@@ -456,7 +511,7 @@ q2 = Exercise(
     solution_answer=_q2_solution,
     expected=_q2_expected,
     observe=_q2_observe,
-    rules=[_objects_probe(Post, "select(Post)..."), NoLazyLoads(), _not_loaded_probe(),
+    rules=[_objects_probe(Post, "select(Post)..."), _NoLazyLoadsOfUnloaded(), _not_loaded_probe(),
            _published_probe(".where(Post.status == \"published\")"),
            _sort_column_probe(
                "published_at", "created_at", "when a post was written", "the front page",
@@ -473,7 +528,8 @@ q2 = Exercise(
         "select(Post).where(Post.status == 'published').options(joinedload(Post.author), "
         "selectinload(Post.tags)).order_by(Post.published_at.desc(), Post.id.desc()).limit(20)",
     ],
-    why="Mixing strategies per relationship (JOIN for to-one, IN for collections) keeps it to 2 statements.",
+    why="A loader option per relationship (a JOIN suits a to-one, an IN query a collection) keeps the number "
+    "of statements fixed, however many posts the page shows.",
     counterexamples=[
         Counterexample("joinedload on the tags, no unique()", _q2_joined_tags, "unique()"),
         Counterexample("no loader for the tags", _q2_no_tags_loader, "Post.tags was not loaded"),
@@ -1134,7 +1190,7 @@ def _published_collections(*, dropped_why: Any, extra_why: str, check_repeats: b
     def test(attempt: Attempt) -> str | None:
         got, want = attempt.value, attempt.expected
         if not isinstance(got, list) or not isinstance(want, list):
-            return None
+            return _not_loaded(attempt)  # .posts never loaded: nothing to judge, and no pass
         wanted = dict(want)
         returned = [user_id for user_id, _ in got]
         dropped = [user_id for user_id, posts in want if not posts and user_id not in returned]
@@ -1330,7 +1386,8 @@ q6 = Exercise(
         ".options(contains_eager(User.posts)).order_by(User.id, Post.id); the rows repeat each user, so "
         "call .unique() on the result.",
     ],
-    why="contains_eager fills a collection with exactly the rows your join kept: a filtered collection, on purpose.",
+    why="A collection filled from a join (contains_eager, or a joinedload with criteria) holds exactly the rows "
+    "that join kept: with the condition in ON, a filtered collection, on purpose, in one statement.",
     counterexamples=[
         Counterexample("inner join", _q6_inner_join, "without a published post are missing"),
         Counterexample("outer join, filter in WHERE", _q6_filter_in_where, "without a published post are missing"),
@@ -1496,7 +1553,7 @@ q7 = Exercise(
     rules=[
         _objects_probe(User, "select(User)..."),
         Probe(test=_q7_python_filter, name=".posts not reassigned in Python"),
-        NoLazyLoads(),
+        _NoLazyLoadsOfUnloaded(),
         _not_loaded_probe(),
         Probe(test=_q7_collections_test, name="every user, only published posts"),
         _SameObjects("users", "posts"),

@@ -194,7 +194,13 @@ def _likely_cause(
             if len(mine) == 1 and len(theirs) > 1:
                 where = f" in {_column_name(attempt, index, width)}" if width else ""
                 same = f"the same value ({_fmt(_at(mine_rows[0], index))}) on every {which}{where}, where the expected values differ"
-                if "(SELECT" in sql.replace("( SELECT", "(SELECT"):
+                if _running_count(sql):
+                    return (
+                        f"{same}: your count() window has an ORDER BY, and that makes it a running count (the "
+                        "rows from the partition's start up to the current one), not the partition's total. "
+                        "Count the whole partition: `.over(partition_by=...)` without order_by"
+                    )
+                if _selects_a_subquery(sql):
                     return (
                         f"{same}: is your subquery uncorrelated? A scalar subquery that does not refer to the "
                         "outer row (no WHERE comparing its table's key with the outer row's, such as "
@@ -256,6 +262,66 @@ def _likely_cause(
                     "through (an `or_()` or `IS NULL` test that covers more than it should)"
                 )
     return ""
+
+
+def _parenthesized(sql: str, start: int) -> str:
+    """The text inside the parenthesis that opens at ``sql[start]`` (to the end if it never closes)."""
+    depth = 0
+    for i in range(start, len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[i], 0)
+        if depth == 0:
+            return sql[start + 1 : i]
+    return sql[start + 1 :]
+
+
+def _running_count(sql: str) -> bool:
+    """Whether a ``count(...) OVER (... ORDER BY ...)`` window is in ``sql``: a running count."""
+    for found in re.finditer(r"\bCOUNT\s*\(", sql, re.I):
+        args = _parenthesized(sql, found.end() - 1)
+        after = sql[found.end() + len(args) + 1 :]
+        over = re.match(r"\s*(?:FILTER\s*\([^()]*\)\s*)?OVER\s*\(", after, re.I)
+        if over and re.search(r"\bORDER\s+BY\b", _parenthesized(after, over.end() - 1), re.I):
+            return True
+    return False
+
+
+def _word(upper: str, i: int, word: str) -> bool:
+    """Whether ``word`` stands at ``upper[i]`` as a whole word."""
+    end = i + len(word)
+    return (
+        upper.startswith(word, i)
+        and (i == 0 or not (upper[i - 1].isalnum() or upper[i - 1] == "_"))
+        and not (upper[end : end + 1].isalnum() or upper[end : end + 1] == "_")
+    )
+
+
+def _selects_a_subquery(sql: str) -> bool:
+    """Whether a SELECT list in ``sql`` (the outer query's, or a derived table's or CTE's) holds a
+    scalar subquery: ``(SELECT ...)`` between a SELECT and its FROM. A derived table in FROM, a
+    subquery in WHERE (IN, EXISTS) is no column, and does not count."""
+    upper = sql.upper()
+    opened: dict[int, int] = {}  # depth -> where that depth's SELECT list starts
+    depth, quoted = 0, False
+
+    def holds(start: int, end: int) -> bool:
+        return re.search(r"\(\s*SELECT\b", upper[start:end]) is not None
+
+    for i, char in enumerate(upper):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            if depth in opened and holds(opened.pop(depth), i):
+                return True
+            depth -= 1
+        elif _word(upper, i, "SELECT"):
+            opened[depth] = i + len("SELECT")
+        elif depth in opened and _word(upper, i, "FROM") and holds(opened.pop(depth), i):
+            return True
+    return any(holds(start, len(upper)) for start in opened.values())
 
 
 _NOT_IN_COLUMN = re.compile(r"\bNOT\s+IN\s*\(\s*SELECT\s+(?:DISTINCT\s+)?(\w+)\.(\w+)\s+FROM\s+(\w+)(?:\s+AS\s+(\w+))?", re.I)
