@@ -50,15 +50,38 @@ def test_lessons_07_to_09_catalogue_four_mistakes_and_accept_another_form(exerci
     assert getattr(lesson_modules()[exercise_id[:2]], "ALTERNATIVES", {}).get(exercise_id)
 
 
-async def test_the_sqlite_insert_on_postgresql_is_named_a_dialect_mismatch(db):
-    """07.q4: sqlite.insert(...).on_conflict_do_nothing() is right on SQLite; on PostgreSQL it fails to
-    compile (an AttributeError about constraint_target), which the verdict names as the wrong dialect."""
+async def test_the_sqlite_insert_whatever_the_database_is_named_on_both_backends(db):
+    """07.q4: sqlite.insert(...).on_conflict_do_nothing() runs on SQLite only; on PostgreSQL it fails to
+    compile (an AttributeError about constraint_target), which the verdict names as the wrong dialect. On
+    SQLite its result is right, so the code says it: no dialect test, only the SQLite construct."""
     verdict = await all_exercises()["07.q4"].evaluate(lesson07._q4_sqlite_insert, db=db)
+    assert verdict.status in (INCORRECT, "error"), str(verdict)
     if db.is_postgresql:
-        assert verdict.status in (INCORRECT, "error"), str(verdict)
-        assert "the insert() of one dialect ran on the other database" in str(verdict), str(verdict)
+        assert "the insert() of one dialect ran on the other database" in verdict.message, str(verdict)
     else:
-        assert verdict.status == "correct", str(verdict)
+        assert verdict.message.startswith(
+            "called with names=['python', 'bulk-new-1', 'sql', 'orm', 'bulk-new-2', 'upsert', 'async', 'bulk-new-3']: "
+            "your insert is always `sqlite.insert`: it works only on SQLite"
+        ), str(verdict)
+    assert "dialect_insert = postgresql.insert if session.get_bind().dialect.name" in verdict.message, str(verdict)
+
+
+async def test_the_lessons_dialect_insert_picked_by_the_notebook_is_accepted(db):
+    """07.q4: the lesson's own notebook-level `dialect_insert` (chosen by db.is_postgresql) is not 'always SQLite'."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from course.schema import Tag
+
+    namespace = {"dialect_insert": postgresql.insert if db.is_postgresql else sqlite.insert, "Tag": Tag}
+    exec(
+        "async def answer(session, names):\n"
+        "    stmt = dialect_insert(Tag).values([{'name': n} for n in names])\n"
+        "    stmt = stmt.on_conflict_do_nothing(index_elements=[Tag.name]).returning(Tag.id)\n"
+        "    return sorted((await session.execute(stmt)).scalars())\n",
+        namespace,
+    )
+    verdict = await all_exercises()["07.q4"].evaluate(namespace["answer"], db=db)
+    assert verdict.status == "correct", str(verdict)
 
 
 async def test_missed_null_logins_are_not_also_told_the_update_only_found_them(db):
@@ -81,6 +104,14 @@ HEADLINES = [
     ("07.q3", lesson07._q3_select_then_update, ["one statement per row", "One UPDATE with the WHERE clause"]),
     ("07.q3", lesson07._q3_any_user, ["does not ask for active users", "User.is_active"]),
     ("07.q3", lesson07._q3_both_conditions_anded, ["no user is both", "or_("]),
+    # 07.q4 (trial 4c): the wrong conflict target, names for ids, check-then-insert
+    ("07.q4", lesson07._q4_conflict_on_id, ["your ON CONFLICT names (id)", "index_elements=[Tag.name]"]),
+    ("07.q4", lesson07._q4_returns_names, ["you returned tag names", ".returning(Tag.id)"]),
+    ("07.q4", lesson07._q4_select_missing_then_insert, ["a race", "check-then-insert", "on_conflict_do_nothing"]),
+    # 07.q5 (trial 4c): an order nobody asked for passes no more (user_ids come unsorted)
+    ("07.q5", lesson07._q5_returning_unsorted, ["in id order by chance", "RETURNING", "sorted("]),
+    ("07.q5", lesson07._q5_input_order_answer, ["in the order of user_ids (25, 4, 36, 9 ...)", "ascending id"]),
+    ("07.q5", lesson07._q5_select_unordered, ["in id order by chance", ".order_by(User.id)"]),
     # 07.q5: stale objects, and the ways out that do not fit this task
     ("07.q5", lesson07._q5_no_sync, ["stale objects", "synchronize_session at its default, 'auto'",
                                      "populate_existing", "expire_all()"]),
