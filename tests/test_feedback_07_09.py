@@ -121,6 +121,16 @@ HEADLINES = [
     ("08.q1", lesson08._q1_partial, ["wrote the post before it looked the tags up", "Returning None does not"]),
     ("08.q1", lesson08._q1_add_then_look_up, ["the post was written before you looked the tags up", "autoflush"]),
     ("08.q1", lesson08._q1_flush_then_check, ["your check came after the flush", "does not take it back"]),
+    # 09.q3 (trial 4c): pool_recycle=0 recycles at every checkout
+    ("09.q3", lesson09._q3_recycle_zero, ["pool_recycle=0 replaces a connection older than 0 s", "pool_pre_ping=True"]),
+    # 09.q4 (trial 4c): the handle's own engine instead of one made from `pool`
+    ("09.q4", lesson09._q4_handle_sessions, ["your sessions ran on the handle's own engine", "db.create_engine(**pool)",
+                                             "engine.dispose()"]),
+    ("09.q4", lesson09._q4_engine_unused, ["your sessions never used it", "async_sessionmaker(engine)"]),
+    # 09.q5 (trial 4c): a class caught instead of the connection_invalidated flag
+    ("09.q5", lesson09._q5_interface_error, ["your function catches InterfaceError", "Catch DBAPIError",
+                                             "connection_invalidated"]),
+    ("09.q5", lesson09._q5_operational_error, ["your function catches OperationalError", "Catch DBAPIError"]),
     # 09.q5: the retry ran in the session (or the begin() block) whose transaction lost its connection
     ("09.q5", lesson09._q5_same_session, ["reused the session whose transaction lost its connection",
                                           "session.rollback()", "new session"]),
@@ -164,3 +174,24 @@ async def test_one_query_is_not_called_counts_run_one_after_another(db):
     verdict = await all_exercises()["08.q4"].evaluate(lesson08._q4_group_by_outer_join, db=db)
     assert verdict.message.startswith("one query for all the users"), str(verdict)
     assert "one after another" not in str(verdict)
+
+
+async def test_q1_names_the_overflow_the_answer_really_has(db):
+    """09.q1: the default max_overflow is stated as it is on this backend (10, SQLAlchemy's; 3, the course's
+    PostgreSQL engines), and only when the answer left it unset: never "the default is 10" beside a 0 or a 3."""
+    unset = await lesson09.q1.evaluate(lesson09._q1_only_size, db=db)
+    if db.is_postgresql:
+        assert "You left it unset, so it is 3 here (the default of db.create_engine() on PostgreSQL" in unset.message
+    else:
+        assert "You left it unset, so it is 10 here (SQLAlchemy's default)" in unset.message, str(unset)
+    for answer in (lesson09._q1_size_four, lesson09._q1_overflow_too):
+        verdict = await lesson09.q1.evaluate(answer, db=db)
+        assert verdict.status == INCORRECT, str(verdict)
+        assert "default" not in str(verdict) and "unless you say so" not in str(verdict), str(verdict)
+
+
+async def test_q4_sessions_on_the_handles_engine_are_not_told_their_engine_was_disposed(db):
+    """09.q4: no engine made from `pool`: the disposal line does not read "ok" for an engine that never existed."""
+    verdict = await lesson09.q4.evaluate(lesson09._q4_handle_sessions, db=db)
+    disposed = [r for r in verdict.rules if r.rule == "the engine disposed"]
+    assert disposed and not disposed[0].passed, str(verdict)
