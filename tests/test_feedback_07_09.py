@@ -121,6 +121,15 @@ HEADLINES = [
     ("08.q1", lesson08._q1_partial, ["wrote the post before it looked the tags up", "Returning None does not"]),
     ("08.q1", lesson08._q1_add_then_look_up, ["the post was written before you looked the tags up", "autoflush"]),
     ("08.q1", lesson08._q1_flush_then_check, ["your check came after the flush", "does not take it back"]),
+    # 08.q1 (trial 4c): a tag linked twice, named with the call that repeats it; add() without a flush
+    ("08.q1", lesson08._q1_append_each_name, ["tag_names=['sql', 'testing', 'sql']: the same tag was linked",
+                                              "dict.fromkeys(tag_names)"]),
+    ("08.q1", lesson08._q1_no_flush, ["no post reached the database", "await session.flush()"]),
+    ("08.q1", lesson08._q1_count_with_duplicates, ["tag_names names one tag twice", "len(set(tag_names))"]),
+    # 08.q3 (trial 4c): what was committed comes first, then the expired read; the sign-up's own failure
+    ("08.q3", lesson08._q3_commit_each_reads_expired, ["partial import: 1 post(s)", "one transaction"]),
+    ("08.q3", lesson08._q3_no_username, ["the sign-up failed: NOT NULL constraint on users.username",
+                                         "User(username=username"]),
     # 09.q3 (trial 4c): pool_recycle=0 recycles at every checkout
     ("09.q3", lesson09._q3_recycle_zero, ["pool_recycle=0 replaces a connection older than 0 s", "pool_pre_ping=True"]),
     # 09.q4 (trial 4c): the handle's own engine instead of one made from `pool`
@@ -195,3 +204,24 @@ async def test_q4_sessions_on_the_handles_engine_are_not_told_their_engine_was_d
     verdict = await lesson09.q4.evaluate(lesson09._q4_handle_sessions, db=db)
     disposed = [r for r in verdict.rules if r.rule == "the engine disposed"]
     assert disposed and not disposed[0].passed, str(verdict)
+
+
+async def test_q1_no_ok_for_what_an_explained_error_stopped(db):
+    """08.q1: after the answer raised (a tag linked twice), no line claims "ok" for what was not checked, and
+    the verdict does not advise catching the IntegrityError the answer caused itself."""
+    verdict = await lesson08.q1.evaluate(lesson08._q1_append_each_name, db=db)
+    lines = {r.rule: r for r in verdict.rules}
+    for rule in ("all or nothing", "returns the new id, or None", "the caller's transaction left to the caller"):
+        assert not lines[rule].passed, str(verdict)
+    assert "catch IntegrityError" not in str(verdict) and "begin_nested" not in verdict.message, str(verdict)
+
+
+async def test_q3_an_answer_stopped_by_a_lazy_load_is_still_judged_on_what_it_committed(db):
+    """08.q3: commit per post, then user.id read after a rollback (MissingGreenlet): the lines say what reached
+    the database (a partial import), the lazy load is named as the expired User.id, nothing reads "ok" unchecked."""
+    verdict = await lesson08.q3.evaluate(lesson08._q3_commit_each_reads_expired, db=db)
+    lines = {r.rule: r for r in verdict.rules}
+    assert verdict.message.startswith("called with username='grace_new'"), str(verdict)
+    assert not lines["the import is all or nothing"].passed, str(verdict)
+    assert not lines["returns what was committed"].passed, str(verdict)
+    assert "`User.id`" in lines["no attribute read after a commit or rollback expired it"].message, str(verdict)
