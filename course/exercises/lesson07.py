@@ -8,8 +8,10 @@ happened inside the function (not in a flush the checker triggered later).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from types import ModuleType
 
 from sqlalchemy import DateTime, bindparam, insert, or_, select, text, update
 from sqlalchemy import inspect as sa_inspect
@@ -22,8 +24,29 @@ from .core import SESSION_FN, Counterexample, Exercise, normalize
 from .named_mistakes import EXPLAINED as _EXPLAINED
 from .named_mistakes import Explaining as _Explaining
 from .named_mistakes import KeepsSource
-from .rules import Attempt, LeavesTransactionToCaller, Probe, SameResult, SessionUsable, StatementBudget
+from .rules import (
+    Attempt,
+    LeavesTransactionToCaller,
+    Probe,
+    SameResult,
+    SessionUsable,
+    StatementBudget,
+    has_top_level_order_by,
+    names_used,
+)
 from .verdict import RuleResult
+
+
+@dataclass
+class _ReadsCode(_Explaining):
+    """Also notes what the answer's code names, for what its result cannot show: which dialects'
+    constructs (``_dialects_named``), and every name it uses (``names_used``: did it sort?)."""
+
+    async def _attempt(self, answer, db, call):
+        attempt = await super()._attempt(answer, db, call)
+        attempt.extra["code_names"] = names_used(answer)
+        attempt.extra["dialects"] = _dialects_named(answer)
+        return attempt
 
 
 def _guarded(probe):
@@ -384,8 +407,10 @@ q2 = _Explaining(
         "await session.execute(update(User), changes)",
     ],
     why=(
-        "ORM bulk UPDATE by primary key turns the list into one executemany: WHERE id = ? comes "
-        "from each dict, SET from the other keys (keep them the same in every dict)."
+        "Each row got its own role in one call, with no objects loaded. The ORM bulk UPDATE by primary key "
+        "(update(User) with the list) is one executemany: WHERE id = ? from each dict, SET from its other keys "
+        "(keep them the same in every dict); a Core UPDATE with bindparam() is the same executemany, and a CASE "
+        "on the id does it in a single UPDATE."
     ),
     counterexamples=[
         Counterexample("one UPDATE per row", _q2_update_per_row, "session.execute(update(User), changes)"),
@@ -711,7 +736,7 @@ async def _q4_observe(session, returned, names):
         return ids
     ids = [i[0] if isinstance(i, tuple) and len(i) == 1 else i for i in ids]  # rows of one column
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        return f"not a list of tag ids: {ids[:3]!r}"
+        return _NotIds(ids)
     found = dict((await session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(ids)))).all())
     return sorted(found.get(i, f"(no tag with id {i})") for i in ids)
 
@@ -720,6 +745,100 @@ async def _q4_probe(conn, attempt, names):
     present = set((await conn.execute(text("SELECT name FROM tags"))).scalars())
     attempt.extra["absent"] = sorted(set(names) - present)
     attempt.extra["names"] = list(names)
+
+
+@dataclass
+class _NotIds:
+    """What the answer returned instead of a list of tag ids (names, rows of several columns...)."""
+
+    items: list
+
+    def __repr__(self) -> str:
+        return f"not tag ids: {self.items[:3]!r}"
+
+
+def _q4_ids(attempt: Attempt) -> str | None:
+    got = attempt.value
+    if not isinstance(got, _NotIds):
+        return None
+    names = set(attempt.extra.get("names") or ())
+    if got.items and all(isinstance(i, str) and i in names for i in got.items):
+        return (
+            f"you returned tag names ({', '.join(got.items[:3])}{' ...' if len(got.items) > 3 else ''}), and the "
+            "task asks for the ids of the tags you added: `.returning(Tag.id)`, then the ids sorted"
+        )
+    return (
+        f"return a list of tag ids (whole numbers), not {got.items[:3]!r}: `.returning(Tag.id)` and "
+        "`.scalars()` give one id per added tag"
+    )
+
+
+@dataclass
+class _SameTags(SameResult):
+    """SameResult, silent about a result that is not ids (``_q4_ids`` names that)."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if isinstance(attempt.value, _NotIds):
+            return RuleResult(self.name, False, "not compared: your function did not return tag ids (see above)")
+        return super().judge(attempt)
+
+
+_DIALECT_WORDS = ("dialect", "get_bind", "bind", "backend", "is_postgresql", "is_sqlite")
+
+
+def _dialects_named(function) -> tuple[set[str], bool]:
+    """Which dialects' constructs the answer's code names (``sqlite.insert``, ``pg_insert``, an import of
+    ``sqlalchemy.dialects.sqlite``), and whether it tells the databases apart (a dialect's name,
+    ``db.is_postgresql``, the lesson's ``dialect_insert``)."""
+    found = names_used(function)
+    known = getattr(function, "__globals__", {})
+    named: set[str] = set()
+    tells = False
+    for name in found:
+        low = name.lower()
+        if any(word in low for word in _DIALECT_WORDS):
+            tells = True
+        value = known.get(name)
+        origin = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None) or ""
+        # imported under its own name (`from sqlalchemy.dialects.sqlite import insert`): that dialect's
+        origin = origin if getattr(value, "__name__", None) == name or isinstance(value, ModuleType) else ""
+        if "sqlite" in low or origin.startswith("sqlalchemy.dialects.sqlite"):
+            named.add("sqlite")
+        if "postgres" in low or low == "pg" or low.startswith("pg_") or origin.startswith("sqlalchemy.dialects.postgresql"):
+            named.add("postgresql")
+    return named, tells
+
+
+_PICK = (
+    "Build the insert for the dialect in use, as the lesson does: `dialect_insert = postgresql.insert if "
+    "session.get_bind().dialect.name == \"postgresql\" else sqlite.insert`"
+)
+
+
+def _q4_one_dialect(attempt: Attempt) -> str | None:
+    """sqlite.insert whatever the database: right on SQLite, so only the code can show it (on PostgreSQL
+    the SQLite construct fails, and ``_q4_explain`` names that). The other way round is not judged:
+    SQLite happens to compile PostgreSQL's ON CONFLICT DO NOTHING."""
+    named, tells = attempt.extra.get("dialects", (set(), True))
+    if tells or named != {"sqlite"}:
+        return None
+    return (
+        "your insert is always `sqlite.insert`: it works only on SQLite, and this function must run on both "
+        f"(on PostgreSQL the SQLite construct fails). {_PICK}"
+    )
+
+
+def _q4_check_first(attempt: Attempt) -> str | None:
+    """A SELECT of the existing names, then the INSERT: check-then-insert, which races."""
+    verbs = [q.verb for q in attempt.log.queries]
+    if "INSERT" not in verbs or "SELECT" not in verbs[: verbs.index("INSERT")]:
+        return None
+    return (
+        f"you looked the existing names up with a SELECT, then inserted the others: {len(verbs)} statements, and a "
+        "race: another session can add one of those names between your check and your INSERT, which then fails on "
+        "tags.name UNIQUE (check-then-insert). Let the INSERT skip the existing names itself, in one statement: the "
+        "dialect's insert() with `.on_conflict_do_nothing(index_elements=[Tag.name])` and `.returning(Tag.id)`"
+    )
 
 
 def _q4_savepoints(attempt: Attempt) -> str | None:
@@ -802,10 +921,28 @@ async def _q4_check_then_insert_empty(session, names):
 
 
 async def _q4_sqlite_insert(session, names):
-    """Right on SQLite; on PostgreSQL the SQLite construct fails to compile (tests/test_feedback_07_09.py)."""
+    """Runs on SQLite only: on PostgreSQL the SQLite construct fails to compile; named from the code on both."""
     wrong = sqlite.insert
     stmt = wrong(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing(index_elements=[Tag.name])
     return sorted((await session.execute(stmt.returning(Tag.id))).scalars())
+
+
+async def _q4_conflict_on_id(session, names):
+    stmt = _q4_dialect_insert(session)(Tag).values([{"name": n} for n in names])
+    stmt = stmt.on_conflict_do_nothing(index_elements=[Tag.id])  # the primary key never clashes here
+    return sorted((await session.execute(stmt.returning(Tag.id))).scalars())
+
+
+async def _q4_returns_names(session, names):
+    stmt = _q4_dialect_insert(session)(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing()
+    return (await session.execute(stmt.returning(Tag.name))).scalars().all()
+
+
+async def _q4_alt_no_target(session, names):
+    """No conflict target: DO NOTHING then skips a conflict on any unique column (both backends)."""
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing().returning(Tag.id)
+    return sorted((await session.scalars(stmt)).all())
 
 
 async def _q4_alt_executemany(session, names):
@@ -819,8 +956,7 @@ def _q4_explain(error: BaseException) -> str | None:
     ):
         return (
             "the insert() of one dialect ran on the other database: sqlalchemy.dialects.sqlite.insert builds "
-            "ON CONFLICT for SQLite only, postgresql.insert for PostgreSQL only. Pick it by "
-            "session.get_bind().dialect.name, as the hint shows"
+            f"ON CONFLICT for SQLite only, postgresql.insert for PostgreSQL only. {_PICK}"
         )
     if isinstance(error, IntegrityError) and constraint_kind(error) == "not_null":
         return (
@@ -828,6 +964,15 @@ def _q4_explain(error: BaseException) -> str | None:
             "means no parameters, so the INSERT tried one row of NULLs and NOT NULL refused it. Checking "
             "first also races with another session; let the database skip the existing names: "
             ".on_conflict_do_nothing(index_elements=[Tag.name])"
+        )
+    statement = " ".join(str(getattr(error, "statement", "") or "").split())
+    target = re.search(r"ON CONFLICT\s*\(([^)]*)\)", statement, re.IGNORECASE)
+    if isinstance(error, IntegrityError) and target and target.group(1).strip().lower() != "name":
+        return (
+            f"your ON CONFLICT names ({target.group(1).strip()}), but the clash is on tags.name (UNIQUE): a conflict "
+            "on any other column is not caught, so the existing names still raised IntegrityError. Name the column "
+            "that clashes, `.on_conflict_do_nothing(index_elements=[Tag.name])`, or give no target at all (DO NOTHING "
+            "then skips a conflict on any unique column)"
         )
     if isinstance(error, IntegrityError):
         return (
@@ -838,7 +983,7 @@ def _q4_explain(error: BaseException) -> str | None:
     return None
 
 
-q4 = _Explaining(
+q4 = _ReadsCode(
     id="07.q4",
     title="Upsert tags: add the new names, skip the rest",
     kind=SESSION_FN,
@@ -849,9 +994,12 @@ q4 = _Explaining(
     calls=({"names": _Q4_NAMES}, {"names": ["python", "sql"]}),
     rules=[
         _EXPLAINED,
+        Probe(test=_q4_one_dialect, name="the insert of the dialect in use"),
+        Probe(test=_q4_ids, name="tag ids returned"),
         Probe(test=_q4_existing_returned, name="only the tags added"),
+        Probe(test=_q4_check_first, name="no check before the INSERT"),
         Probe(test=_q4_savepoints, name="no savepoint per row"),
-        SameResult(what="new tag names (read from the ids you returned)"),
+        _SameTags(what="new tag names (read from the ids you returned)"),
         Probe(test=_q4_all_present, name="every name is a tag afterwards"),
         StatementBudget(1),
         SessionUsable(),
@@ -870,9 +1018,12 @@ q4 = _Explaining(
     ),
     counterexamples=[
         Counterexample("plain insert", _q4_plain_insert, "a plain INSERT stops at the first name that exists"),
-        Counterexample("check each name, then insert", _q4_check_then_insert, "statements"),
+        Counterexample("check each name, then insert", _q4_check_then_insert, "check-then-insert"),
         Counterexample("DO UPDATE returns the existing rows too", _q4_do_update, "returns the rows it updated"),
-        Counterexample("select the missing names, then insert", _q4_select_missing_then_insert, "1 should be enough"),
+        Counterexample("select the missing names, then insert", _q4_select_missing_then_insert, "a race"),
+        Counterexample("sqlite.insert whatever the database", _q4_sqlite_insert, "build the insert for the dialect in use"),
+        Counterexample("ON CONFLICT on the id", _q4_conflict_on_id, "your ON CONFLICT names (id)"),
+        Counterexample("returns the names, not the ids", _q4_returns_names, "you returned tag names"),
         Counterexample("a savepoint per name", _q4_savepoint_per_name, "an INSERT in each"),
         Counterexample("check first, insert an empty list", _q4_check_then_insert_empty, "an empty list of parameters"),
     ],
@@ -883,7 +1034,7 @@ q4 = _Explaining(
 
 # ---------------------------------------------------------------------------- q5
 
-_Q5_IDS = [4, 9, 16, 25, 36]
+_Q5_IDS = [25, 4, 36, 9, 16]  # not in id order: the objects must come back sorted all the same
 
 
 async def _q5_solution(session, user_ids):
@@ -920,6 +1071,7 @@ class _Expired:
 
 
 async def _q5_probe(conn, attempt, user_ids):
+    attempt.extra["user_ids"] = list(user_ids)
     rows = (await conn.execute(select(User.id, User.role).where(User.id.in_(user_ids)))).all()
     attempt.extra["stored"] = dict(rows)
     attempt.extra["non_editors"] = (
@@ -988,6 +1140,38 @@ def _q5_one_by_one(attempt: Attempt) -> str | None:
         "populate_existing, or after expire_all()) to see the new role. Two are enough: an ORM UPDATE sets the "
         "new role on the objects it matches in the session as it runs, with synchronize_session at its default, "
         "'auto' (False turns that off). Or run the UPDATE first and load the users after it"
+    )
+
+
+def _q5_input_order(attempt: Attempt) -> str | None:
+    """The objects in the order of user_ids (a dict looked up id by id), not by id."""
+    got, asked = attempt.value, attempt.extra.get("user_ids") or []
+    if not isinstance(got, list) or asked == sorted(asked) or [i for i, _ in got] != asked:
+        return None
+    shown = ", ".join(map(str, asked[:4])) + (" ..." if len(asked) > 4 else "")
+    return (
+        f"your objects come back in the order of user_ids ({shown}), and the task asks for ascending id: "
+        "`.order_by(User.id)` on the SELECT that loads them (or `sorted(users, key=lambda u: u.id)`)"
+    )
+
+
+def _q5_order_said(attempt: Attempt) -> str | None:
+    """The right order, but nothing in the answer asked for it: RETURNING (or a SELECT without ORDER BY)
+    sent the rows in id order by chance."""
+    names = attempt.extra.get("code_names")
+    if not names or attempt.value != attempt.expected:
+        return None  # no code to read (judged by the result alone), or another rule explains the result
+    ordered_in_sql = any(
+        has_top_level_order_by(q.sql) for q in attempt.log.queries if q.verb in ("SELECT", "WITH")
+    )
+    if ordered_in_sql or names & {"sorted", "sort", "order_by"}:
+        return None
+    returning = any(q.verb == "UPDATE" and " RETURNING " in f" {q.sql.upper()} " for q in attempt.log.queries)
+    source = "RETURNING sends the rows" if returning else "a SELECT without ORDER BY sends the rows"
+    return (
+        f"the objects are in id order by chance: {source} in no promised order. Sort "
+        "them before you return them: `sorted(users, key=lambda u: u.id)`"
+        + ("" if returning else ", or `.order_by(User.id)` on the SELECT")
     )
 
 
@@ -1094,6 +1278,38 @@ async def _q5_alt_returning(session, user_ids):
     return sorted((await session.scalars(stmt)).all(), key=lambda u: u.id)
 
 
+async def _q5_returning_unsorted(session, user_ids):
+    stmt = update(User).where(User.id.in_(user_ids)).values(role="editor").returning(User)
+    return (await session.scalars(stmt)).all()  # in id order today, by chance
+
+
+async def _q5_input_order_answer(session, user_ids):
+    users = {u.id: u for u in await session.scalars(select(User).where(User.id.in_(user_ids)))}
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    return [users[i] for i in user_ids]  # the caller's order, not the ids'
+
+
+async def _q5_select_unordered(session, user_ids):
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)))).all()  # no ORDER BY
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    return users
+
+
+async def _q5_alt_unit_of_work(session, user_ids):
+    """Set the role on each loaded object and flush: the unit of work sends one executemany UPDATE."""
+    users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
+    for user in users:
+        user.role = "editor"
+    await session.flush()
+    return users
+
+
+async def _q5_alt_dict_sorted(session, user_ids):
+    users = {u.id: u for u in await session.scalars(select(User).where(User.id.in_(user_ids)))}
+    await session.execute(update(User).where(User.id.in_(user_ids)).values(role="editor"))
+    return [users[i] for i in sorted(user_ids)]
+
+
 async def _q5_refresh_each(session, user_ids):
     users = (await session.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.id))).all()
     await session.execute(
@@ -1109,7 +1325,7 @@ async def _q5_get_each(session, user_ids):
     return [await session.get(User, i) for i in sorted(user_ids)]
 
 
-q5 = Exercise(
+q5 = _ReadsCode(
     id="07.q5",
     title="Promote users and hand back their objects",
     kind=SESSION_FN,
@@ -1124,7 +1340,9 @@ q5 = Exercise(
         Probe(test=_q5_expired, name="the objects hold their role (not expired)"),
         Probe(test=_q5_stale, name="the objects show what the database holds"),
         Probe(test=_q5_one_by_one, name="two statements: one SELECT, one UPDATE"),
+        Probe(test=_q5_input_order, name="the objects in id order, not in the order of user_ids"),
         SameResult(ordered=True, what="(id, role) of the objects you returned"),
+        Probe(test=_q5_order_said, name="the id order asked for (ORDER BY or a sort), not left to chance"),
         LeavesTransactionToCaller(),
     ],
     hints=[
@@ -1134,8 +1352,10 @@ q5 = Exercise(
         "objects too. Or skip the SELECT and let the UPDATE hand back the objects: .returning(User).",
     ],
     why=(
-        "A bulk UPDATE runs in the database; objects already in the session change only if synchronize_session "
-        "tells them ('auto', the default). With False they stay stale until refreshed."
+        "The objects you hand back say what the database holds, after two statements. An ORM UPDATE sets the new "
+        "value on the loaded objects it matches (synchronize_session, 'auto' by default); objects loaded after the "
+        "UPDATE, taken from UPDATE ... RETURNING or flushed by the unit of work are current too. An UPDATE with "
+        "synchronize_session=False, or through Core, leaves the loaded objects stale."
     ),
     counterexamples=[
         Counterexample("synchronize_session=False", _q5_no_sync, "stale objects"),
@@ -1149,6 +1369,9 @@ q5 = Exercise(
         Counterexample("synchronize_session=False, then populate_existing", _q5_populate_existing, "read the users again"),
         Counterexample("one UPDATE per user", _q5_update_per_user, "one per user"),
         Counterexample("UPDATE through the session's connection (Core)", _q5_core_update, "sent through Core"),
+        Counterexample("UPDATE ... RETURNING User, unsorted", _q5_returning_unsorted, "RETURNING sends the rows in no promised order"),
+        Counterexample("objects looked up in the order of user_ids", _q5_input_order_answer, "in the order of user_ids"),
+        Counterexample("SELECT without ORDER BY", _q5_select_unordered, "in id order by chance"),
     ],
 )
 
@@ -1169,10 +1392,13 @@ ALTERNATIVES = {
     ],
     "07.q4": [
         ("ON CONFLICT DO NOTHING as an executemany with RETURNING", _q4_alt_executemany),
+        ("ON CONFLICT DO NOTHING without a target, the module picked by session.bind", _q4_alt_no_target),
     ],
     "07.q5": [
         ("UPDATE ... RETURNING User (fresh objects)", _q5_alt_returning),
         ("synchronize_session='fetch'", _q5_alt_fetch),
         ("UPDATE first, then load the users", _q5_alt_update_first),
+        ("set the role on each object, flush (one executemany UPDATE)", _q5_alt_unit_of_work),
+        ("a dict by id, read in sorted(user_ids) order", _q5_alt_dict_sorted),
     ],
 }

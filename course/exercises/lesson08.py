@@ -22,6 +22,7 @@ solutions.
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,10 +33,23 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IllegalStateChangeError, IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..lab.errorkinds import constraint_kind
 from ..schema import Post, Tag, User, post_tags
-from .core import DB_FN, SESSION_FN, Counterexample, Exercise
+from .core import DB_FN, SESSION_FN, Counterexample
+from .core import _is_lazy_load as is_lazy_load
+from .core import _note_lazy_load as note_lazy_load
+from .explain import chain
 from .named_mistakes import EXPLAINED, Explaining
-from .rules import Attempt, LeavesTransactionToCaller, NoLazyLoads, Probe, RuleResult, SessionUsable
+from .named_mistakes import _close_sessions_left_open as close_sessions_left_open
+from .rules import (
+    Attempt,
+    LeavesTransactionToCaller,
+    NoLazyLoads,
+    Probe,
+    RuleResult,
+    SessionUsable,
+    lazy_load_message,
+)
 
 WHEN = datetime(2026, 1, 1)
 
@@ -104,6 +118,15 @@ def _q1_all_or_nothing(attempt: Attempt) -> str | None:
     if "ids" not in got:  # the probe did not run (the answer stopped first)
         return None
     if want["written"]:
+        if not got["ids"] and attempt.value is None:
+            names = got.get("tag_names") or []
+            if len(set(names)) < len(names):
+                return _Q1_DUPLICATE_NAMES
+            return (
+                "every tag exists, yet no post reached the database and you returned None. If you add()ed it: add() "
+                "only puts the post in the session; `await session.flush()` sends its INSERT and sets post.id, "
+                "which you return"
+            )
         if len(got["ids"]) != 1 or got["posts"] != want["posts"]:
             return f"expected exactly one new post; the database has {len(got['ids'])} with that title"
         if got["tags"] != want["tags"]:
@@ -137,6 +160,10 @@ def _q1_all_or_nothing(attempt: Attempt) -> str | None:
     return None
 
 
+_Q1_DUPLICATE_NAMES = (
+    "every tag exists, but you returned None: tag_names names one tag twice, so fewer tags come back "
+    "than names were asked for. Compare with the distinct names: len(set(tag_names))"
+)
 _Q1_INSERT_FIRST = (
     "the INSERT INTO posts went out before the SELECT of the tags (your flush(), or the autoflush that a query "
     "runs after session.add())"
@@ -172,10 +199,7 @@ def _q1_returned(attempt: Attempt) -> str | None:
     if got is None and attempt.lazy_loads:
         return None  # it stopped at a lazy load: that rule says why
     if got is None and len(set(attempt.extra.get("tag_names") or [])) < len(attempt.extra.get("tag_names") or []):
-        return (
-            "every tag exists, but you returned None: tag_names names one tag twice, so fewer tags come back "
-            "than names were asked for. Compare with the distinct names: len(set(tag_names))"
-        )
+        return _Q1_DUPLICATE_NAMES
     if got is None:
         return "return the new post's id (after a flush, post.id is set); you returned None"
     return f"return the new post's id ({ids[0] if ids else '?'}); you returned {got!r}"
@@ -304,6 +328,27 @@ async def _q1_flush_then_check(session, author_id, title, tag_names):
     return post.id
 
 
+async def _q1_append_each_name(session, author_id, title, tag_names):
+    by_name = {t.name: t for t in await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))}
+    if set(tag_names) - by_name.keys():
+        return None
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=[])
+    for name in tag_names:
+        post.tags.append(by_name[name])  # a name given twice links its tag twice
+    session.add(post)
+    await session.flush()
+    return post.id
+
+
+async def _q1_no_flush(session, author_id, title, tag_names):
+    tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
+    if len(tags) != len(set(tag_names)):
+        return None
+    post = Post(author_id=author_id, title=title, body="", created_at=datetime(2026, 1, 1), tags=list(tags))
+    session.add(post)
+    return post.id  # None: nothing was sent yet
+
+
 async def _q1_count_with_duplicates(session, author_id, title, tag_names):
     tags = (await session.scalars(select(Tag).where(Tag.name.in_(tag_names)))).all()
     if len(tags) != len(tag_names):  # a name given twice comes back once
@@ -314,7 +359,34 @@ async def _q1_count_with_duplicates(session, author_id, title, tag_names):
     return post.id
 
 
-q1 = Exercise(
+def _q1_explain(error: BaseException) -> str | None:
+    """The same tag linked twice: a name repeated in tag_names, appended once per name."""
+    statement = " ".join(str(getattr(error, "statement", "") or "").split()).upper()
+    if constraint_kind(error) == "unique" and statement.startswith("INSERT INTO POST_TAGS"):
+        return (
+            "the same tag was linked to the post twice: tag_names names a tag more than once, and each "
+            "`post.tags.append(tag)` adds a row to post_tags, whose (post_id, tag_id) is UNIQUE. The duplicate is "
+            "your own: link each distinct tag once (the SELECT ... WHERE name IN (...) returns each tag once: "
+            "`Post(..., tags=list(tags))`; or loop over `dict.fromkeys(tag_names)`)"
+        )
+    return None
+
+
+def _q1_raised(attempt: Attempt) -> str | None:
+    return "not judged: your function raised (see above)" if attempt.extra.get("explained") else None
+
+
+@dataclass
+class _CallerUnlessRaised(LeavesTransactionToCaller):
+    """After an error the checker explains, it rolls the answer's part back itself (to the caller's
+    savepoint): that rollback is not the answer's, so the line says it was not judged."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        raised = _q1_raised(attempt)
+        return RuleResult(self.name, False, raised) if raised else super().judge(attempt)
+
+
+q1 = Explaining(
     id="08.q1",
     title="A post and its tags, all or nothing",
     kind=SESSION_FN,
@@ -322,11 +394,13 @@ q1 = Exercise(
     expected=_q1_expected,
     probe=_q1_probe,
     calls=Q1_CALLS,
+    explain=_q1_explain,
     rules=[
+        EXPLAINED,
         _TagsAfterFlush(),
-        Probe(test=_q1_all_or_nothing, name="all or nothing"),
-        Probe(test=_q1_returned, name="returns the new id, or None"),
-        CALLER,
+        Probe(test=lambda a: _q1_raised(a) or _q1_all_or_nothing(a), name="all or nothing"),
+        Probe(test=lambda a: _q1_raised(a) or _q1_returned(a), name="returns the new id, or None"),
+        _CallerUnlessRaised(),
         SessionUsable(),
     ],
     hints=[
@@ -348,6 +422,8 @@ q1 = Exercise(
         Counterexample("len(tags) != len(tag_names)", _q1_count_with_duplicates, "len(set(tag_names))"),
         Counterexample("add() the post, then look the tags up (autoflush)", _q1_add_then_look_up, "the autoflush"),
         Counterexample("flush, then check the tags", _q1_flush_then_check, "your check came after the flush"),
+        Counterexample("a tag appended once per name", _q1_append_each_name, "tag_names names a tag more than once"),
+        Counterexample("add() without a flush, post.id returned", _q1_no_flush, "sends its INSERT and sets post.id"),
     ],
 )
 
@@ -484,6 +560,16 @@ async def _q2_alt_flush_in_savepoint(session, names):
     return inserted
 
 
+async def _q2_alt_on_conflict(session, names):
+    """One statement: the database skips the existing names (and a name's second copy) itself."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing().returning(Tag.name)
+    inserted = set((await session.scalars(stmt)).all())
+    return [n for n in dict.fromkeys(names) if n in inserted]
+
+
 def _q2_explain(error: BaseException) -> str | None:
     if isinstance(error, PendingRollbackError):
         return (
@@ -552,8 +638,9 @@ q2 = Explaining(
         "try: async with session.begin_nested(): session.add(Tag(name=name))  except IntegrityError: continue "
         "(then append the name to the list you return).",
     ],
-    why="A savepoint turns one failed statement into a local undo: the transaction, the session and the "
-    "work before it all survive.",
+    why="The UNIQUE constraint decided what is a duplicate, and a duplicate cost nothing else: a savepoint per "
+    "insert undoes only the insert that failed (the transaction, the session and the work before it survive), and "
+    "INSERT ... ON CONFLICT DO NOTHING skips the duplicates inside the statement itself.",
     counterexamples=[
         Counterexample("catches IntegrityError without a savepoint", _q2_no_savepoint, "PendingRollbackError"),
         Counterexample("rolls back the session on a duplicate", _q2_rollback, "missing from the tags table"),
@@ -621,6 +708,8 @@ def _q3_signup_stands(attempt: Attempt) -> str | None:
     if not got:
         return None
     if got["user_id"] is None:
+        if attempt.extra.get("explained") and "the sign-up failed" in attempt.extra["explained"]:
+            return "the user is not in the database: the sign-up itself failed (see above)"
         if not got["valid"]:
             return (
                 "the user is not in the database: the failed import took the sign-up down with it. Commit "
@@ -635,10 +724,22 @@ def _q3_signup_stands(attempt: Attempt) -> str | None:
     return None
 
 
+def _q3_stopped(attempt: Attempt) -> str | None:
+    """Why the answer did not run to its end (it raised, or stopped at a lazy load), or None."""
+    if attempt.extra.get("explained"):
+        return "your function raised (see above)"
+    if attempt.extra.get("stopped_at_lazy_load"):
+        return "your function stopped at a lazy load (see the line on it)"
+    return None
+
+
 def _q3_import(attempt: Attempt) -> str | None:
     got, want = attempt.extra, attempt.expected
-    if not got or got["user_id"] is None:
+    if not got:
         return None
+    if got["user_id"] is None:
+        stopped = _q3_stopped(attempt)
+        return f"not judged: no sign-up was committed, and {stopped}" if stopped else None
     if got["titles"] == want["titles"] and got["posts"] == want["posts"]:
         return None
     if not got["valid"] and got["titles"]:
@@ -650,6 +751,9 @@ def _q3_import(attempt: Attempt) -> str | None:
 
 
 def _q3_returned(attempt: Attempt) -> str | None:
+    stopped = _q3_stopped(attempt)
+    if stopped:
+        return f"not judged: {stopped} before it returned"
     if attempt.extra.get("user_id") is None:
         return None  # no sign-up committed: the first rule says so
     got = attempt.value
@@ -726,6 +830,38 @@ async def _q3_no_catch(db, username, titles):
     return {"user_id": user.id, "imported": len(titles)}
 
 
+async def _q3_commit_each_reads_expired(db, username, titles):
+    """Commits post by post, and after the rollback of the failed one reads user.id: expired, a lazy load."""
+    async with db.session() as session:
+        user = User(
+            username=username, email=f"{username}@example.com", display_name=username,
+            country="NL", created_at=datetime(2026, 1, 1),
+        )
+        session.add(user)
+        await session.commit()
+        imported = 0
+        for t in titles:
+            session.add(Post(author_id=user.id, title=t, body="", created_at=datetime(2026, 1, 1)))
+            try:
+                await session.commit()
+                imported += 1
+            except IntegrityError:
+                await session.rollback()  # expires user: the next user.id is a lazy load
+        return {"user_id": user.id, "imported": imported}
+
+
+async def _q3_no_username(db, username, titles):
+    async with db.session() as session, session.begin():
+        user = User(email=f"{username}@example.com", display_name=username, country="NL", created_at=datetime(2026, 1, 1))
+        session.add(user)
+    try:
+        async with db.session() as session, session.begin():
+            session.add_all([Post(author_id=user.id, title=t, body="", created_at=datetime(2026, 1, 1)) for t in titles])
+    except IntegrityError:
+        return {"user_id": user.id, "imported": 0}
+    return {"user_id": user.id, "imported": len(titles)}
+
+
 async def _q3_alt_begin_factory(db, username, titles):
     async with db.session.begin() as session:  # the sessionmaker's begin(): session and transaction
         user = User(username=username, email=f"{username}@example.com", display_name=username,
@@ -740,7 +876,34 @@ async def _q3_alt_begin_factory(db, username, titles):
     return {"user_id": user.id, "imported": len(titles)}
 
 
+_NOT_NULL_COLUMN = (
+    re.compile(r"NOT NULL constraint failed: (\w+)\.(\w+)"),  # SQLite: table.column
+    re.compile(r'null value in column "(\w+)" of relation "(\w+)"'),  # PostgreSQL: column, then table
+)
+
+
+def _not_null_column(error: BaseException) -> tuple[str, str] | None:
+    """(table, column) of a NOT NULL violation, from either backend's message (the code says it is one)."""
+    if constraint_kind(error) != "not_null":
+        return None
+    text_ = str(error)
+    sqlite_, postgres = (pattern.search(text_) for pattern in _NOT_NULL_COLUMN)
+    if sqlite_:
+        return sqlite_.group(1), sqlite_.group(2)
+    if postgres:
+        return postgres.group(2), postgres.group(1)
+    return None
+
+
 def _q3_explain(error: BaseException) -> str | None:
+    where = _not_null_column(error)
+    if where and where[0] == "users":
+        column = where[1]
+        value = "username" if column == "username" else "..."
+        return (
+            f"the sign-up failed: NOT NULL constraint on users.{column}, so the User was never written and nothing "
+            f"after it ran. Give the new User its {column}: `User({column}={value}, email=..., ...)`"
+        )
     if isinstance(error, IntegrityError):
         return (
             "the import's IntegrityError escaped your function. Catch it around the import's own unit of "
@@ -749,7 +912,74 @@ def _q3_explain(error: BaseException) -> str | None:
     return None
 
 
-q3 = Explaining(
+def _expired_attribute(error: BaseException) -> str | None:
+    """``User.id`` when the lazy load was the reload of an expired column (read after a commit or a
+    rollback expired it), from the attribute machinery's frames; None for anything else."""
+    expired, name = False, None
+    for item in chain(error):
+        tb = item.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "_load_expired":
+                expired = True
+            if name is None and frame.f_code.co_name == "get" and frame.f_code.co_filename.endswith("attributes.py"):
+                state, key = frame.f_locals.get("state"), frame.f_locals.get("key")
+                if state is not None and isinstance(key, str):
+                    name = f"{state.class_.__name__}.{key}"
+            tb = tb.tb_next
+    return name if expired else None
+
+
+@dataclass
+class _RunsOnAfterLazyLoad(Explaining):
+    """An answer that stops at a lazy load is still judged on what it committed: the probe runs as after
+    any other end, so the other lines say what happened (a partial import) instead of "ok" for a
+    claim nobody checked. The lazy load gets its own line (``_ExpiredRead``)."""
+
+    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        stopped: list[tuple[BaseException, str | None]] = []
+
+        async def until_lazy_load(handle: Any, **kw: Any) -> Any:
+            try:
+                return await answer(handle, **kw)
+            except Exception as error:
+                if not is_lazy_load(error):
+                    raise
+                stopped.append((error, _expired_attribute(error)))  # before the frames are released
+                await close_sessions_left_open(error, handle)
+                return None
+
+        attempt = await super()._attempt(until_lazy_load, db, call)
+        if stopped:
+            error, attribute = stopped[0]
+            attempt.extra["stopped_at_lazy_load"] = True
+            attempt.extra["expired_attribute"] = attribute
+            note_lazy_load(attempt, error)
+        return attempt
+
+
+@dataclass
+class _ExpiredRead(NoLazyLoads):
+    """The lazy load, named for what it was here: an attribute read after a commit or rollback expired it.
+    Its own name, so it is not put first: what the answer committed is the headline."""
+
+    name: str = "no attribute read after a commit or rollback expired it"
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if not attempt.lazy_loads:
+            return RuleResult(self.name, True)
+        attribute = attempt.extra.get("expired_attribute")
+        if not attribute:
+            return RuleResult(self.name, False, lazy_load_message(attempt))
+        saved = "user_id = user.id" if attribute == "User.id" else f"a variable, read from {attribute}"
+        return RuleResult(self.name, False, (
+            f"your function stopped at `{attribute}`, read after a commit or rollback expired it: reading an expired "
+            "attribute loads it again, a lazy load async code cannot do (MissingGreenlet). rollback() always expires "
+            f"the session's objects; keep what you need while it is loaded (`{saved}`, right after the commit)"
+        ))
+
+
+q3 = _RunsOnAfterLazyLoad(
     id="08.q3",
     title="Two units of work: the sign-up stands, the import is all or nothing",
     kind=DB_FN,
@@ -763,6 +993,7 @@ q3 = Explaining(
         EXPLAINED,
         Probe(test=_q3_signup_stands, name="the sign-up is committed"),
         Probe(test=_q3_import, name="the import is all or nothing"),
+        _ExpiredRead(),
         Probe(test=_q3_returned, name="returns what was committed"),
     ],
     hints=[
@@ -779,6 +1010,8 @@ q3 = Explaining(
         Counterexample("commits each post", _q3_commit_each_post, "partial import"),
         Counterexample("flushes the user, never commits", _q3_flush_only, "was the sign-up ever committed"),
         Counterexample("lets the import's error escape", _q3_no_catch, "IntegrityError escaped your function"),
+        Counterexample("commits each post, reads user.id after a rollback", _q3_commit_each_reads_expired, "partial import"),
+        Counterexample("a User without username", _q3_no_username, "NOT NULL constraint on users.username"),
     ],
 )
 
@@ -1057,6 +1290,7 @@ ALTERNATIVES = {
     ],
     "08.q2": [
         ("explicit savepoint objects, commit() or rollback()", _q2_alt_flush_in_savepoint),
+        ("one INSERT ... ON CONFLICT DO NOTHING ... RETURNING", _q2_alt_on_conflict),
     ],
     "08.q3": [
         ("sessionmaker.begin() for each unit of work", _q3_alt_begin_factory),

@@ -24,7 +24,7 @@ from sqlalchemy.util import await_only
 from ..lab.pooling import SCOPE, PoolWatch, drop_idle_connection, run_burst
 from ..schema import Order
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
-from .rules import Attempt, Probe, SameResult
+from .rules import Attempt, Probe, SameResult, names_used
 
 
 @dataclass
@@ -64,6 +64,8 @@ class PoolExercise(Exercise):
 
         engines: list[dict[str, Any]] = []
         made: list[Any] = []
+        own: list[PoolWatch] = []  # the pools of the engines the answer made: did its work use them?
+        open_left: list[int] = []
         slow_steps: list[bool] = []
 
         async def watched(scratch: Any, **kw: Any) -> Any:
@@ -76,6 +78,7 @@ class PoolExercise(Exercise):
                 engine = make(**engine_kw)
                 engines.append(engine_kw)
                 made.append(engine)
+                own.append(PoolWatch(engine).attach())
                 return engine
 
             scratch.create_engine = create_engine
@@ -97,17 +100,24 @@ class PoolExercise(Exercise):
                 return Raised(error)
             finally:
                 del scratch.create_engine
+                # connections the answer's own engines still held when it returned (before the checker disposes)
+                open_left.append(sum(w.connects - w.closes - w.invalidations for w in own))
                 for engine in made:  # an engine the answer forgot to dispose (the watch has seen that)
                     if engine is not returned:  # a returned engine is the answer (q1, q3): observed next
                         await engine.dispose()
+                for watch_ in own:
+                    watch_.detach()
                 _SLOW_STEPS.reset(steps)
                 SCOPE.reset(token)
 
         attempt = await super()._attempt(watched, db, call)
         attempt.extra["engines"] = engines
+        attempt.extra["own_checkouts"] = sum(w.checkouts for w in own)
+        attempt.extra["own_open"] = open_left[0] if open_left else 0
         attempt.extra["slow_steps"] = slow_steps
         attempt.extra["pool"] = watch.summary()
         attempt.extra["call"] = call
+        attempt.extra["code_names"] = names_used(answer)
         return attempt
 
 
@@ -127,7 +137,7 @@ async def _q1_observe(session: AsyncSession, returned: Any) -> dict[str, Any]:
     if not isinstance(returned, AsyncEngine):
         return {"type": type(returned).__name__}
     pool = returned.pool
-    seen: dict[str, Any] = {"type": "AsyncEngine", "pool": type(pool).__name__}
+    seen: dict[str, Any] = {"type": "AsyncEngine", "pool": type(pool).__name__, "backend": returned.dialect.name}
     try:
         if isinstance(pool, QueuePool):
             seen.update(size=pool.size(), overflow=pool._max_overflow, timeout=pool.timeout())
@@ -158,11 +168,21 @@ def _q1_at_most(attempt: Attempt) -> str | None:
             "(it opens one per checkout and closes it on return)"
         )
     if "size" in seen and seen["size"] + seen["overflow"] > 3:
-        return (
-            f"pool_size={seen['size']} with max_overflow={seen['overflow']} lets "
-            f"{seen['size'] + seen['overflow']} connections out at once, not 3: max_overflow is not 0 unless "
-            "you say so (SQLAlchemy's default is 10)"
-        )
+        size, overflow = seen["size"], seen["overflow"]
+        lets = f"pool_size={size} with max_overflow={overflow} lets {size + overflow} connections out at once, not 3"
+        if not any("max_overflow" in kw for kw in attempt.extra.get("engines", [])):
+            default = (
+                "the default of db.create_engine() on PostgreSQL in this course; SQLAlchemy's own is 10"
+                if seen.get("backend") == "postgresql"
+                else "SQLAlchemy's default"
+            )
+            return (
+                f"{lets}: max_overflow is not 0 unless you say so. You left it unset, so it is {overflow} here "
+                f"({default}): set max_overflow=0, and pool_size is the limit"
+            )
+        if overflow == 0:
+            return f"{lets}: with max_overflow=0 the limit is pool_size itself, so pool_size=3"
+        return f"{lets}: the two add up; make pool_size + max_overflow = 3 (pool_size=3, max_overflow=0)"
     if seen.get("peak", 0) > 3:
         return f"{seen['peak']} connections were out at once; the limit is 3"
     return None
@@ -192,6 +212,14 @@ def _q1_fails_fast(attempt: Attempt) -> str | None:
 
 async def _q1_only_size(db):
     return db.create_engine(pool_size=3)
+
+
+async def _q1_size_four(db):
+    return db.create_engine(pool_size=4, max_overflow=0, pool_timeout=1)  # "4: three, plus one spare"
+
+
+async def _q1_overflow_too(db):
+    return db.create_engine(pool_size=3, max_overflow=3, pool_timeout=1)  # the overflow comes on top
 
 
 async def _q1_no_timeout(db):
@@ -237,6 +265,8 @@ q1 = PoolExercise(
     "long a caller waits before TimeoutError.",
     counterexamples=[
         Counterexample("only pool_size", _q1_only_size, "max_overflow is not 0 unless you say so"),
+        Counterexample("pool_size=4, max_overflow=0", _q1_size_four, "with max_overflow=0 the limit is pool_size itself"),
+        Counterexample("pool_size=3 plus an overflow of 3", _q1_overflow_too, "the two add up"),
         Counterexample("default timeout", _q1_no_timeout, "defaults to 30"),
         Counterexample("NullPool", _q1_nullpool, "NullPool"),
         Counterexample("a sessionmaker", _q1_sessionmaker, "return the engine itself"),
@@ -452,13 +482,27 @@ def _q3_reuses(attempt: Attempt) -> str | None:
     seen = attempt.value or {}
     if seen.get("type") != "AsyncEngine" or "connects" not in seen:
         return None
-    if seen["connects"] > 2:
+    if seen["connects"] <= 2:
+        return None
+    opened = f"{seen['connects']} connections opened for {seen['checkouts']} checkouts"
+    recycle = [kw["pool_recycle"] for kw in attempt.extra.get("engines", []) if kw.get("pool_recycle") is not None]
+    if seen["pool"] != NullPool.__name__ and recycle and 0 <= recycle[0] < 60:
+        every = "0 means every checkout" if recycle[0] == 0 else "here nearly every checkout"
         return (
-            f"{seen['connects']} connections opened for {seen['checkouts']} checkouts: it survives by never "
-            f"reusing a connection ({seen['pool']}), paying a new connection every time; keep the pool and "
-            "test connections at checkout"
+            f"pool_recycle={recycle[0]} replaces a connection older than {recycle[0]} s when it is checked out, and "
+            f"{every} gets a new one ({opened}; -1, the default, never recycles): it survives the drop only by "
+            "never reusing a connection. Keep the pool, drop pool_recycle (or give it hours: 3600) and test each "
+            "connection at checkout: `pool_pre_ping=True`"
         )
-    return None
+    if seen["pool"] == NullPool.__name__:
+        return (
+            f"{opened}: it survives by never reusing a connection (NullPool), paying a new connection every time; "
+            "keep the pool and test connections at checkout: `pool_pre_ping=True`"
+        )
+    return (
+        f"{opened}: your pool replaced its connections instead of reusing them, paying a new connection every "
+        "time; keep them and test each one at checkout instead: `pool_pre_ping=True`"
+    )
 
 
 async def _q3_default(db):
@@ -467,6 +511,10 @@ async def _q3_default(db):
 
 async def _q3_recycle(db):
     return db.create_engine(pool_recycle=3600)
+
+
+async def _q3_recycle_zero(db):
+    return db.create_engine(pool_recycle=0, pool_use_lifo=True)  # "0: always a fresh connection"
 
 
 async def _q3_nullpool(db):
@@ -508,6 +556,7 @@ q3 = PoolExercise(
         Counterexample("default engine", _q3_default, "Make the engine with `pool_pre_ping=True`"),
         Counterexample("pool_recycle", _q3_recycle, "pool_recycle only replaces old connections"),
         Counterexample("NullPool", _q3_nullpool, "never reusing a connection"),
+        Counterexample("pool_recycle=0 (recycled at every checkout)", _q3_recycle_zero, "0 means every checkout gets a new one"),
         Counterexample("a sessionmaker", _q3_sessionmaker, "return the engine itself"),
     ],
     **SMALL,
@@ -602,6 +651,26 @@ def _q4_no_timeout(attempt: Attempt) -> str | None:
     return f"your function {raised!r}: {str(raised.error).splitlines()[0][:160]}"
 
 
+def _q4_own_engine(attempt: Attempt) -> str | None:
+    """The work ran on an engine made from ``pool`` (not on the handle's own, ``db.session()``)."""
+    if isinstance(attempt.value, Raised) or not attempt.extra.get("pool", {}).get("checkouts"):
+        return None  # it raised (said above), or it never reached the database
+    made = attempt.extra.get("engines")
+    if made and attempt.extra.get("own_checkouts"):
+        return None
+    how = (
+        "you made an engine from pool, but your sessions never used it: they ran"
+        if made
+        else "your sessions ran"
+    )
+    return (
+        f"{how} on the handle's own engine (`db.session()` or `db.engine`), whose pool is not the one you were "
+        "given, so this says nothing about a small pool. Make the engine yourself, `engine = "
+        "db.create_engine(**pool)`, open every session on it (`Session = async_sessionmaker(engine)`), and "
+        "`await engine.dispose()` in a `finally:` at the end"
+    )
+
+
 def _q4_given_pool(attempt: Attempt) -> str | None:
     given = attempt.extra.get("call", {}).get("pool", Q4_CALL["pool"])
     for settings in attempt.extra.get("engines", []):
@@ -629,9 +698,13 @@ def _q4_slow_step_in_session(attempt: Attempt) -> str | None:
 
 
 def _q4_disposed(attempt: Attempt) -> str | None:
-    pool = attempt.extra.get("pool") or {}
-    if attempt.extra.get("engines") and pool.get("connects", 0) > pool.get("closes", 0) + pool.get("invalidations", 0):
-        left = pool["connects"] - pool["closes"] - pool["invalidations"]
+    if isinstance(attempt.value, Raised):
+        # tasks gather() did not cancel may still have held connections when the engine was disposed
+        return "not judged: your function raised (see above)"
+    if not attempt.extra.get("engines"):
+        return "you made no engine of your own, so none was disposed: make it from pool, dispose of it at the end"
+    left = attempt.extra.get("own_open", 0)
+    if left > 0:
         return (
             f"your engine was never disposed: {left} connection(s) stayed open after your function returned. "
             "`await engine.dispose()` in a `finally:` when you are done with an engine you made"
@@ -758,6 +831,54 @@ async def _q4_not_disposed(db, user_ids, pool):
     return dict(await asyncio.gather(*(one(u) for u in user_ids)))
 
 
+async def _q4_handle_sessions(db, user_ids, pool):
+    gate = asyncio.Semaphore(pool["pool_size"] + pool["max_overflow"])
+
+    async def one(user_id):
+        async with gate, db.session() as session:  # the handle's engine: its pool, not the one given
+            count = await session.scalar(select(func.count()).select_from(Order).where(Order.user_id == user_id))
+            await slow_step()
+            return user_id, count
+
+    return dict(await asyncio.gather(*(one(u) for u in user_ids)))
+
+
+async def _q4_engine_unused(db, user_ids, pool):
+    engine = db.create_engine(**pool)
+    gate = asyncio.Semaphore(pool["pool_size"] + pool["max_overflow"])
+
+    async def one(user_id):
+        async with gate, db.session() as session:  # made an engine... and opened the sessions elsewhere
+            count = await session.scalar(select(func.count()).select_from(Order).where(Order.user_id == user_id))
+            await slow_step()
+            return user_id, count
+
+    try:
+        return dict(await asyncio.gather(*(one(u) for u in user_ids)))
+    finally:
+        await engine.dispose()
+
+
+async def _q4_alt_batches(db, user_ids, pool):
+    """Batches as wide as the pool, one gather each; sessions from the handle's factory bound to the engine."""
+    engine = db.create_engine(**pool)
+    width = pool["pool_size"] + pool["max_overflow"]
+
+    async def one(user_id):
+        async with db.session(bind=engine) as session:
+            count = await session.scalar(select(func.count(Order.id)).where(Order.user_id == user_id))
+            await slow_step()
+            return user_id, count
+
+    counts = {}
+    try:
+        for start in range(0, len(user_ids), width):
+            counts.update(await asyncio.gather(*(one(u) for u in user_ids[start : start + width])))
+    finally:
+        await engine.dispose()
+    return counts
+
+
 async def _q4_alt_workers(db, user_ids, pool):
     """As many workers as connections, each taking ids from a queue: concurrency bounded without a semaphore."""
     engine = db.create_engine(**pool)
@@ -793,6 +914,7 @@ q4 = PoolExercise(
     catch_errors=True,
     rules=[
         Probe(test=_q4_no_timeout, name="no task gives up waiting for a connection"),
+        Probe(test=_q4_own_engine, name="the sessions run on an engine made with db.create_engine(**pool)"),
         Probe(test=_q4_given_pool, name="the pool you were given"),
         Probe(test=_q4_slow_step_in_session, name="slow_step() while the session is open"),
         SameResult(what="counts"),
@@ -817,6 +939,8 @@ q4 = PoolExercise(
         Counterexample("pool_timeout=30 instead of the given 0.1", _q4_longer_timeout, "not the pool_timeout=0.1 you were given"),
         Counterexample("slow_step() after the session closed", _q4_slow_step_after_session, "slow_step() ran after your session had closed"),
         Counterexample("engine never disposed", _q4_not_disposed, "your engine was never disposed"),
+        Counterexample("db.session() and a semaphore, no engine from pool", _q4_handle_sessions, "the handle's own engine"),
+        Counterexample("an engine from pool, but db.session() for the work", _q4_engine_unused, "your sessions never used it"),
     ],
     **SMALL,
 )
@@ -967,16 +1091,46 @@ _Q5_FRESH = (
 )
 
 
+_LOST_CONNECTION_CLASSES = {"InterfaceError", "OperationalError", "InternalError", "DisconnectionError"}
+
+
+def _q5_one_class(attempt: Attempt) -> list[str]:
+    """The DBAPIError subclasses the answer's code names where it should test connection_invalidated."""
+    names = attempt.extra.get("code_names") or set()
+    if "DBAPIError" in names or "connection_invalidated" in names:
+        return []
+    return sorted(names & _LOST_CONNECTION_CLASSES)
+
+
+def _q5_catch_what(caught: list[str]) -> str:
+    return (
+        f"your function catches {' and '.join(caught)}, but the class a lost connection raises depends on the "
+        "driver, and on asyncpg even on the moment it noticed. Catch `DBAPIError` and test its "
+        "`connection_invalidated`: True whenever SQLAlchemy found the connection lost, whatever the class"
+    )
+
+
 def _q5_judge(attempt: Attempt) -> str | None:
     seen = attempt.value or {}
     returned, calls = seen.get("returned"), seen.get("work_calls")
     if seen.get("work") == LosesConnectionOnce.__name__:
         if isinstance(returned, Raised):
             if returned.invalidated and calls == 1:
-                return (
+                lost = (
                     f"the work lost its connection mid-transaction ({returned.name}, connection_invalidated=True) "
-                    "and your function did not run it again. pool_pre_ping cannot help here: it tests a "
-                    "connection at checkout, not in the middle of a transaction"
+                    "and your function did not run it again"
+                )
+                caught = _q5_one_class(attempt)
+                if caught:
+                    return f"{lost}: {_q5_catch_what(caught)}"
+                if any(kw.get("pool_pre_ping") for kw in attempt.extra.get("engines", [])):
+                    return (
+                        f"{lost}. pool_pre_ping cannot help here: it tests a connection at checkout, not in the "
+                        "middle of a transaction"
+                    )
+                return (
+                    f"{lost}. Catch `DBAPIError` around the work and, when its `connection_invalidated` is True, run "
+                    "the work once more in a new session (the commit after the work, outside that try)"
                 )
             if returned.name == "PendingRollbackError":
                 return (
@@ -1009,6 +1163,9 @@ def _q5_judge(attempt: Attempt) -> str | None:
             )
         if returned != seen["tags"][0]:
             return f"your function returned {returned!r}, not what the work returned ({seen['tags'][0]})"
+        caught = _q5_one_class(attempt)
+        if caught:  # it retried here, where the loss raised a class it catches: not on every backend
+            return f"the retry worked with this database's driver only: {_q5_catch_what(caught)}"
         return None
     if seen.get("work") == LosesConnectionAtCommit.__name__:
         if calls and calls > 1:
@@ -1114,6 +1271,38 @@ async def _q5_reraise_first(db, work):
         return result
 
 
+async def _q5_interface_error(db, work):
+    """Catches one class (asyncpg's usual one), not the flag: aiosqlite raises OperationalError here."""
+    from sqlalchemy.exc import InterfaceError
+
+    for attempt in (1, 2):
+        async with db.session() as session:
+            try:
+                result = await work(session)
+            except InterfaceError:
+                if attempt == 2:
+                    raise
+                continue
+            await session.commit()
+            return result
+
+
+async def _q5_operational_error(db, work):
+    """Catches aiosqlite's class: right on SQLite, where the lost connection raises it; not on asyncpg."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in (1, 2):
+        async with db.session() as session:
+            try:
+                result = await work(session)
+            except OperationalError:
+                if attempt == 2:
+                    raise
+                continue
+            await session.commit()
+            return result
+
+
 async def _q5_alt_rollback_same_session(db, work):
     """One session for both tries, rolled back between them: the second try gets a new connection."""
     async with db.session() as session:
@@ -1193,6 +1382,8 @@ q5 = PoolExercise(
         Counterexample("retries a lost COMMIT too", _q5_commit_in_retry, "COMMIT outcome is unknown"),
         Counterexample("retries inside the same session.begin() block", _q5_same_begin_block, "same `session.begin()` block"),
         Counterexample("retries in the same session, re-raises the first error", _q5_reraise_first, "the retry failed too"),
+        Counterexample("catches InterfaceError, not connection_invalidated", _q5_interface_error, "test its connection_invalidated"),
+        Counterexample("catches OperationalError, not connection_invalidated", _q5_operational_error, "test its connection_invalidated"),
     ],
     **SMALL,
 )
@@ -1214,6 +1405,7 @@ ALTERNATIVES = {
     ],
     "09.q4": [
         ("one worker per connection, taking ids from a queue", _q4_alt_workers),
+        ("batches as wide as the pool, db.session(bind=engine)", _q4_alt_batches),
     ],
     "09.q5": [
         ("a flag says whether the COMMIT had started", _q5_alt_flag),

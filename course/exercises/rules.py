@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import CodeType
 from typing import Any
 
 from ..recorder import SqlLog
@@ -730,6 +731,26 @@ def sent_strings(attempt: Attempt) -> list[str]:
         values = params.values() if isinstance(params, dict) else params if isinstance(params, (list, tuple)) else ()
         found += [v for v in values if isinstance(v, str)]
         found += [m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", statement.sql)]
+    return found
+
+
+def names_used(function: Any) -> set[str]:
+    """The names a function's code refers to (globals, attributes, imported modules) and its one-word
+    string constants (``"postgresql"``; not a docstring or a sentence), its nested functions and
+    comprehensions included; empty for anything without code. For what the result cannot show: how
+    the answer picked a construct, whether it sorted."""
+    todo = [getattr(function, "__code__", None)]
+    found: set[str] = set()
+    while todo:
+        code = todo.pop()
+        if not isinstance(code, CodeType):
+            continue
+        found.update(code.co_names)
+        for const in code.co_consts:
+            if isinstance(const, str) and const and not any(c.isspace() for c in const):
+                found.add(const)
+            elif isinstance(const, CodeType):
+                todo.append(const)
     return found
 
 
