@@ -456,7 +456,10 @@ def _q2_pattern(attempt: Attempt) -> str | None:
             "after the domain lets anything follow it. End the pattern with the domain: '%@EXAMPLE.COM'"
         )
     # judged from the pattern: this seed has no address at a domain that merely ends in example.com
-    no_at = [p for p in _patterns(attempt) if "example.com" in p.lower() and "@example.com" not in p.lower()]
+    # only LIKE patterns (a %, or the operand of LIKE / endswith()): an equality on the domain is fine
+    likes = re.search(r"\bI?LIKE\b", _sql_of(attempt), re.I)
+    no_at = [p for p in _patterns(attempt) if "example.com" in p.lower() and "@example.com" not in p.lower()
+             and ("%" in p or likes)]
     if no_at:
         return (
             f"your pattern {no_at[0]!r} has no @ before the domain, so it also matches addresses at other "

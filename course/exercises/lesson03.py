@@ -950,9 +950,10 @@ def _q5_same_directions(attempt: Attempt) -> str | None:
             op = compared.group(1)
             return (
                 f"your ORDER BY sorts created_at {directions['created_at']} but id {directions['id']}, while "
-                f"the row-value comparison (created_at, id) {op} (...) walks both columns the same way: "
-                f"{'smaller' if op.startswith('<') else 'larger'} on both. Sort both columns the way the "
-                "comparison goes: .order_by(Post.created_at.desc(), Post.id.desc()) with tuple_(...) < "
+                f"the row-value comparison (created_at, id) {op} (...) compares in order, created_at first "
+                f"and id only among rows with the same created_at, both in one direction "
+                f"({'smaller' if op.startswith('<') else 'larger'}). So the ORDER BY must sort id the same way "
+                "as created_at: .order_by(Post.created_at.desc(), Post.id.desc()) with tuple_(...) < "
                 "tuple_(*after)"
             )
     return None

@@ -258,6 +258,14 @@ def _q2_loaded_objects(attempt: Attempt) -> str | None:
         return None
     selects = verbs[: verbs.index("UPDATE")].count("SELECT")
     reads = "a SELECT" if selects == 1 else f"{selects} SELECTs"
+    before = attempt.log.queries[: verbs.index("UPDATE")]
+    # whole User objects load every column (email among them); a read of ids only loaded no object
+    if not any(q.verb == "SELECT" and "users.email" in q.sql.lower() for q in before):
+        return (
+            f"the {'SELECT' if selects == 1 else f'{selects} SELECTs'} before your UPDATE "
+            f"{'is one statement' if selects == 1 else 'are statements'} too many: the dicts already hold the primary "
+            f"keys, so there is nothing to read first. {_BULK_BY_PK}"
+        )
     return (
         f"you loaded the users first ({reads}) and set the role on each object, so a flush wrote them: "
         f"{len(verbs)} statements, and an object built and tracked per row. The dicts already hold the primary "
@@ -299,6 +307,12 @@ async def _q2_load_and_flush(session, changes):
     for user in users:
         user.role = wanted[user.id]
     await session.flush()
+
+
+async def _q2_ids_checked_first(session, changes):
+    ids = [c["id"] for c in changes]
+    assert len((await session.scalars(select(User.id).where(User.id.in_(ids)))).all()) == len(ids)
+    await session.execute(update(User), changes)
 
 
 async def _q2_load_no_flush(session, changes):
@@ -367,10 +381,11 @@ def _q2_explain(error: BaseException) -> str | None:
     statement = " ".join(str(getattr(error, "statement", "") or "").split()).upper()
     if isinstance(error, IntegrityError) and statement.startswith("UPDATE") and " WHERE " not in statement:
         return (
-            "your UPDATE has no WHERE: executed on a connection (Core), update(users) with a list of dicts "
-            "SETs every key of each dict, id included, on every row, and the primary key refused the "
-            "duplicates. Only the ORM form, update(User) run by the session, turns each dict's primary key into "
-            "WHERE id = ?: `await session.execute(update(User), changes)`"
+            "your UPDATE has no WHERE: update() of the users Table (not the User class) is a Core UPDATE, "
+            "even run through the session or a connection: with a list of dicts it SETs every key of each "
+            "dict, id included, on every row, and the primary key refused the duplicates. Only the ORM form, "
+            "update() of the mapped class, turns each dict's primary key into WHERE id = ?: "
+            "`await session.execute(update(User), changes)`"
         )
     if isinstance(error, InvalidRequestError) and "additional WHERE criteria" in str(error):
         return (
@@ -416,6 +431,8 @@ q2 = _Explaining(
         Counterexample("one UPDATE per row", _q2_update_per_row, "session.execute(update(User), changes)"),
         Counterexample("load the users, change them, flush", _q2_load_and_flush, "you loaded the users first"),
         Counterexample("load and change, no flush", _q2_load_no_flush, "no UPDATE was sent"),
+        Counterexample("the ids checked with a SELECT first", _q2_ids_checked_first,
+                       "the SELECT before your UPDATE is one statement too many"),
         Counterexample("one role for everybody", _q2_one_role_for_all, "every row got the same role"),
         Counterexample("a list passed to .values()", _q2_values_list, "UPDATE does not have"),
         Counterexample("one UPDATE per role", _q2_one_update_per_role, "one per role"),
@@ -1136,8 +1153,9 @@ def _q5_one_by_one(attempt: Attempt) -> str | None:
             "all: update(User).where(User.id.in_(user_ids)).values(role='editor')"
         )
     return (
-        f"{len(queries)} statements: you read the users again after the UPDATE (a SELECT with "
-        "populate_existing, or after expire_all()) to see the new role. Two are enough: an ORM UPDATE sets the "
+        f"{len(queries)} statements: you read the users again after the UPDATE, a third statement (a plain "
+        "SELECT does not even refresh objects already in the session; populate_existing would, at the cost of "
+        "that statement). Two are enough: an ORM UPDATE sets the "
         "new role on the objects it matches in the session as it runs, with synchronize_session at its default, "
         "'auto' (False turns that off). Or run the UPDATE first and load the users after it"
     )
@@ -1339,7 +1357,7 @@ q5 = _ReadsCode(
         Probe(test=_q5_only_listed, name="only the listed users change"),
         Probe(test=_q5_expired, name="the objects hold their role (not expired)"),
         Probe(test=_q5_stale, name="the objects show what the database holds"),
-        Probe(test=_q5_one_by_one, name="two statements: one SELECT, one UPDATE"),
+        Probe(test=_q5_one_by_one, name="at most two statements (one SELECT, one UPDATE)"),
         Probe(test=_q5_input_order, name="the objects in id order, not in the order of user_ids"),
         SameResult(ordered=True, what="(id, role) of the objects you returned"),
         Probe(test=_q5_order_said, name="the id order asked for (ORDER BY or a sort), not left to chance"),

@@ -170,8 +170,8 @@ _Q1_INSERT_FIRST = (
 )
 _Q1_CHECK_FIRST = (
     "Look the tags up first and compare them with the distinct names; only when every name exists, build "
-    "`Post(..., tags=list(tags))`, add it and flush. (Or write inside `async with session.begin_nested():` and "
-    "raise to undo it)"
+    "`Post(..., tags=list(tags))`, add it and flush. (Or write inside `async with session.begin_nested():`, "
+    "raise inside the block to undo it, and catch that exception outside the block to return None)"
 )
 
 
