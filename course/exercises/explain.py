@@ -331,8 +331,8 @@ def _empty_insert(error: BaseException) -> str | None:
             return (
                 f"an INSERT into {name} ran with no values at all (`{' '.join(statement.split())[:60]}`): "
                 "`session.execute(insert(...), [])` with an empty list means no parameters, so SQLAlchemy sends "
-                "the INSERT once, with no row of values, and NOT NULL refused it. Skip the call when the list "
-                "is empty (`if rows:`)"
+                "the INSERT once, with no row of values, and NOT NULL refused it (SQLAlchemy 2.1 also warns that "
+                "an empty list will become an error). Skip the call when the list is empty (`if rows:`)"
             )
     return None
 
