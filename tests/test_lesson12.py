@@ -383,6 +383,21 @@ async def test_a_correct_answer_of_another_form_is_accepted(db, exercise, answer
     assert verdict.status == CORRECT, str(verdict)
 
 
+@pytest.mark.sqlite  # SQLite's locking hides the race's unique violation: deselected on PostgreSQL, never skipped
+async def test_on_sqlite_a_check_first_answer_meets_the_unique_violation_its_select_missed(scratch):
+    """The race ends in 'database is locked' and a retry whose SELECT finds the post; so a post committed
+    before is hidden from the answer's SELECT until its INSERT, which then meets the unique index."""
+    for answer, expected in (
+        (CheckFirstThenSavepoint, AlreadyExists),
+        (counterexamples._CheckFirstSavepointNoConversion, IntegrityError),
+    ):
+        attempt = Attempt()
+        await writes._race_scenario(answer, scratch, attempt)
+        assert attempt.extra["retried"] and isinstance(attempt.extra["duplicate"], AlreadyExists)
+        assert isinstance(attempt.extra["unseen"], expected), attempt.extra["unseen"]
+        assert await _titled(scratch, writes.UNSEEN_TITLE) == 0  # the committed post is gone again
+
+
 # ---------------------------------------------------------------- feedback that names the mistake
 
 

@@ -746,8 +746,10 @@ def _race_rule(attempt: Attempt) -> str | None:
             "create_post returned normally instead of raising AlreadyExists" if unseen == "returned"
             else "a raw IntegrityError reached the caller, not AlreadyExists"
         )
+        code = error_code(unseen) if isinstance(unseen, IntegrityError) else None
+        here = f"; {code} in this run" if code and code != "23505" else ""
         return (
-            f"{race} meets its row in the unique index on PostgreSQL (a unique violation): {met}. SQLite hid "
+            f"{race} meets its row in the unique index on PostgreSQL (unique violation 23505{here}): {met}. SQLite hid "
             "that at first (your stale write failed with 'database is locked', and the caller's retry found the "
             "post with your SELECT), so the checker committed a post and kept it from your SELECT until your "
             "INSERT ran, as PostgreSQL's READ COMMITTED shows a row committed between the two. "
