@@ -232,13 +232,17 @@ def _rows_of(parameters: Any) -> bool:
 
 
 def _arm_failure(scratch: Any, fired: list[int]):
-    """Make the database refuse the INSERT INTO post_tags with an IntegrityError (the error an
-    ``except IntegrityError`` would swallow): every value it sends becomes NULL, and NOT NULL refuses it."""
+    """Make the database refuse the INSERT INTO post_tags. With an IntegrityError (the error an ``except
+    IntegrityError`` would swallow) when its values are bound: each becomes NULL, and NOT NULL refuses the
+    row. Any other form (INSERT ... SELECT, values written into the SQL) names a table that does not exist."""
 
     def inject(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool):
         if re.match(r'\s*INSERT\s+INTO\s+"?post_tags"?[\s(]', statement, re.I):
             fired.append(1)
-            parameters = _nulls(parameters)
+            if re.search(r"\bVALUES\b", statement, re.I) and not re.search(r"\bSELECT\b", statement, re.I) and parameters:
+                parameters = _nulls(parameters)
+            else:
+                statement = re.sub(r"post_tags", "post_tags_injected_failure", statement, count=1)
         return statement, parameters
 
     event.listen(scratch.engine.sync_engine, "before_cursor_execute", inject, retval=True)
