@@ -109,6 +109,12 @@ HEADLINES = [
     ("12.q1", "selectinload(Post.comments), then len()", "the comments were loaded to be counted"),
     ("12.q3", "every tag created, known or not", "inserted tags that already exist"),
     ("12.q4", "check first, then insert", "your check-then-insert races"),
+    # trial 4d: a false pass on SQLite, or a symptom where the mistake is nameable
+    ("10.q1", "lower(title), the term not lowered", "you lowered the title but not the term"),  # PG: ids missing too
+    ("10.q2", "try inside the begin_nested() block", "your try inside the async with session.begin_nested(): block"),
+    ("11.q4", "one IN for every id", "one statement carried 40,000 bound parameters"),  # PG: asyncpg's error
+    ("12.q2", "published_at <= at AND id < id", "two comparisons joined by AND are not a keyset"),
+    ("12.q4", "check first, then a savepoint that converts nothing", "your check-then-insert races"),
 ]
 
 

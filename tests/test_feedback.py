@@ -846,3 +846,34 @@ async def test_carrying_on_after_a_failure_without_a_savepoint_is_rejected_on_bo
         assert "PostgreSQL aborts the whole transaction" in verdict.message
     assert (await judged(exercise, _skips_duplicates_in_savepoints, db)).status == CORRECT
 
+
+
+_ADD_IN_A_BLOCK = '''
+async def answer(session):
+    async with session.{begin}():
+        session.add(Tag(name="python"))  # exists: the INSERT fails at the flush as the block ends
+'''
+
+
+@pytest.mark.parametrize("begin", ["begin_nested", "begin"])
+async def test_an_integrity_error_raised_as_the_block_ends_names_the_block(db, begin):
+    """The flush that ends an `async with session.begin...()` block raised it: said, with the block read from
+    the learner's line; with no source to read (code typed at a prompt), the block is named as a choice."""
+    import linecache
+
+    source = _ADD_IN_A_BLOCK.format(begin=begin)
+    for filename, keep in ((f"<feedback-{begin}>", True), (f"<feedback-{begin}-unread>", False)):
+        scope = {"Tag": Tag}
+        exec(compile(source, filename, "exec"), scope)
+        if keep:
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        try:
+            verdict = await judged(_exercise(SESSION_FN), scope["answer"], db)
+        finally:
+            linecache.cache.pop(filename, None)
+        assert verdict.status == ERROR
+        said = plain(verdict.message)
+        assert said.startswith("A row with the same unique value already exists"), said
+        block = f"async with session.{begin}():" if keep else "async with session.begin_nested(): (or begin())"
+        assert f"raised when your {block} block ended" in said, said
+        assert "Put the try around the whole block" in said and "check before" not in said.lower()

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import event, func, insert, select, tuple_
+from sqlalchemy import event, func, insert, literal, select, tuple_
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.util import await_only
@@ -367,10 +367,31 @@ class CoreInsertsInSavepoint(Reference):
         return post_id
 
 
+class LinksFromSelect(Reference):
+    """The links written by one INSERT ... SELECT from the tags (no VALUES: the checker's failure for q3 is
+    then a missing table, not NULLs)."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        names = list(dict.fromkeys(tag_names))
+        async with session.begin_nested():
+            post = Post(author_id=author_id, title=title, body=body, status="published",
+                        created_at=published_at, published_at=published_at)
+            session.add(post)
+            known = set(await session.scalars(select(Tag.name).where(Tag.name.in_(names))))
+            session.add_all([Tag(name=n) for n in names if n not in known])
+            await session.flush()
+            await session.execute(insert(post_tags).from_select(
+                ["post_id", "tag_id"], select(literal(post.id), Tag.id).where(Tag.name.in_(names))
+            ))
+        return post.id
+
+
 @pytest.mark.parametrize(
     ("exercise", "answer"),
     [
         ("q1", OrmObjects), ("q2", OrmObjects),
+        ("q3", LinksFromSelect),
         ("q1", GroupedCountsStringCursor), ("q2", GroupedCountsStringCursor),
         ("q3", ByCode), ("q4", ByCode), ("q4", ByMessage),
         ("q4", CheckFirstThenSavepoint),
@@ -381,6 +402,21 @@ class CoreInsertsInSavepoint(Reference):
 async def test_a_correct_answer_of_another_form_is_accepted(db, exercise, answer):
     verdict = await getattr(lesson12, exercise).evaluate(answer, db=db)
     assert verdict.status == CORRECT, str(verdict)
+
+
+@pytest.mark.sqlite  # SQLite's locking hides the race's unique violation: deselected on PostgreSQL, never skipped
+async def test_on_sqlite_a_check_first_answer_meets_the_unique_violation_its_select_missed(scratch):
+    """The race ends in 'database is locked' and a retry whose SELECT finds the post; so a post committed
+    before is hidden from the answer's SELECT until its INSERT, which then meets the unique index."""
+    for answer, expected in (
+        (CheckFirstThenSavepoint, AlreadyExists),
+        (counterexamples._CheckFirstSavepointNoConversion, IntegrityError),
+    ):
+        attempt = Attempt()
+        await writes._race_scenario(answer, scratch, attempt)
+        assert attempt.extra["retried"] and isinstance(attempt.extra["duplicate"], AlreadyExists)
+        assert isinstance(attempt.extra["unseen"], expected), attempt.extra["unseen"]
+        assert await _titled(scratch, writes.UNSEEN_TITLE) == 0  # the committed post is gone again
 
 
 # ---------------------------------------------------------------- feedback that names the mistake

@@ -13,6 +13,7 @@ Message strings mark code with backticks (see :mod:`course.exercises.verdict`).
 from __future__ import annotations
 
 import builtins
+import linecache
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -88,6 +89,17 @@ def explain_error(error: BaseException) -> str | None:
         original = re.search(r"original exception was: (.+)", str(error), re.I)
         cause = f" (the statement that failed: {original.group(1).split(chr(10))[0][:200]})" if original else ""
         return PENDING_ROLLBACK + cause
+    if (
+        isinstance(error, sa_exc.InvalidRequestError) and "is not present in this session" in str(error).lower()
+        and any(isinstance(item, sa_exc.IntegrityError) for item in chain(error))
+    ):
+        return (
+            "the failed flush had already taken the refused object out of the session (a failed flush rolls "
+            "back: the savepoint it ran in, or else the session's whole transaction), so `session.expunge()` "
+            "found nothing to remove and raised InvalidRequestError. Drop the expunge, and give each row a "
+            "savepoint: `try:`, then `async with session.begin_nested(): session.add(...)` inside it, then "
+            "`except IntegrityError:` level with the `try`"
+        )
     if code == "25P02" or "current transaction is aborted" in text:
         return (
             "an earlier statement in this transaction failed, and PostgreSQL aborts the whole transaction at "
@@ -319,16 +331,97 @@ def _integrity(error: BaseException, code: str, text: str) -> str:
     elif foreign_key:
         what = "the row points at a row that does not exist (a foreign key refused it)"
     elif code in ("23502", "SQLITE_CONSTRAINT_NOTNULL") or "not null" in text:
+        empty = _empty_insert(error)
+        if empty:
+            return empty
         what = "a required column was left empty (NOT NULL refused the row)"
     elif code in ("23514", "SQLITE_CONSTRAINT_CHECK") or "check constraint" in text:
         what = "a value broke a CHECK constraint (the table refuses it)"
     else:
         what = "a constraint refused the row"
+    leaving = _raised_leaving_block(error)
+    if leaving is not None:
+        block, try_inside = leaving
+        which = f"`async with session.{block}():`" if block else "`async with session.begin_nested():` (or `begin()`)"
+        fix = (
+            f"Put the `try` around the whole block: `try:`, then `async with session.{block or 'begin_nested'}():` "
+            "indented inside it, then `except IntegrityError:` level with the `try`"
+        )
+        if try_inside:
+            return (
+                f"your `try` inside the {which} block never saw the IntegrityError: it was raised when the block "
+                "ended, after your `try` had ended. `session.add()` sends nothing; the INSERT runs at the flush "
+                f"that leaving the block does, and that is where the database refused it: {what}. {fix}"
+            )
+        return (
+            f"{what}. The IntegrityError was raised when your {which} block ended: `session.add()` sends "
+            f"nothing, the INSERT runs at the flush that leaving the block does. {fix}"
+        )
     return (
-        f"{what}. Put the statement that may fail in `async with session.begin_nested():` and catch "
-        "`IntegrityError` around that block (outside it: the error comes when the block flushes), so "
-        "only the savepoint is undone and the rest of the transaction survives"
+        f"{what}. Where the database may refuse a row and your code carries on, catch `IntegrityError` "
+        "around the whole `async with session.begin_nested():` block (the INSERT runs at the flush when "
+        "the block ends), so that only the savepoint is undone and the rest of the transaction survives"
     )
+
+
+def _raised_leaving_block(error: BaseException) -> tuple[str, bool] | None:
+    """When ``error`` came from the flush an ``async with session.begin...()`` block runs as it ends (read
+    from the traceback: AsyncSessionTransaction.__aexit__, then a flush): which block (``"begin_nested"``,
+    ``"begin"``, or ``""`` when the learner's line cannot be read) and whether a ``try`` sits inside it.
+    None when the error came from elsewhere."""
+    learner: tuple[str, int] | None = None
+    for item in chain(error):
+        leaving = False
+        tb = item.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            filename = code.co_filename.replace("\\", "/")
+            if code.co_name == "__aexit__" and filename.endswith("ext/asyncio/session.py"):
+                leaving = True
+            elif leaving and code.co_name in ("flush", "_flush"):
+                return _block_at(*learner) if learner else ("", False)
+            elif not leaving and "/sqlalchemy/" not in filename:
+                learner = (code.co_filename, tb.tb_lineno)
+            tb = tb.tb_next
+        if leaving:
+            return None
+    return None
+
+
+def _block_at(filename: str, lineno: int) -> tuple[str, bool]:
+    """The ``async with`` block at ``filename:lineno``: begin_nested or begin, and whether it holds a ``try``."""
+    lines = linecache.getlines(filename)
+    head = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+    match = re.search(r"\.(begin_nested|begin)\(", head)
+    if not match:
+        return "", False
+    indent = len(head) - len(head.lstrip())
+    for line in lines[lineno:]:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if len(line) - len(line.lstrip()) <= indent:
+            break
+        if re.match(r"\s*try\s*:", line):
+            return match.group(1), True
+    return match.group(1), False
+
+
+def _empty_insert(error: BaseException) -> str | None:
+    """An INSERT executed with an empty list of parameters: SQLAlchemy sends it once, with no values."""
+    for item in chain(error):
+        statement = getattr(item, "statement", None)
+        if isinstance(item, sa_exc.DBAPIError) and statement and statement.lstrip().upper().startswith("INSERT"):
+            if getattr(item, "params", None):
+                return None
+            table = re.match(r'\s*INSERT\s+INTO\s+"?(\w+)', statement, re.I)
+            name = f"`{table.group(1)}`" if table else "the table"
+            return (
+                f"an INSERT into {name} ran with no values at all (`{' '.join(statement.split())[:60]}`): "
+                "`session.execute(insert(...), [])` with an empty list means no parameters, so SQLAlchemy sends "
+                "the INSERT once, with no row of values, and NOT NULL refused it (SQLAlchemy 2.1 also warns that "
+                "an empty list will become an error). Skip the call when the list is empty (`if rows:`)"
+            )
+    return None
 
 
 def _quoted(error: BaseException) -> str:

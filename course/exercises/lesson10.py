@@ -11,9 +11,15 @@ has a counterexample in this module, tested on both backends).
 - q1 search box: input pasted into SQL (the term found in the statement text) ->
   "pasted into the SQL text"; LIKE wildcards left live (extra ids for "%") -> "wildcards";
   a plain LIKE, right on SQLite only (LIKE without ILIKE/lower in the SQL) ->
-  "case-sensitive"; every title fetched and searched in Python (rows fetched, no LIKE) ->
-  "the search ran in Python".
-- q2 get or create: the duplicate not handled (error) -> "IntegrityError"; session.rollback()
+  "case-sensitive"; lower(title) LIKE a term that keeps its capitals, right on SQLite only (the
+  values on the LIKE's right side, neither side folded by the database) -> "you lowered the title
+  but not the term"; every title fetched and searched in Python (rows fetched, no LIKE) ->
+  "the search ran in Python"; no ORDER BY (the last SELECT, unless the source sorts in Python) ->
+  "no ORDER BY"; Post objects returned (noted before they are normalised to ids) -> "returns
+  Post objects".
+- q2 get or create: the duplicate not handled (error) -> "IntegrityError"; the try inside the
+  begin_nested() block (raised as the block ends, read from the traceback; explain.py) -> "never saw
+  the IntegrityError"; session.rollback()
   losing earlier work (tags gone afterwards) -> "threw away"; caught without a savepoint
   (PendingRollbackError, an aborted transaction, or on SQLite a failed INSERT in the SQL log
   followed by more statements) -> "outside a savepoint"; upsert without looking the id up ->
@@ -22,7 +28,8 @@ has a counterexample in this module, tested on both backends).
   bad row (accepted rows gone) -> "threw them away"; one flush for all -> "IntegrityError";
   merge() overwriting -> "overwritten"; no savepoint (as q2) ->
   "outside a savepoint"; a blanket ``except IntegrityError`` as "already exists" (every
-  refusal reported "unique") -> "blanket".
+  refusal reported "unique") -> "blanket"; session.expunge() of the refused row (explain.py) ->
+  "found nothing to remove"; the try inside each begin_nested() block -> "never saw the IntegrityError".
 - q4 retry: every exception retried, or every DBAPIError (attempts on a duplicate) ->
   "you retried an IntegrityError"; one session for all attempts (failed writes committed) ->
   "new transaction"; no backoff (gap between failure and retry) -> "wait at least"; the last
@@ -34,7 +41,8 @@ has a counterexample in this module, tested on both backends).
   attribute"; no tie-breaker (one ORDER BY key) -> "no tie-breaker"; column(name) (the input
   as a quoted name) -> "quoted name"; the name as a bound parameter -> "parameters carry
   values"; a refusal that is not a ValueError naming the allowed columns -> "raise
-  ValueError"; a refusal only by the database -> "reached the database".
+  ValueError"; a refusal only by the database -> "reached the database"; DESC in the ORDER BY ->
+  "sorts descending".
 """
 
 from __future__ import annotations
@@ -57,7 +65,16 @@ from ..lab.errorkinds import constraint_kind, is_transient
 from ..schema import Order, Post, Tag, User
 from .core import DB_FN, SESSION_FN, Counterexample, Exercise
 from .named_mistakes import EXPLAINED, Explaining, KeepsSource
-from .rules import Attempt, Probe, SameResult, SavepointAroundFailure, SessionUsable, StatementBudget
+from .rules import (
+    Attempt,
+    Probe,
+    SameResult,
+    SavepointAroundFailure,
+    SessionUsable,
+    StatementBudget,
+    note_result_order,
+    values_in,
+)
 
 WHEN = datetime(2025, 6, 1)
 
@@ -147,8 +164,43 @@ async def _q1_expected(conn, term):
     return [post_id for post_id, title in rows if term.lower() in title.lower()]
 
 
+@dataclass
+class _Search(Exercise):
+    """10.q1: also keeps the class of the objects the answer returned (Post objects are normalised to
+    their ids, so the compared result cannot tell) and its source (a sort done in Python)."""
+
+    async def _attempt(self, answer: Any, db: Any, call: dict[str, Any]) -> Attempt:
+        returned_objects: list[str] = []
+
+        async def noting(session, **kw):
+            returned = await answer(session, **kw)
+            first = returned[0] if isinstance(returned, (list, tuple)) and returned else None
+            if first is not None and hasattr(type(first), "__mapper__"):
+                returned_objects.append(type(first).__name__)
+            return returned
+
+        attempt = await super()._attempt(noting, db, call)
+        if returned_objects:
+            attempt.extra["returned_objects"] = returned_objects[0]
+        with contextlib.suppress(OSError, TypeError):
+            attempt.extra["source"] = inspect.getsource(answer)
+        return attempt
+
+
 async def _q1_probe(conn, attempt, term):
     attempt.extra["term"] = term
+    note_result_order(attempt)
+
+
+def _q1_ids(attempt: Attempt) -> str | None:
+    kind = attempt.extra.get("returned_objects")
+    if not kind:
+        return None
+    return (
+        f"your function returns {kind} objects; the task asks for the posts' ids, a list of ints. Select "
+        "the id alone, `select(Post.id)`, and return `(await session.scalars(stmt)).all()`: whole objects "
+        "load every column of every match (each body too) for a search that needs the ids"
+    )
 
 
 def _q1_not_pasted(attempt: Attempt) -> str | None:
@@ -177,17 +229,59 @@ def _q1_wildcards(attempt: Attempt) -> str | None:
     )
 
 
+_LIKE_WORD = re.compile(r"(?<![A-Za-z_])(I?LIKE)\b", re.I)
+_CONDITION_START = re.compile(r"\b(?:WHERE|AND|OR|ON|HAVING|WHEN)\b", re.I)
+_PATTERN_END = re.compile(r"\s(?:ESCAPE|AND|OR|ORDER|GROUP|LIMIT|HAVING)\b", re.I)
+
+
+def _pattern_side(rest: str) -> str:
+    """The right side of a LIKE: up to ESCAPE, the next condition or clause, or the parenthesis that
+    closes the group the LIKE is in."""
+    end = _PATTERN_END.search(rest)
+    rest = rest[: end.start()] if end else rest
+    depth = 0
+    for i, char in enumerate(rest):
+        depth += (char == "(") - (char == ")")
+        if depth < 0:
+            return rest[:i]
+    return rest
+
+
 def _q1_case(attempt: Attempt) -> str | None:
-    """LIKE without lower() or ILIKE: case-insensitive on SQLite (for ASCII) only by accident."""
-    for s in attempt.log.queries:
-        sql = s.sql.upper()
-        if " LIKE " in sql and " ILIKE " not in sql and "LOWER(" not in sql and "UPPER(" not in sql:
-            return (
-                "your search is case-sensitive where it matters: a plain LIKE ignores case on SQLite "
-                "(for ASCII letters), but not on PostgreSQL, where 'upsert' would not find 'Upsert'. "
-                "Ask for 'ignoring case' explicitly: .icontains(term, autoescape=True) sends ILIKE on "
-                "PostgreSQL and lower(...) LIKE lower(...) on SQLite"
-            )
+    """LIKE without lower() or ILIKE: case-insensitive on SQLite (for ASCII) only by accident; and
+    lower(title) LIKE a pattern whose term keeps its capitals: never a match on PostgreSQL."""
+    for statement in attempt.log.queries:
+        sql = statement.sql
+        for match in _LIKE_WORD.finditer(sql):
+            if match.group(1).upper() == "ILIKE":
+                continue
+            left = _CONDITION_START.split(sql[: match.start()])[-1]
+            wrapped = re.search(r"\b(lower|upper)\s*\(", left, re.I)
+            if not wrapped:
+                return (
+                    "your search is case-sensitive where it matters: a plain LIKE ignores case on SQLite "
+                    "(for ASCII letters), but not on PostgreSQL, where 'upsert' would not find 'Upsert'. "
+                    "Ask for 'ignoring case' explicitly: .icontains(term, autoescape=True) sends ILIKE on "
+                    "PostgreSQL and lower(...) LIKE lower(...) on SQLite"
+                )
+            right = _pattern_side(sql[match.end():])
+            if re.search(r"\b(lower|upper)\s*\(", right, re.I):
+                continue  # both sides folded by the database
+            lowered = wrapped.group(1).lower() == "lower"
+            terms = [
+                v for v in values_in(statement, match.end(), match.end() + len(right))
+                if isinstance(v, str) and v != (v.lower() if lowered else v.upper())
+            ]
+            if terms:
+                did, fold = ("lowered", "lower") if lowered else ("upper-cased", "upper")
+                return (
+                    f"you {did} the title but not the term: `{fold}(posts.title) LIKE` a pattern holding "
+                    f"{terms[0]!r} compares a {fold}-case title with a term that keeps its "
+                    f"{'capitals' if lowered else 'small letters'}, so it never matches on PostgreSQL (SQLite's LIKE "
+                    "ignores ASCII case, "
+                    f"so there it passes by accident). Fold both sides: `func.{fold}(Post.title).contains("
+                    f"term.{fold}(), autoescape=True)`, or let `Post.title.icontains(term, autoescape=True)` do it"
+                )
     return None
 
 
@@ -224,7 +318,7 @@ async def _q1_bound_text(session, term):
     return (await session.execute(stmt, {"pattern": f"%{term}%"})).scalars().all()
 
 
-q1 = Exercise(
+q1 = _Search(
     id="10.q1",
     title="A search box that cannot be hijacked",
     kind=SESSION_FN,
@@ -237,6 +331,7 @@ q1 = Exercise(
         Probe(test=_q1_wildcards, name="% and _ in the term are literal"),
         Probe(test=_q1_case, name="case ignored on both backends"),
         Probe(test=_q1_filtered_in_sql, name="searched in SQL"),
+        Probe(test=_q1_ids, name="a list of post ids"),
         SameResult(ordered=True, what="post ids"),
         StatementBudget(1),
     ],
@@ -1133,6 +1228,12 @@ def _q5_findings(call: _SortCall, want: Any) -> tuple[int, str] | None:
             f"{call.sort}, and rows with equal keys come back in whatever order the database likes, so "
             "pages overlap or skip users. Add User.id as a second ORDER BY key"
         )
+    descending = [key for key in keys if re.search(r"\sDESC\b", key, re.I)]
+    if call.value != want and descending:
+        return 7, (
+            f"sort={shown!r}: your ORDER BY sorts descending ({', '.join(keys)}): the page lists the users "
+            f"in ascending order of {call.sort}, ties by ascending id. Drop the `.desc()`"
+        )
     if call.value != want:
         return 7, f"sort={shown!r}: expected the ids {want} (ascending, ties by id), got {call.value!r}"
     return None
@@ -1311,10 +1412,34 @@ async def _q1_text_escaped(session, term):
     return (await session.execute(stmt, {"pattern": f"%{escaped}%"})).scalars().all()
 
 
+async def _q1_lower_title_only(session, term):
+    from sqlalchemy import func
+
+    stmt = select(Post.id).where(func.lower(Post.title).contains(term, autoescape=True)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_no_order_by(session, term):
+    return (await session.scalars(select(Post.id).where(Post.title.icontains(term, autoescape=True)))).all()
+
+
+async def _q1_post_objects(session, term):
+    stmt = select(Post).where(Post.title.icontains(term, autoescape=True)).order_by(Post.id)
+    return (await session.scalars(stmt)).all()
+
+
+async def _q1_sorted_in_python(session, term):
+    ids = await session.scalars(select(Post.id).where(Post.title.icontains(term, autoescape=True)))
+    return sorted(ids)
+
+
 q1.counterexamples = [
     *q1.counterexamples,
     Counterexample("contains(): case-sensitive on PostgreSQL", _q1_case_sensitive, "case-sensitive"),
     Counterexample("every title searched in Python", _q1_in_python, "the search ran in Python"),
+    Counterexample("lower(title), the term not lowered", _q1_lower_title_only, "you lowered the title but not the term"),
+    Counterexample("no ORDER BY", _q1_no_order_by, "your statement has no ORDER BY"),
+    Counterexample("Post objects, not ids", _q1_post_objects, "returns Post objects"),
 ]
 
 
@@ -1326,6 +1451,50 @@ async def _q2_savepoint(session, name):
         return tag.id, True
     except IntegrityError:
         return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
+async def _q2_try_inside_savepoint(session, name):
+    async with session.begin_nested():
+        tag = Tag(name=name)
+        try:
+            session.add(tag)  # sends nothing: the INSERT runs when the block ends, after this try
+        except IntegrityError:
+            return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+    return tag.id, True
+
+
+q2.counterexamples = [
+    *q2.counterexamples,
+    Counterexample("try inside the begin_nested() block", _q2_try_inside_savepoint, "never saw the IntegrityError"),
+]
+
+
+async def _q3_expunge_the_refused(session, rows):
+    outcome = []
+    for row in rows:
+        order = Order(**row)
+        session.add(order)
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            session.expunge(order)  # "take the bad row back out", no savepoint
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q3_try_inside_savepoint(session, rows):
+    outcome = []
+    for row in rows:
+        async with session.begin_nested():
+            try:
+                session.add(Order(**row))
+            except IntegrityError as exc:
+                outcome.append(constraint_kind(exc))
+            else:
+                outcome.append(None)
+    return outcome
 
 
 async def _q3_blanket_unique(session, rows):
@@ -1365,6 +1534,8 @@ async def _q3_codes_by_hand(session, rows):
 q3.counterexamples = [
     *q3.counterexamples,
     Counterexample("blanket except IntegrityError: 'already exists'", _q3_blanket_unique, "blanket"),
+    Counterexample("session.expunge() of the refused row, no savepoint", _q3_expunge_the_refused, "found nothing to remove"),
+    Counterexample("try inside each begin_nested() block", _q3_try_inside_savepoint, "never saw the IntegrityError"),
 ]
 
 
@@ -1382,11 +1553,25 @@ async def _q4_while_loop(db, work, attempts, base_delay):
             await asyncio.sleep(base_delay * 2 ** (attempt - 1) + random.random() * base_delay)
 
 
+async def _q5_descending(session, sort):
+    sortable = _q5_columns()
+    if sort not in sortable:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sortable)}")
+    return (await session.scalars(select(User.id).order_by(sortable[sort].desc(), User.id).limit(5))).all()
+
+
+q5.counterexamples = [
+    *q5.counterexamples,
+    Counterexample("sorted descending", _q5_descending, "your ORDER BY sorts descending"),
+]
+
+
 #: Correct answers of another form: the tests require each one judged correct.
 ALTERNATIVES = {
     "10.q1": [
         ("lower(title) contains lower(term), autoescape", _q1_lower_contains),
         ("text() with an escaped, bound pattern and ESCAPE", _q1_text_escaped),
+        ("no ORDER BY, the ids sorted in Python", _q1_sorted_in_python),
     ],
     "10.q2": [
         ("a savepoint around the INSERT", _q2_savepoint),

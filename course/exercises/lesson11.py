@@ -22,7 +22,9 @@ has a counterexample in this module, tested on both backends).
 - q1: the body loaded (``posts.body`` in the SQL; the whole post, or the wrong column
   deferred) -> "posts.body"; rows instead of objects -> "Post objects"; the tag condition
   forgotten (more posts, no tags in the SQL) -> "never mentions tags"; ids first, then the
-  posts (two SELECTs, the second by IN) -> "the ids first".
+  posts (two SELECTs, the second by IN) -> "the ids first"; no ORDER BY (unless the source sorts in
+  Python) -> "no ORDER BY"; the tag loaded, then ``Tag.posts`` lazily (the lazy attribute) ->
+  "select the posts themselves".
 - q2: the index's condition as a bound parameter -> "bound parameter"; no status condition
   (cancelled orders too) -> "extra"; the live statuses listed instead of the index's
   condition -> "status != 'cancelled'"; a function or a cast around created_at in WHERE
@@ -35,9 +37,12 @@ has a counterexample in this module, tested on both backends).
 - q3: the range column first -> "starts with created_at"; status alone -> "covers only
   status"; an index on another table -> "no new index on orders" (the column and EXPLAIN rules
   fail with it: nothing of yours to judge is no pass); a partial index where a composite one
-  serves every status -> "partial index".
-- q4: one IN for every id -> "32767"; one query per id -> "one query per id"; the last chunk
-  dropped -> "missing"; the database's order kept -> "wrong order".
+  serves every status -> "partial index"; ``conn.run_sync(...)`` not awaited (core's
+  forgotten-await detector) -> "was never awaited".
+- q4: one IN for every id, or chunks over the limit (the parameters counted from the SQL log; on
+  PostgreSQL asyncpg's InterfaceError, explained) -> "one statement carried 40,000 bound
+  parameters"; one query per id -> "one query per id"; the last chunk dropped -> "missing"; the
+  database's order kept -> "wrong order".
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import random
 import re
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -57,9 +63,18 @@ from sqlalchemy.sql import ClauseElement
 from ..lab import plans
 from ..schema import Order, Post, Tag, User
 from .core import SESSION_FN, STATEMENT, Counterexample, Exercise, sql_reference
-from .named_mistakes import EXPLAINED, Explaining
-from .rules import Attempt, BoundParameters, Columns, Probe, SameResult, StatementBudget
-from .verdict import ERROR, Verdict
+from .named_mistakes import EXPLAINED, Explaining, KeepsSource
+from .rules import (
+    Attempt,
+    BoundParameters,
+    Columns,
+    NoLazyLoads,
+    Probe,
+    SameResult,
+    StatementBudget,
+    note_result_order,
+)
+from .verdict import ERROR, RuleResult, Verdict
 
 # ---------------------------------------------------------------- helpers
 
@@ -168,6 +183,29 @@ def _q1_tag_condition(attempt: Attempt) -> str | None:
     )
 
 
+async def _q1_probe(conn: AsyncConnection, attempt: Attempt, **call: Any) -> None:
+    note_result_order(attempt)  # ordered by Post.id: an ORDER BY, or a sort in Python (the source)
+
+
+@dataclass
+class _TagPostsLoadedLazily(NoLazyLoads):
+    """No lazy loads; loading the tag and then its ``Tag.posts`` gets the one-statement fix, since
+    ``selectinload(Tag.posts)`` would still take two statements and every body."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        if not result.passed and "Tag.posts" in attempt.lazy_attributes:
+            result.message = (
+                "you loaded the tag, then its posts through `Tag.posts` (a lazy load): that is 2 statements, "
+                "and the collection loads whole posts, every body with them. Eager-loading it "
+                "(`selectinload(Tag.posts)`) would still cost both. Select the posts themselves, filtered by "
+                "the tag, in one statement: `select(Post).join(Post.tags).where(Tag.name == \"indexes\")` (or "
+                "`.where(Post.tags.any(Tag.name == \"indexes\"))`) with `.options(defer(Post.body))` and "
+                "`.order_by(Post.id)`"
+            )
+        return result
+
+
 def _q1_one_round_trip(attempt: Attempt) -> str | None:
     reads = [s for s in _queries(attempt) if s.verb == "SELECT"]
     if len(reads) == 2 and any(" IN " in s.sql for s in reads[1:]):
@@ -178,14 +216,16 @@ def _q1_one_round_trip(attempt: Attempt) -> str | None:
     return None
 
 
-q1 = Exercise(
+q1 = KeepsSource(
     id="11.q1",
     title="Posts of a tag, without their bodies",
     kind=SESSION_FN,
     solution_answer=_q1_solution,
     expected=_q1_expected,
     observe=_q1_observe,
+    probe=_q1_probe,
     rules=[
+        _TagPostsLoadedLazily(),
         Probe(_q1_objects, name="Post objects"),
         Probe(_q1_no_body, name="posts.body left out"),
         Probe(_q1_one_round_trip, name="one round trip"),
@@ -747,14 +787,21 @@ async def _q4_solution(session: AsyncSession, ids: list[int]) -> list[User]:
     return [found[i] for i in ids if i in found]
 
 
+def _too_many_parameters(count: int | None) -> str:
+    carried = f"one statement carried {count:,} bound parameters" if count else "one statement carried too many bound parameters"
+    return (
+        f"{carried}: PostgreSQL (asyncpg) refuses more than {MAX_PARAMETERS} (InterfaceError: the number of "
+        "query arguments cannot exceed 32767), and SQLite's default limit is 32766. Send the ids in chunks of "
+        "a few thousand, one IN query per chunk; or, on PostgreSQL, as one array parameter: "
+        "`User.id == any_(bindparam(\"ids\", type_=ARRAY(Integer)))`, SQL `= ANY(:ids)`"
+    )
+
+
 def _q4_parameters(attempt: Attempt) -> str | None:
     sizes = [len(s.params) for s in _queries(attempt) if isinstance(s.params, (list, tuple)) and not s.executemany]
     biggest = max(sizes, default=0)
     if biggest > MAX_PARAMETERS - 1:
-        return (
-            f"one statement carried {biggest:,} bound parameters: PostgreSQL (asyncpg) refuses more "
-            f"than {MAX_PARAMETERS}, and SQLite's default limit is 32766. Send the ids in chunks"
-        )
+        return _too_many_parameters(biggest)
     return None
 
 
@@ -787,6 +834,9 @@ async def _q4_database_order(session: AsyncSession, ids: list[int]) -> list[User
 
 
 def _q4_explain(error: BaseException) -> str | None:
+    if "number of query arguments cannot exceed" in str(error):  # asyncpg refused the statement
+        params = getattr(error, "params", None)
+        return _too_many_parameters(len(params) if isinstance(params, (list, tuple)) else None)
     if isinstance(error, RunawayAnswer) or "RunawayAnswer" in str(error):
         return (
             f"one query per id, an N+1 (stopped after {_STATEMENT_CAP} statements for {len(Q4_IDS):,} ids: "
@@ -839,7 +889,7 @@ q4 = Explaining(
     why="Chunks keep every statement under the bind-parameter limits while the number of round "
     "trips stays tiny; on PostgreSQL, = ANY(:ids) with one array parameter is another way out.",
     counterexamples=[
-        Counterexample("one IN for every id", _q4_one_in, "32767"),
+        Counterexample("one IN for every id", _q4_one_in, "one statement carried 40,000 bound parameters"),
         Counterexample("one query per id", _q4_one_query_per_id, "one query per id, an N+1"),
         Counterexample("get() per id", _q4_get_per_id, "an N+1"),
         Counterexample("chunks, users in id order", _q4_id_order, "not in the order of ids the caller passed"),
@@ -874,10 +924,27 @@ async def _q1_load_only(session: AsyncSession) -> list[Post]:
     return list((await session.scalars(stmt)).all())
 
 
+async def _q1_no_order_by(session: AsyncSession) -> list[Post]:
+    stmt = select(Post).join(Post.tags).where(Tag.name == "indexes").options(defer(Post.body))
+    return list((await session.scalars(stmt)).all())
+
+
+async def _q1_the_tags_posts(session: AsyncSession) -> list[Post]:
+    tag = await session.scalar(select(Tag).where(Tag.name == "indexes"))
+    return sorted(await tag.awaitable_attrs.posts, key=lambda post: post.id)
+
+
+async def _q1_sorted_in_python(session: AsyncSession) -> list[Post]:
+    stmt = select(Post).where(Post.tags.any(Tag.name == "indexes")).options(defer(Post.body))
+    return sorted((await session.scalars(stmt)).all(), key=lambda post: post.id)
+
+
 q1.counterexamples = [
     *q1.counterexamples,
     Counterexample("the tag condition forgotten", _q1_every_post, "never mentions tags"),
     Counterexample("ids first, then the posts", _q1_ids_then_posts, "the ids first"),
+    Counterexample("no ORDER BY", _q1_no_order_by, "your statement has no ORDER BY"),
+    Counterexample("the tag, then tag.awaitable_attrs.posts", _q1_the_tags_posts, "select the posts themselves"),
 ]
 
 
@@ -927,9 +994,15 @@ async def _q3_index_object(session: AsyncSession) -> None:
     await session.run_sync(lambda sync: index.create(sync.connection()))
 
 
+async def _q3_run_sync_not_awaited(session: AsyncSession) -> None:
+    conn = await session.connection()
+    conn.run_sync(Index("ix_orders_status_created_lost", Order.status, Order.created_at).create)  # no await
+
+
 q3.counterexamples = [
     *q3.counterexamples,
     Counterexample("a partial index for 'pending' only", _q3_partial, "partial index"),
+    Counterexample("conn.run_sync() not awaited", _q3_run_sync_not_awaited, "conn.run_sync() was never awaited"),
 ]
 
 
@@ -939,6 +1012,20 @@ async def _q4_smaller_chunks(session: AsyncSession, ids: list[int]) -> list[User
     for start in range(0, len(ids), 6_000):
         users += (await session.scalars(select(User).where(User.id.in_(ids[start : start + 6_000])))).all()
     return sorted(users, key=lambda user: position[user.id])
+
+
+async def _q4_chunks_too_big(session: AsyncSession, ids: list[int]) -> list[User]:
+    found = {}
+    for start in range(0, len(ids), 35_000):  # 2 statements, but the first carries 35,000 parameters
+        for user in (await session.scalars(select(User).where(User.id.in_(ids[start : start + 35_000])))).all():
+            found[user.id] = user
+    return [found[i] for i in ids if i in found]
+
+
+q4.counterexamples = [
+    *q4.counterexamples,
+    Counterexample("chunks of 35,000", _q4_chunks_too_big, "one statement carried 35,000 bound parameters"),
+]
 
 
 async def _q4_one_parameter(session: AsyncSession, ids: list[int]) -> list[User]:
@@ -959,6 +1046,7 @@ ALTERNATIVES = {
     "11.q1": [
         ("Post.tags.any(...) instead of a join", _q1_exists),
         ("load_only(...) the columns the page shows", _q1_load_only),
+        ("no ORDER BY, sorted by id in Python", _q1_sorted_in_python),
     ],
     "11.q2": [
         ("literal('cancelled', literal_execute=True)", _q2_literal_execute),

@@ -102,7 +102,10 @@ class SameResult(Rule):
             return RuleResult(self.name, False, f"your answer gives {_fmt(got)}, which is not right{hint}")
         if not isinstance(got, list):
             return RuleResult(self.name, False, f"expected a list of {self.what}, got {_fmt(got)}")
-        unordered = self.ordered and len(want) > 1 and attempt.extra.get("top_level_order_by") is False
+        unordered = (
+            self.ordered and len(want) > 1 and attempt.extra.get("top_level_order_by") is False
+            and not sorts_in_python(attempt)
+        )
         if got == want:
             if unordered:
                 return RuleResult(self.name, False, (
@@ -388,6 +391,24 @@ def top_level_order_by(sql: str) -> int:
 def has_top_level_order_by(sql: str) -> bool:
     """Whether the outermost query sorts its result (see :func:`top_level_order_by`)."""
     return top_level_order_by(sql) >= 0
+
+
+def note_result_order(attempt: Attempt) -> None:
+    """For a function answer (call it from the exercise's probe): whether the last SELECT it sent
+    sorts its result, in ``attempt.extra["top_level_order_by"]``, which :class:`SameResult` reads
+    (statement answers get it from the checker): an order the learner did not ask for is luck."""
+    reads = [s for s in attempt.log.queries if s.verb in ("SELECT", "WITH")]
+    if reads:
+        attempt.extra["top_level_order_by"] = has_top_level_order_by(reads[-1].sql)
+
+
+_PYTHON_SORT = re.compile(r"\bsorted\(|\.sort\(")
+
+
+def sorts_in_python(attempt: Attempt) -> bool:
+    """The answer's source (``attempt.extra["source"]``, where the exercise keeps it) sorts in Python:
+    then an unsorted SELECT is no mistake of order."""
+    return bool(_PYTHON_SORT.search(attempt.extra.get("source") or ""))
 
 
 @dataclass

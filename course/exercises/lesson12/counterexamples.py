@@ -8,24 +8,28 @@ Misconceptions, and the rule that names each:
   ``Post.author``) · comments counted over a join that multiplies them · tags joined into the page
   query, so LIMIT counts rows · "published" read as ``published_at IS NOT NULL`` · comments loaded
   with ``selectinload(Post.comments)`` to be counted with ``len()`` · a forgotten ``return``.
-- 12.q2: a keyset on ``published_at`` alone (skipped) or ``<=`` (repeated) · OFFSET as a cursor ·
+- 12.q2: a keyset on ``published_at`` alone (skipped) or ``<=`` (repeated) · the two columns
+  compared apart, joined by AND (skipped; read from the SQL) · OFFSET as a cursor ·
   the tag filtered in Python after LIMIT (short pages) · a next cursor on the last page · LIMIT limit
   with a cursor whenever the page is full (no limit + 1: a feed of exactly one page).
 - 12.q3: a commit in the middle · one tag lookup per name (N+1) · every tag created anew (reported
   as AlreadyExists, or the raw unique violation on tags.name) · the
-  failure swallowed · every error reported as a duplicate · tags assigned after an autoflush
+  failure swallowed (``except Exception``, or ``except IntegrityError``: the checker's failure is one,
+  NOT NULL on the links) · every error reported as a duplicate · tags assigned after an autoflush
   (a lazy load of ``Post.tags``) · no flush (``post.id`` returned as None, no INSERT inside).
 - 12.q4: no savepoint (a raw IntegrityError) · ``session.rollback()`` on the duplicate · check
   first, then insert (races) · a duplicate check that forgets the author · every IntegrityError
   mapped to AlreadyExists (the foreign-key scenario) · IntegrityError caught without a savepoint
-  (passes on SQLite, judged from the SQL: PostgreSQL aborts the transaction).
+  (passes on SQLite, judged from the SQL: PostgreSQL aborts the transaction) · check first, then a
+  savepoint that never raises AlreadyExists (PostgreSQL's race; on SQLite a post committed before and
+  hidden from the SELECT until the INSERT) · the links inserted from an empty list (explain.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import func, insert, select, text, tuple_
+from sqlalchemy import and_, func, insert, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -211,6 +215,11 @@ class _KeysetOnPublishedAtOnly(FeedRepository):
     feed = _walker(lambda c: Post.published_at < c[0])
 
 
+@wrong(q2, "published_at <= at AND id < id", says="two comparisons joined by AND are not a keyset")
+class _KeysetAndedComparisons(FeedRepository):
+    feed = _walker(lambda c: and_(Post.published_at <= c[0], Post.id < c[1]))
+
+
 @wrong(q2, "published_at <= cursor, no id tiebreak", says="came back on page")
 class _KeysetLessOrEqual(FeedRepository):
     feed = _walker(lambda c: Post.published_at <= c[0], order_by_id=False)
@@ -352,6 +361,21 @@ class _SwallowsFailure(FeedRepository):
             return None
 
 
+@wrong(q3, "IntegrityError swallowed", says="returned normally")
+class _SwallowsIntegrityError(FeedRepository):
+    """except IntegrityError: return None, the most common swallow: the refused tags go unreported."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        tags = await _known_or_new(session, tag_names)
+        try:
+            async with session.begin_nested():
+                post = _new_post(session, author_id, title, body, published_at, tags)
+        except IntegrityError:
+            return None
+        return post.id
+
+
 @wrong(q3, "every error reported as a duplicate", says="catch only the duplicate")
 class _EveryErrorIsADuplicate(FeedRepository):
     """except Exception: raise AlreadyExists: a refused write reported as a duplicate."""
@@ -461,6 +485,47 @@ class _CoreInsertNoSavepoint(FeedRepository):
         if names:
             await session.execute(insert(post_tags), [{"post_id": post_id, "tag_id": known[n]} for n in names])
         return post_id
+
+
+@wrong(q4, "insert(post_tags) with an empty list", says="ran with no values at all")
+class _LinksInsertedFromAnEmptyList(FeedRepository):
+    """Core inserts in a savepoint, but the links inserted even when there are none: an empty list of
+    parameters runs the INSERT once, with no values."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        names = list(dict.fromkeys(tag_names))
+        known = dict((await session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(names)))).all()) if names else {}
+        try:
+            async with session.begin_nested():
+                post_id = await session.scalar(
+                    insert(Post).values(author_id=author_id, title=title, body=body, status="published",
+                                        created_at=published_at, published_at=published_at).returning(Post.id)
+                )
+                for name in names:
+                    if name not in known:
+                        known[name] = await session.scalar(insert(Tag).values(name=name).returning(Tag.id))
+                await session.execute(insert(post_tags), [{"post_id": post_id, "tag_id": known[n]} for n in names])
+        except IntegrityError as exc:
+            if constraint_kind(exc) == "unique":
+                raise AlreadyExists(title) from exc
+            raise
+        return post_id
+
+
+@wrong(q4, "check first, then a savepoint that converts nothing", says="a raw IntegrityError reached the caller")
+class _CheckFirstSavepointNoConversion(FeedRepository):
+    """SELECT the title first, then insert inside a savepoint with no except: a unique violation the SELECT
+    could not see (a title committed in between) goes out raw. SQLite's locking hides it in the race."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        if await session.scalar(select(Post.id).where(Post.author_id == author_id, Post.title == title)):
+            raise AlreadyExists(title)
+        tags = await _known_or_new(session, tag_names)
+        async with session.begin_nested():
+            post = _new_post(session, author_id, title, body, published_at, tags)
+        return post.id
 
 
 @wrong(q3, "no flush: post.id returned before the INSERT", says="no id until it is flushed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -306,6 +307,31 @@ def _twice_rule(attempt: Attempt) -> str | None:
     return None
 
 
+_PUBLISHED_BEFORE = re.compile(r"(?<![\w.])(?:\w+\.)?published_at\s*(<=?)", re.I)
+_ID_BEFORE = re.compile(r"(?<![\w.])(?:\w+\.)?id\s*(<=?)", re.I)
+
+
+def _and_keyset(attempt: Attempt) -> str | None:
+    """The cursor as two comparisons joined by AND (``published_at <= :at AND id < :id``), read from the
+    SQL: no pair comparison (a row value or the OR form), so an older post with a larger id is dropped."""
+    for statement in attempt.extra.get("all_sql", ()):
+        sql = statement.sql
+        at, pk = _PUBLISHED_BEFORE.search(sql), _ID_BEFORE.search(sql)
+        if at and pk and not re.search(r"\bOR\b", sql, re.I):
+            return f"published_at {at.group(1)} at AND id {pk.group(1)} id"
+    return None
+
+
+def _and_keyset_message(written: str, skipped: list[int]) -> str:
+    some = f" (post(s) {skipped[:3]} were skipped)" if skipped else ""
+    return (
+        f"your cursor condition is `{written}`: two comparisons joined by AND are not a keyset. It drops "
+        "every older post whose id is larger than the cursor's id, though such a post comes after the cursor "
+        f"in the feed's order{some}. Compare the pair: `tuple_(Post.published_at, Post.id) < tuple_(*cursor)`, or "
+        "`or_(Post.published_at < at, and_(Post.published_at == at, Post.id < id))`"
+    )
+
+
 def _skipped_rule(attempt: Attempt) -> str | None:
     if "pages" not in attempt.extra or attempt.extra.get("endless"):
         return None
@@ -313,6 +339,9 @@ def _skipped_rule(attempt: Attempt) -> str | None:
     missing = [pk for pk in attempt.expected if pk not in got]
     if not missing:
         return None
+    written = _and_keyset(attempt)
+    if written:
+        return _and_keyset_message(written, missing)
     tied = [pk for pk in missing if pk in attempt.extra.get("tied", set())]
     if tied:
         return (

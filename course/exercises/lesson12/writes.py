@@ -217,13 +217,32 @@ def _create_budget_rule(attempt: Attempt) -> str | None:
     return None
 
 
+def _nulls(parameters: Any) -> Any:
+    """The same parameters, every value NULL (one row or a list of rows; positional or named)."""
+    if isinstance(parameters, dict):
+        return dict.fromkeys(parameters)
+    if _rows_of(parameters):
+        return [_nulls(row) for row in parameters]
+    return tuple(None for _ in parameters) if isinstance(parameters, (list, tuple)) else parameters
+
+
+def _rows_of(parameters: Any) -> bool:
+    """True for a list of rows (an executemany), False for one row of values."""
+    return isinstance(parameters, (list, tuple)) and bool(parameters) and isinstance(parameters[0], (list, tuple, dict))
+
+
 def _arm_failure(scratch: Any, fired: list[int]):
-    """Make the database refuse the INSERT INTO post_tags: it names a table that does not exist."""
+    """Make the database refuse the INSERT INTO post_tags. With an IntegrityError (the error an ``except
+    IntegrityError`` would swallow) when its values are bound: each becomes NULL, and NOT NULL refuses the
+    row. Any other form (INSERT ... SELECT, values written into the SQL) names a table that does not exist."""
 
     def inject(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool):
         if re.match(r'\s*INSERT\s+INTO\s+"?post_tags"?[\s(]', statement, re.I):
             fired.append(1)
-            statement = re.sub(r'post_tags', "post_tags_injected_failure", statement, count=1)
+            if re.search(r"\bVALUES\b", statement, re.I) and not re.search(r"\bSELECT\b", statement, re.I) and parameters:
+                parameters = _nulls(parameters)
+            else:
+                statement = re.sub(r"post_tags", "post_tags_injected_failure", statement, count=1)
         return statement, parameters
 
     event.listen(scratch.engine.sync_engine, "before_cursor_execute", inject, retval=True)
@@ -359,6 +378,7 @@ async def _duplicate_scenario(answer: Any, scratch: Any, attempt: Attempt) -> No
             )
             if other != "returned":
                 attempt.extra["other_author"] = _AnswerRaised(other).explain()
+                attempt.extra["other_author_refused"] = _is_already_exists(other)
             try:
                 await session.commit()
             except Exception as exc:  # the caller's commit failed: the transaction was already broken
@@ -482,12 +502,15 @@ def _partial_rule(attempt: Attempt) -> str | None:
 
 
 def _other_author_rule(attempt: Attempt) -> str | None:
-    if "other_author" in attempt.extra:
+    if "other_author" not in attempt.extra:
+        return None
+    if attempt.extra.get("other_author_refused"):
         return (
             f"another author may use the same title, but create_post refused it: {attempt.extra['other_author']}. "
             "A duplicate is the same title for the same author"
         )
-    return None
+    raised = attempt.extra["other_author"]
+    return f"a post by another author with the same title and no tags (tag_names=[]) failed: {raised[:1].lower()}{raised[1:]}"
 
 
 MISSING_AUTHOR = 999_999
@@ -611,6 +634,69 @@ async def _race_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
     attempt.extra["other"] = other
     if not other.fired:
         attempt.extra["duplicate"] = None
+    elif (
+        scratch.is_sqlite and attempt.extra.get("retried") and _is_already_exists(attempt.extra.get("duplicate"))
+        and _checked_first(attempt.extra.get("first_log"))
+    ):
+        attempt.extra["unseen"] = await _unseen_duplicate(answer, scratch, attempt, call)
+
+
+UNSEEN_TITLE = "Capstone: a title committed after the check"
+
+
+class _HiddenFromTheCheck:
+    """Hides a committed post from the answer's SELECTs on posts until its INSERT INTO posts runs: what a
+    title committed by another request between the answer's check and its insert looks like, without
+    SQLite's snapshot turning the insert into 'database is locked' first."""
+
+    def __init__(self, scratch: Any, title: str) -> None:
+        self.scratch, self.title = scratch, title
+        self.hidden = False
+        self.inserted = False
+
+    def __enter__(self) -> _HiddenFromTheCheck:
+        event.listen(self.scratch.engine.sync_engine, "before_cursor_execute", self._before, retval=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        event.remove(self.scratch.engine.sync_engine, "before_cursor_execute", self._before)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool):
+        if self.inserted:
+            return statement, parameters
+        if _INSERT_POSTS.match(statement):
+            self.inserted = True
+        elif _SELECT_TITLE.match(statement) and self.title in repr(parameters):
+            unseen = f"{self.title} (not committed yet)"
+            self.hidden = True
+            if isinstance(parameters, dict):
+                parameters = {k: unseen if v == self.title else v for k, v in parameters.items()}
+            elif isinstance(parameters, (list, tuple)):
+                parameters = type(parameters)(unseen if v == self.title else v for v in parameters)
+        return statement, parameters
+
+
+async def _unseen_duplicate(answer: Any, scratch: Any, attempt: Attempt, call: dict[str, Any]) -> Any:
+    """SQLite only, for an answer that checks the title with a SELECT first: there the race ends in
+    'database is locked' and the caller's retry, whose SELECT finds the post, so the answer's handling of a
+    unique violation never ran. Run it: a post committed beforehand, hidden from the answer's SELECTs until
+    its INSERT, as PostgreSQL's READ COMMITTED shows a row committed between the two. What create_post did,
+    or None when nothing was hidden (the check read no title the checker could hide)."""
+    async with scratch.engine.begin() as conn:
+        await conn.execute(Post.__table__.insert().values(
+            author_id=call["author_id"], title=UNSEEN_TITLE, body="first", status="published",
+            created_at=WHEN, published_at=WHEN,
+        ))
+    hider = _HiddenFromTheCheck(scratch, UNSEEN_TITLE)
+    try:
+        async with _session(scratch, attempt, begin=True) as session:
+            with hider:
+                outcome = await _outcome(_create(answer, session, scratch, attempt, **{**call, "title": UNSEEN_TITLE}))
+            await session.rollback()
+    finally:
+        async with scratch.engine.begin() as conn:
+            await conn.execute(Post.__table__.delete().where(Post.__table__.c.title == UNSEEN_TITLE))
+    return outcome if hider.hidden and hider.inserted else None
 
 
 _SELECT_TITLE = re.compile(r"^\s*SELECT\b.*\bFROM\s+\"?posts\"?.*\btitle\b", re.I | re.S)
@@ -658,6 +744,21 @@ def _race_rule(attempt: Attempt) -> str | None:
             "duplicate; on PostgreSQL your INSERT meets the committed row in the unique index (unique "
             f"violation 23505), and the raw IntegrityError aborts the caller's transaction. {_LET_THE_INDEX_DECIDE}"
         )
+    unseen = attempt.extra.get("unseen")
+    if isinstance(unseen, IntegrityError) and not _is_already_exists(unseen) or unseen == "returned":
+        met = (
+            "create_post returned normally instead of raising AlreadyExists" if unseen == "returned"
+            else "a raw IntegrityError reached the caller, not AlreadyExists"
+        )
+        code = error_code(unseen) if isinstance(unseen, IntegrityError) else None
+        here = f"; {code} in this run" if code and code != "23505" else ""
+        return (
+            f"{race} meets its row in the unique index on PostgreSQL (unique violation 23505{here}): {met}. SQLite hid "
+            "that at first (your stale write failed with 'database is locked', and the caller's retry found the "
+            "post with your SELECT), so the checker committed a post and kept it from your SELECT until your "
+            "INSERT ran, as PostgreSQL's READ COMMITTED shows a row committed between the two. "
+            f"{_LET_THE_INDEX_DECIDE}"
+        )
     outcome = attempt.extra.get("duplicate")
     if isinstance(outcome, IntegrityError) and not _is_already_exists(outcome):
         code = error_code(outcome)
@@ -685,7 +786,7 @@ q4 = capstone(
             [Probe(_raises_already_exists("the author already had a post with this title"), name="a duplicate raises AlreadyExists"),
              Probe(_savepoint_rule, name="the duplicate not inserted outside a savepoint"),
              SessionUsable(), Probe(_kept_rule, name="earlier work kept"),
-             Probe(_partial_rule, name="the refused post's new tags rolled back too"), Probe(_other_author_rule, name="another author may use the same title"),
+             Probe(_partial_rule, name="the refused post's new tags rolled back too"), Probe(_other_author_rule, name="another author's post with the same title (and no tags) created"),
              NO_COMMIT, NO_LAZY_WRITE],
         ),
         Requirement(
@@ -714,8 +815,9 @@ q4 = capstone(
         "is not reported as a duplicate post.)",
     ],
     why=(
-        "The index decides, a savepoint contains the failure, only a unique violation becomes AlreadyExists, "
-        "and the caller keeps its transaction. On PostgreSQL that holds under concurrent requests; on SQLite a "
+        "The unique index has the last word (a SELECT first, if you kept one, only spares an INSERT): a "
+        "savepoint contains the failure, only a unique violation becomes AlreadyExists, and the caller keeps "
+        "its transaction. On PostgreSQL that holds under concurrent requests; on SQLite a "
         "writer that read first meets 'database is locked', which your function lets out for the caller to "
         "retry (or the caller begins with BEGIN IMMEDIATE)."
     ),
