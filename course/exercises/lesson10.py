@@ -852,6 +852,20 @@ async def _q4_solution(db, work, attempts, base_delay):
             await asyncio.sleep(base_delay * 2**attempt * random.uniform(1.0, 1.5))
 
 
+async def _q4_sleep_in_a_thread(db, work, attempts, base_delay):
+    """Never time.sleep() on the loop: here it runs in a worker thread, which is fine."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if attempt + 1 == attempts or not is_transient(exc):
+                raise
+            await asyncio.to_thread(time.sleep, base_delay * 2**attempt * random.uniform(1.0, 1.5))
+
+
 async def _q4_probe(conn, attempt, script):
     ids = (await conn.execute(select(Order.id).where(Order.status == _MARK))).scalars().all()
     attempt.extra["committed"] = list(ids)
@@ -942,21 +956,47 @@ def _q4_backoff(attempt: Attempt) -> str | None:
     return None
 
 
-_SLEEP_CALL = re.compile(r"(?:\b(\w+)\.)?\bsleep\(")
 
 
 def _q4_loop_left_free(attempt: Attempt) -> str | None:
-    """A blocking time.sleep() between attempts (read from the source: the wait itself looks right)."""
-    for line in (attempt.extra.get("source") or "").splitlines():
-        code = line.split("#", 1)[0]
-        for match in _SLEEP_CALL.finditer(code):
-            if match.group(1) != "asyncio" and not re.search(r"\bawait\b", code[: match.start()]):
-                return (
-                    f"`{match.group(0)}...)` blocks the event loop: while your function waits, nothing else in "
-                    "this process runs, no other request, no other task. Wait with `await asyncio.sleep(...)`, "
-                    "which lets the loop run other work meanwhile"
-                )
-    return None
+    """A blocking time.sleep() between attempts (read from the source: the wait itself looks right).
+
+    Read with ``ast``: a ``time.sleep(...)`` call (or ``sleep`` imported from time) in the answer's own
+    async body, not in a string, nor in a helper it defines (which may run in a thread, ``to_thread``)."""
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(attempt.extra.get("source") or ""))
+    except SyntaxError:
+        return None
+    from_time = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "time"
+                 for a in n.names if a.name == "sleep"}
+
+    def blocking(node: ast.AST) -> ast.Call | None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue  # a helper of its own: maybe run in a thread
+            if isinstance(child, ast.Call) and (
+                (isinstance(child.func, ast.Attribute) and child.func.attr == "sleep"
+                 and isinstance(child.func.value, ast.Name) and child.func.value.id == "time")
+                or (isinstance(child.func, ast.Name) and child.func.id in from_time)
+            ):
+                return child
+            found = blocking(child)
+            if found is not None:
+                return found
+        return None
+
+    answer = next((n for n in tree.body if isinstance(n, ast.AsyncFunctionDef)), None)
+    call = blocking(answer) if answer is not None else None
+    if call is None:
+        return None
+    return (
+        f"`{ast.unparse(call.func)}(...)` blocks the event loop: while your function waits, nothing else on "
+        "this event loop runs, no other request, no other task. Wait with `await asyncio.sleep(...)`, "
+        "which lets the loop run other work meanwhile"
+    )
 
 
 async def _q4_time_sleep(db, work, attempts, base_delay):
@@ -1581,6 +1621,7 @@ ALTERNATIVES = {
     ],
     "10.q4": [
         ("a while loop, additive jitter", _q4_while_loop),
+        ("time.sleep in a worker thread (to_thread), named in the docstring", _q4_sleep_in_a_thread),
     ],
     "10.q5": [
         ("User.__table__.c[name] after an allow-list check", _q5_table_columns),

@@ -30,7 +30,7 @@ has a counterexample in this module, tested on both backends).
   condition -> "status != 'cancelled'"; a function or a cast around created_at in WHERE
   (func.date, cast, substr, extract; read from the SQL, the plan confirming it searches by user
   only; the headline even when the rows differ or PostgreSQL refuses a date compared with a
-  string) -> "the index on created_at cannot be used: `date(orders.created_at)` wraps the
+  string) -> "ix_orders_active cannot search the date range: `date(orders.created_at)` wraps the
   column"; BETWEEN ... 30 June (the checker adds orders at the range's ends) -> "the orders of 30
   June are missing"; <= 1 July -> "the range stops before 1 July"; the user id pasted into the
   SQL -> "bound parameter".
@@ -359,9 +359,9 @@ def _wrapped_created_at(sql: str) -> tuple[str, str] | None:
 def _wrap_message(wrapped: tuple[str, str]) -> str:
     expression, python = wrapped
     return (
-        f"the index on created_at cannot be used: `{expression}` wraps the column (`{python}` in Python), and "
-        "ix_orders_active holds created_at itself, not what a function makes of it, so the date range is "
-        "checked row by row. Compare the column with a range instead: `Order.created_at >= datetime(2025, 1, "
+        f"ix_orders_active cannot search the date range: `{expression}` wraps the column (`{python}` in "
+        "Python), and the index holds created_at itself, not what a function makes of it, so it finds the "
+        "user's orders and the date range is checked row by row. Compare the column with a range instead: `Order.created_at >= datetime(2025, 1, "
         "1)`, `Order.created_at < datetime(2025, 7, 1)`"
     )
 
@@ -400,9 +400,11 @@ def _q2_range_ends(attempt: Attempt) -> str | None:
             "next day instead: `Order.created_at < datetime(2025, 7, 1)`"
         )
     if first not in ids and last_day in ids:
+        strict = any(re.search(r"created_at\s*>\s*(?!=)", q.sql) for q in _queries(attempt))
         return (
             "the order placed on 1 January 2025 at 00:00:00 is missing, though the range starts there: "
-            "compare with >=, not >: `Order.created_at >= datetime(2025, 1, 1)`"
+            + ("compare with >=, not >" if strict else "your range starts later than that")
+            + ": `Order.created_at >= datetime(2025, 1, 1)`"
         )
     return None
 
@@ -556,7 +558,7 @@ q2 = _WrappedColumnExplained(
         Counterexample("a function around created_at", _q2_date_function, "date range"),
         Counterexample("func.date(created_at) compared with dates", lambda: _q2_orders_of_days(
             func.date(Order.created_at) >= date(2025, 1, 1), func.date(Order.created_at) < date(2025, 7, 1),
-        ), "the index on created_at cannot be used: `date(orders.created_at)` wraps the column"),
+        ), "ix_orders_active cannot search the date range: `date(orders.created_at)` wraps the column"),
         Counterexample("func.date(created_at) compared with strings", lambda: _q2_orders_of_days(
             func.date(Order.created_at) >= "2025-01-01", func.date(Order.created_at) < "2025-07-01",
         ), "`func.date(Order.created_at)` in Python"),

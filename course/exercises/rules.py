@@ -672,8 +672,8 @@ class LeavesTransactionToCaller(Rule):
                     return RuleResult(self.name, False, (
                         "the caller's whole transaction was rolled back (by session.rollback(), or by a failed "
                         "flush outside a savepoint): everything the caller did before your function ran is lost "
-                        "too. Check first, or undo only your own part with a savepoint: async with "
-                        "session.begin_nested()"
+                        "too. Undo only your own part: put what may fail in `async with "
+                        "session.begin_nested():` and catch the error around that block"
                     ))
         return RuleResult(self.name, True)
 

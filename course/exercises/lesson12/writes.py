@@ -715,8 +715,9 @@ def _checked_first(log: Any) -> bool:
 _LET_THE_INDEX_DECIDE = (
     "A SELECT cannot see a row another request is about to commit: let the unique index decide. Insert "
     "inside a savepoint (`async with session.begin_nested():`) and turn the IntegrityError whose "
-    "constraint_kind(exc) is 'unique' into AlreadyExists, or send INSERT ... ON CONFLICT DO NOTHING (`on_conflict_do_nothing()`) "
-    "with RETURNING and raise AlreadyExists when no row came back"
+    "constraint_kind(exc) is 'unique' into AlreadyExists, or send INSERT ... ON CONFLICT DO NOTHING with "
+    "RETURNING (the dialect's `insert()`, `postgresql.insert` or `sqlite.insert`, has "
+    "`.on_conflict_do_nothing()`) and raise AlreadyExists when no row came back"
 )
 
 
