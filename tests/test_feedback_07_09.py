@@ -99,6 +99,10 @@ HEADLINES = [
     ("07.q2", lesson07._q2_one_role_for_all, ["every row got the same role", "one .values(role=...) sets one value",
                                               "list of dicts", "session.execute(update(User), changes)"]),
     ("07.q2", lesson07._q2_load_and_flush, ["you loaded the users first", "ORM bulk UPDATE by primary key"]),
+    ("07.q2", lesson07._q2_get_each, ["you loaded the users one by one", "ORM bulk UPDATE by primary key"]),
+    ("07.q4", lesson07._q4_or_ignore, ["INSERT OR IGNORE is SQLite's own syntax", "on_conflict_do_nothing"]),
+    ("08.q1", lesson08._q1_rollback, ["the caller's whole transaction was rolled back"]),
+    ("08.q2", lesson08._q2_one_savepoint_for_all, ["one savepoint around all the inserts", "one savepoint per name"]),
     ("07.q2", lesson07._q2_values_list, ["update(User).values() takes one set of values"]),
     # 07.q3: every row gets the same value: one UPDATE with WHERE, not the per-row form
     ("07.q3", lesson07._q3_select_then_update, ["one statement per row", "One UPDATE with the WHERE clause"]),

@@ -239,10 +239,15 @@ async def _q2_probe(conn, attempt, changes):
     attempt.extra["changes"] = list(changes)  # for the rules: which rows were to change, and to what
 
 
+def _loads_users(attempt: Attempt) -> int:
+    """SELECTs that loaded whole User objects (every column, email among them)."""
+    return sum(1 for q in attempt.log.queries if q.verb == "SELECT" and "users.email" in q.sql.lower())
+
+
 def _q2_per_dict(attempt: Attempt) -> str | None:
     updates = [q for q in attempt.log.queries if q.verb == "UPDATE"]
-    if len(updates) <= 1 or not all(q.batch_size <= 1 for q in updates):
-        return None
+    if len(updates) <= 1 or not all(q.batch_size <= 1 for q in updates) or _loads_users(attempt):
+        return None  # UPDATEs that a flush wrote for loaded objects: _q2_loaded_objects names those
     rows = len(attempt.extra.get("changes") or ())
     if rows and len(updates) < rows and all(" IN " in " ".join(q.sql.upper().split()) for q in updates):
         how = "one per role, each with WHERE id IN (...) and its own .values()"
@@ -265,6 +270,13 @@ def _q2_loaded_objects(attempt: Attempt) -> str | None:
             f"the {'SELECT' if selects == 1 else f'{selects} SELECTs'} before your UPDATE "
             f"{'is one statement' if selects == 1 else 'are statements'} too many: the dicts already hold the primary "
             f"keys, so there is nothing to read first. {_BULK_BY_PK}"
+        )
+    loads = _loads_users(attempt)
+    if loads > 1:
+        return (
+            f"you loaded the users one by one ({loads} SELECTs, one per user: `get()` or a query in the loop) "
+            f"and set the role on each object, so the flush wrote them: {len(verbs)} statements in all. The "
+            f"dicts already hold the primary keys, so there is nothing to load. {_BULK_BY_PK}"
         )
     return (
         f"you loaded the users first ({reads}) and set the role on each object, so a flush wrote them: "
@@ -313,6 +325,13 @@ async def _q2_ids_checked_first(session, changes):
     ids = [c["id"] for c in changes]
     assert len((await session.scalars(select(User.id).where(User.id.in_(ids)))).all()) == len(ids)
     await session.execute(update(User), changes)
+
+
+async def _q2_get_each(session, changes):
+    for change in changes:
+        user = await session.get(User, change["id"])
+        user.role = change["role"]
+    await session.flush()
 
 
 async def _q2_load_no_flush(session, changes):
@@ -431,6 +450,7 @@ q2 = _Explaining(
         Counterexample("one UPDATE per row", _q2_update_per_row, "session.execute(update(User), changes)"),
         Counterexample("load the users, change them, flush", _q2_load_and_flush, "you loaded the users first"),
         Counterexample("load and change, no flush", _q2_load_no_flush, "no UPDATE was sent"),
+        Counterexample("get() each user, set the role", _q2_get_each, "you loaded the users one by one"),
         Counterexample("the ids checked with a SELECT first", _q2_ids_checked_first,
                        "the SELECT before your UPDATE is one statement too many"),
         Counterexample("one role for everybody", _q2_one_role_for_all, "every row got the same role"),
@@ -845,6 +865,20 @@ def _q4_one_dialect(attempt: Attempt) -> str | None:
     )
 
 
+_SQLITE_ONLY_INSERT = re.compile(r"\bINSERT\s+OR\s+(IGNORE|REPLACE)\b", re.IGNORECASE)
+_OR_IGNORE = (
+    "INSERT OR {0} is SQLite's own syntax: PostgreSQL refuses it (a syntax error at \"OR\"), and this "
+    "function must run on both. Skip the existing names with ON CONFLICT DO NOTHING instead, which both "
+    "databases have: the dialect's insert() with `.on_conflict_do_nothing(index_elements=[Tag.name])`. "
+)
+
+
+def _q4_sqlite_only_syntax(attempt: Attempt) -> str | None:
+    """``prefix_with("OR IGNORE")``: right on SQLite, a syntax error on PostgreSQL (judged from the SQL)."""
+    found = next((m for q in attempt.log.queries if (m := _SQLITE_ONLY_INSERT.search(q.sql))), None)
+    return (_OR_IGNORE.format(found.group(1).upper()) + _PICK) if found else None
+
+
 def _q4_check_first(attempt: Attempt) -> str | None:
     """A SELECT of the existing names, then the INSERT: check-then-insert, which races."""
     verbs = [q.verb for q in attempt.log.queries]
@@ -891,6 +925,11 @@ def _q4_all_present(attempt: Attempt) -> str | None:
 
 def _q4_dialect_insert(session):
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+async def _q4_or_ignore(session, names):
+    stmt = insert(Tag).prefix_with("OR IGNORE").values([{"name": name} for name in names]).returning(Tag.id)
+    return sorted((await session.execute(stmt)).scalars())
 
 
 async def _q4_plain_insert(session, names):
@@ -983,6 +1022,9 @@ def _q4_explain(error: BaseException) -> str | None:
             ".on_conflict_do_nothing(index_elements=[Tag.name])"
         )
     statement = " ".join(str(getattr(error, "statement", "") or "").split())
+    or_ignore = _SQLITE_ONLY_INSERT.search(statement)
+    if or_ignore:
+        return _OR_IGNORE.format(or_ignore.group(1).upper()) + _PICK
     target = re.search(r"ON CONFLICT\s*\(([^)]*)\)", statement, re.IGNORECASE)
     if isinstance(error, IntegrityError) and target and target.group(1).strip().lower() != "name":
         return (
@@ -1012,6 +1054,7 @@ q4 = _ReadsCode(
     rules=[
         _EXPLAINED,
         Probe(test=_q4_one_dialect, name="the insert of the dialect in use"),
+        Probe(test=_q4_sqlite_only_syntax, name="no SQLite-only INSERT OR IGNORE"),
         Probe(test=_q4_ids, name="tag ids returned"),
         Probe(test=_q4_existing_returned, name="only the tags added"),
         Probe(test=_q4_check_first, name="no check before the INSERT"),
@@ -1035,6 +1078,8 @@ q4 = _ReadsCode(
     ),
     counterexamples=[
         Counterexample("plain insert", _q4_plain_insert, "a plain INSERT stops at the first name that exists"),
+        # right on SQLite, a syntax error on PostgreSQL: named on both
+        Counterexample("INSERT OR IGNORE", _q4_or_ignore, "INSERT OR IGNORE is SQLite's own syntax"),
         Counterexample("check each name, then insert", _q4_check_then_insert, "check-then-insert"),
         Counterexample("DO UPDATE returns the existing rows too", _q4_do_update, "returns the rows it updated"),
         Counterexample("select the missing names, then insert", _q4_select_missing_then_insert, "a race"),

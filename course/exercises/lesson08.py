@@ -397,10 +397,10 @@ q1 = Explaining(
     explain=_q1_explain,
     rules=[
         EXPLAINED,
+        _CallerUnlessRaised(),  # the caller's work thrown away is the worst of it: said first
         _TagsAfterFlush(),
         Probe(test=lambda a: _q1_raised(a) or _q1_all_or_nothing(a), name="all or nothing"),
         Probe(test=lambda a: _q1_raised(a) or _q1_returned(a), name="returns the new id, or None"),
-        _CallerUnlessRaised(),
         SessionUsable(),
     ],
     hints=[
@@ -473,11 +473,26 @@ def _q2_new_present(attempt: Attempt) -> str | None:
     want = attempt.expected["returned"]
     missing = [n for n in want if n not in attempt.extra["names"]]
     if missing:
+        lost = f"{', '.join(repr(n) for n in missing)} {'is' if len(missing) == 1 else 'are'} missing from the tags table"
+        log = list(attempt.log)  # with SAVEPOINT and ROLLBACK TO, which .queries leaves out
+        savepoints = [q.sql.split()[-1] for q in log if q.verb == "SAVEPOINT"]
+        inserts = [q for q in log if q.verb == "INSERT"]
+        # the first savepoint is the checker's (the caller's transaction); the answer opened one more, for all
+        if len(savepoints) == 2 and (len(inserts) > 1 or any(q.batch_size > 1 for q in inserts)):
+            return (
+                f"one savepoint around all the inserts: the first duplicate rolled back to it and undid every tag "
+                f"inside it, so {lost}. Open one savepoint per name: `for name in names:` then `try:` around "
+                "`async with session.begin_nested():` (add the tag and flush inside), and "
+                "`except IntegrityError:` level with the `try`"
+            )
+        if savepoints and any(q.verb == "ROLLBACK" and q.sql.split()[-1] == savepoints[0] for q in log):
+            return (
+                f"{lost}: your session.rollback() after a duplicate threw away the tags already inserted; a "
+                "savepoint (begin_nested) undoes only the insert that failed"
+            )
         return (
-            f"{', '.join(repr(n) for n in missing)} {'is' if len(missing) == 1 else 'are'} missing from the "
-            "tags table. If a duplicate made you "
-            "call session.rollback(), that threw away the tags you had already inserted: a savepoint "
-            "(begin_nested) undoes only the insert that failed"
+            f"{lost}: if a duplicate stopped your inserts, give each name its own savepoint "
+            "(begin_nested), which undoes only the insert that failed"
         )
     if attempt.extra["total"] != attempt.expected["total"]:
         return f"the tags table has {attempt.extra['total']} rows; expected {attempt.expected['total']}"
@@ -522,6 +537,15 @@ async def _q2_rollback(session, names):
             continue
         inserted.append(name)
     return inserted
+
+
+async def _q2_one_savepoint_for_all(session, names):
+    try:
+        async with session.begin_nested():
+            session.add_all([Tag(name=name) for name in names])
+    except IntegrityError:
+        pass
+    return list(names)
 
 
 async def _q2_precheck_once(session, names):
@@ -645,6 +669,8 @@ q2 = Explaining(
         Counterexample("catches IntegrityError without a savepoint", _q2_no_savepoint, "PendingRollbackError"),
         Counterexample("rolls back the session on a duplicate", _q2_rollback, "missing from the tags table"),
         Counterexample("checks the existing names once", _q2_precheck_once, "the IntegrityError escaped your function"),
+        Counterexample("one savepoint around every insert", _q2_one_savepoint_for_all,
+                       "one savepoint around all the inserts"),
         Counterexample("commits after each tag", _q2_commit_each, "your function committed the session"),
         Counterexample("SELECT each name first, then insert", _q2_select_first, "the UNIQUE constraint never decided"),
     ],
