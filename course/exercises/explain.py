@@ -359,8 +359,9 @@ def _integrity(error: BaseException, code: str, text: str) -> str:
         )
     return (
         f"{what}. Where the database may refuse a row and your code carries on, catch `IntegrityError` "
-        "around the whole `async with session.begin_nested():` block (the INSERT runs at the flush when "
-        "the block ends), so that only the savepoint is undone and the rest of the transaction survives"
+        "around the whole `async with session.begin_nested():` block (after `session.add()` the INSERT runs "
+        "at the flush when the block ends, so a `try` inside the block misses it), so that only the savepoint "
+        "is undone and the rest of the transaction survives"
     )
 
 

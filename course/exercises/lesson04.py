@@ -335,7 +335,7 @@ q2 = Exercise(
     ),
     rules=[
         Columns(["id", "drafts"]),
-        Probe(test=_q2_undone, name="users without drafts kept by an outer join"),
+        Probe(test=_q2_undone, name="users without drafts kept (with 0)"),
         _Q2_COUNTS,
         SameResult(ordered=True),
         StatementBudget(1),

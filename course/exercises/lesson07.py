@@ -400,10 +400,10 @@ def _q2_explain(error: BaseException) -> str | None:
     statement = " ".join(str(getattr(error, "statement", "") or "").split()).upper()
     if isinstance(error, IntegrityError) and statement.startswith("UPDATE") and " WHERE " not in statement:
         return (
-            "your UPDATE has no WHERE: update() of the users Table (not the User class) is a Core UPDATE, "
-            "even run through the session or a connection: with a list of dicts it SETs every key of each "
-            "dict, id included, on every row, and the primary key refused the duplicates. Only the ORM form, "
-            "update() of the mapped class, turns each dict's primary key into WHERE id = ?: "
+            "your UPDATE has no WHERE: with a list of dicts, an UPDATE run on a Connection (or an update() of "
+            "the users Table, even through the session) is a Core UPDATE: it SETs every key of each dict, id "
+            "included, on every row, and the primary key refused the duplicates. Only update() of the mapped "
+            "class run by the session turns each dict's primary key into WHERE id = ?: "
             "`await session.execute(update(User), changes)`"
         )
     if isinstance(error, InvalidRequestError) and "additional WHERE criteria" in str(error):
@@ -875,6 +875,9 @@ _OR_IGNORE = (
 
 def _q4_sqlite_only_syntax(attempt: Attempt) -> str | None:
     """``prefix_with("OR IGNORE")``: right on SQLite, a syntax error on PostgreSQL (judged from the SQL)."""
+    _named, tells = attempt.extra.get("dialects", (set(), True))
+    if tells:  # sent only when the answer found itself on SQLite: its other branch is judged on PostgreSQL
+        return None
     found = next((m for q in attempt.log.queries if (m := _SQLITE_ONLY_INSERT.search(q.sql))), None)
     return (_OR_IGNORE.format(found.group(1).upper()) + _PICK) if found else None
 
@@ -1415,7 +1418,7 @@ q5 = _ReadsCode(
         "objects too. Or skip the SELECT and let the UPDATE hand back the objects: .returning(User).",
     ],
     why=(
-        "The objects you hand back say what the database holds, after two statements. An ORM UPDATE sets the new "
+        "The objects you hand back say what the database holds, in at most two statements. An ORM UPDATE sets the new "
         "value on the loaded objects it matches (synchronize_session, 'auto' by default); objects loaded after the "
         "UPDATE, taken from UPDATE ... RETURNING or flushed by the unit of work are current too. An UPDATE with "
         "synchronize_session=False, or through Core, leaves the loaded objects stale."

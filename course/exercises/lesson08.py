@@ -365,7 +365,7 @@ def _q1_explain(error: BaseException) -> str | None:
     if constraint_kind(error) == "unique" and statement.startswith("INSERT INTO POST_TAGS"):
         return (
             "the same tag was linked to the post twice: tag_names names a tag more than once, and each "
-            "`post.tags.append(tag)` adds a row to post_tags, whose (post_id, tag_id) is UNIQUE. The duplicate is "
+            "each tag in `post.tags` becomes a row of post_tags, whose (post_id, tag_id) is UNIQUE. The duplicate is "
             "your own: link each distinct tag once (the SELECT ... WHERE name IN (...) returns each tag once: "
             "`Post(..., tags=list(tags))`; or loop over `dict.fromkeys(tag_names)`)"
         )

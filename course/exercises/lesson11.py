@@ -198,7 +198,7 @@ class _TagPostsLoadedLazily(NoLazyLoads):
             result.message = (
                 "you loaded the tag, then its posts through `Tag.posts` (a lazy load): that is 2 statements, "
                 "and the collection loads whole posts, every body with them. Eager-loading it "
-                "(`selectinload(Tag.posts)`) would still cost both. Select the posts themselves, filtered by "
+                "(`selectinload(Tag.posts)`) would still cost the second statement (`.defer(Post.body)` on it would at least skip the bodies). Select the posts themselves, filtered by "
                 "the tag, in one statement: `select(Post).join(Post.tags).where(Tag.name == \"indexes\")` (or "
                 "`.where(Post.tags.any(Tag.name == \"indexes\"))`) with `.options(defer(Post.body))` and "
                 "`.order_by(Post.id)`"

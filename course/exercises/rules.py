@@ -201,7 +201,8 @@ def _likely_cause(
                 if _running_count(sql):
                     return (
                         f"{same}: your count() window has an ORDER BY, and that makes it a running count (the "
-                        "rows from the partition's start up to the current one), not the partition's total. "
+                        "rows from the partition's start up to the current row and the rows tied with it), not "
+                        "the partition's total. "
                         "Count the whole partition: `.over(partition_by=...)` without order_by"
                     )
                 if _selects_a_subquery(sql):
@@ -261,10 +262,13 @@ def _likely_cause(
                         f"{nulls} of the {len(rows)} extra {what} have{where} NULL: rows with no match, kept "
                         "by your outer join (or a NULL your filter lets through)"
                     )
-                return (
-                    f"{nulls} of the {len(rows)} extra {what} have{where} NULL: your filter lets those NULLs "
-                    "through (an `or_()` or `IS NULL` test that covers more than it should)"
-                )
+                column = str(attempt.columns[index]).upper() if attempt.columns and width == len(attempt.columns) else ""
+                tested = column and re.search(rf"\bWHERE\b.*\b{re.escape(column)}\b", sql, re.S)
+                if tested:  # only when the WHERE tests that column: else the NULLs are a coincidence
+                    return (
+                        f"{nulls} of the {len(rows)} extra {what} have{where} NULL: your WHERE lets those NULLs "
+                        "through (an `or_()` or `IS NULL` test that covers more than it should)"
+                    )
     return ""
 
 
@@ -761,12 +765,20 @@ def names_used(function: Any) -> set[str]:
     comprehensions included; empty for anything without code. For what the result cannot show: how
     the answer picked a construct, whether it sorted."""
     todo = [getattr(function, "__code__", None)]
+    namespace = getattr(function, "__globals__", {})
     found: set[str] = set()
+    seen: set[int] = set()
     while todo:
         code = todo.pop()
-        if not isinstance(code, CodeType):
+        if not isinstance(code, CodeType) or id(code) in seen:
             continue
+        seen.add(id(code))
         found.update(code.co_names)
+        # a helper of the learner's that the function calls (defined in another cell): read it too
+        for name in code.co_names:
+            helper = namespace.get(name)
+            if getattr(helper, "__module__", None) == getattr(function, "__module__", object()):
+                todo.append(getattr(helper, "__code__", None))
         for const in code.co_consts:
             if isinstance(const, str) and const and not any(c.isspace() for c in const):
                 found.add(const)
