@@ -503,8 +503,6 @@ class _TagLeftToCaller(LeavesTransactionToCaller):
     """create_tag neither commits nor rolls back the caller's transaction. After an error the checker
     explains, the checker rolls the answer's part back itself: that rollback is not the answer's."""
 
-    name: str = "the commit left to the caller"
-
     def judge(self, attempt: Attempt) -> RuleResult:
         if attempt.extra.get("explained"):
             return RuleResult(self.name, True)
