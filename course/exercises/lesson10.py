@@ -23,13 +23,16 @@ has a counterexample in this module, tested on both backends).
   losing earlier work (tags gone afterwards) -> "threw away"; caught without a savepoint
   (PendingRollbackError, an aborted transaction, or on SQLite a failed INSERT in the SQL log
   followed by more statements) -> "outside a savepoint"; upsert without looking the id up ->
-  "look the existing tag's id up".
+  "look the existing tag's id up"; a commit inside the helper (the RELEASE of the caller's
+  savepoint in the SQL log) -> "create_tag committed".
 - q3 import: the class name as the kind -> "you reported 'IntegrityError'"; a rollback per
   bad row (accepted rows gone) -> "threw them away"; one flush for all -> "IntegrityError";
   merge() overwriting -> "overwritten"; no savepoint (as q2) ->
   "outside a savepoint"; a blanket ``except IntegrityError`` as "already exists" (every
   refusal reported "unique") -> "blanket"; session.expunge() of the refused row (explain.py) ->
-  "found nothing to remove"; the try inside each begin_nested() block -> "never saw the IntegrityError".
+  "found nothing to remove"; the try inside each begin_nested() block -> "never saw the IntegrityError";
+  ON CONFLICT DO NOTHING with the skipped duplicate reported as None (the clause in the SQL log) ->
+  "skipped it without a word".
 - q4 retry: every exception retried, or every DBAPIError (attempts on a duplicate) ->
   "you retried an IntegrityError"; one session for all attempts (failed writes committed) ->
   "new transaction"; no backoff (gap between failure and retry) -> "wait at least"; the last
@@ -67,6 +70,7 @@ from .core import DB_FN, SESSION_FN, Counterexample, Exercise
 from .named_mistakes import EXPLAINED, Explaining, KeepsSource
 from .rules import (
     Attempt,
+    LeavesTransactionToCaller,
     Probe,
     SameResult,
     SavepointAroundFailure,
@@ -75,6 +79,7 @@ from .rules import (
     note_result_order,
     values_in,
 )
+from .verdict import RuleResult
 
 WHEN = datetime(2025, 6, 1)
 
@@ -289,7 +294,7 @@ def _q1_filtered_in_sql(attempt: Attempt) -> str | None:
     """Every title fetched and searched in Python: right ids, all the posts over the wire."""
     want = attempt.expected if isinstance(attempt.expected, list) else []
     fetched = max((s.rows or 0 for s in attempt.log.queries), default=0)
-    if fetched > max(50, 5 * len(want)) and not any(" LIKE " in s.sql.upper() for s in attempt.log.queries):
+    if fetched > max(50, 5 * len(want)) and not any(_LIKE_WORD.search(s.sql) for s in attempt.log.queries):
         return (
             f"your function fetched {fetched} rows to return {len(want)}: the search ran in Python, "
             "after every title crossed the wire. Filter in SQL (WHERE title ILIKE ...), where an index "
@@ -398,9 +403,16 @@ async def _q2_probe(conn, attempt, names):
         attempt.extra["state"] = f"not a list of (tag_id, created) pairs: {returned!r}"[:120]
         return
     attempt.extra["state"] = [
-        (None if tag_id is None else tags.get(tag_id, f"(no tag with id {tag_id})"), created)
+        (None if tag_id is None else tags.get(tag_id, _NoTag(tag_id)), created)
         for tag_id, created in returned
     ]
+
+
+@dataclass(frozen=True)
+class _NoTag:
+    """An id create_tag returned that no tag has after the calls (its row was rolled back)."""
+
+    id: Any
 
 
 def _q2_kept(attempt: Attempt) -> str | None:
@@ -408,8 +420,9 @@ def _q2_kept(attempt: Attempt) -> str | None:
     if not absent or attempt.extra.get("probe_failed"):
         return None
     return (
-        f"after the calls, these tags your function created are gone: {', '.join(map(repr, absent))}. A rollback "
-        "of the whole session threw away everything done before the duplicate; roll back only the "
+        f"after the calls, these tags your function created are gone: {', '.join(map(repr, absent))}. The whole "
+        "transaction was rolled back (by session.rollback(), or by SQLAlchemy itself when a flush failed "
+        "outside a savepoint), which threw away everything done before the duplicate; roll back only the "
         "failed INSERT (async with session.begin_nested()) or avoid the error (ON CONFLICT DO NOTHING)"
     )
 
@@ -428,6 +441,11 @@ def _q2_same(attempt: Attempt) -> str | None:
                     "insert was skipped, look the existing tag's id up"
                 )
             what = "a new tag" if created else "the existing tag"
+            if isinstance(g[0], _NoTag):
+                return (
+                    f"call {i + 1}, create_tag(session, {name!r}) returned ({g[0].id!r}, {g[1]!r}), but after the "
+                    f"calls no tag has id {g[0].id!r}: expected the id of {what} {name!r}"
+                )
             return (
                 f"call {i + 1}, create_tag(session, {name!r}): expected (id of {what} {name!r}, {created}); "
                 f"got (id of {g[0]!r}, {g[1]!r})"
@@ -480,6 +498,25 @@ async def _q2_upsert_no_lookup(session, name):
     return new_id, new_id is not None
 
 
+@dataclass
+class _TagLeftToCaller(LeavesTransactionToCaller):
+    """create_tag neither commits nor rolls back the caller's transaction. After an error the checker
+    explains, the checker rolls the answer's part back itself: that rollback is not the answer's."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        if attempt.extra.get("explained"):
+            return RuleResult(self.name, True)
+        result = super().judge(attempt)
+        if not result.passed and result.message.startswith("your function committed"):
+            result.message = (
+                "create_tag committed: the caller's transaction ended inside your helper, and with it the "
+                "caller's say over its own work (a later failure can no longer undo what came before). A "
+                "get-or-create runs in the caller's transaction: flush (or leave the savepoint) for the id, "
+                "and let the caller commit"
+            )
+        return result
+
+
 q2 = _AdaptedExplaining(
     id="10.q2",
     title="Get or create a tag, in a session that keeps working",
@@ -496,6 +533,7 @@ q2 = _AdaptedExplaining(
         SessionUsable(),
         Probe(test=_q2_kept, name="earlier work survives a duplicate"),
         Probe(test=_q2_same, name="(id, created) for every name"),
+        _TagLeftToCaller(),
     ],
     hints=[
         "A failed flush ruins the whole session's transaction, and session.rollback() throws away "
@@ -622,10 +660,25 @@ def _q3_kinds(attempt: Attempt) -> str | None:
     row = {k: v for k, v in _Q3_ROWS[i].items() if k != "created_at"}
     if want[i] is None:
         return f"row {i} {row} is fine and should give None; you reported {got[i]!r}"
+    if want[i] == "unique" and got[i] is None and _skips_conflicts(attempt):
+        return (
+            f"row {i} {row} has the id of an existing order, and ON CONFLICT DO NOTHING skipped it without a "
+            "word: nothing was raised, so your function reported None. The import must report it as "
+            "'unique': insert in a savepoint and read the error's code (constraint_kind(exc)), or add "
+            "`.returning(Order.id)` and report 'unique' when no row came back"
+        )
     return (
         f"row {i} {row}: you reported {got[i]!r}; the database refused it as {want[i]!r}. Read the "
         "code (e.orig.sqlstate / e.orig.sqlite_errorname), as constraint_kind() does"
     )
+
+
+_SKIPS_CONFLICTS = re.compile(r"\bON\s+CONFLICT\b.*\bDO\s+NOTHING\b|^\s*INSERT\s+OR\s+IGNORE\b", re.I | re.S)
+
+
+def _skips_conflicts(attempt: Attempt) -> bool:
+    """An INSERT that skips a conflicting row silently (ON CONFLICT DO NOTHING, INSERT OR IGNORE)."""
+    return any(s.verb == "INSERT" and _SKIPS_CONFLICTS.search(s.sql) for s in attempt.log.queries)
 
 
 async def _q3_class_names(session, rows):
@@ -1493,6 +1546,17 @@ async def _q2_savepoint(session, name):
         return await session.scalar(select(Tag.id).where(Tag.name == name)), False
 
 
+async def _q2_commits(session, name):
+    try:
+        async with session.begin_nested():
+            tag = Tag(name=name)
+            session.add(tag)
+        await session.commit()  # "make it stick": the caller's transaction ends here
+        return tag.id, True
+    except IntegrityError:
+        return await session.scalar(select(Tag.id).where(Tag.name == name)), False
+
+
 async def _q2_try_inside_savepoint(session, name):
     async with session.begin_nested():
         tag = Tag(name=name)
@@ -1506,6 +1570,7 @@ async def _q2_try_inside_savepoint(session, name):
 q2.counterexamples = [
     *q2.counterexamples,
     Counterexample("try inside the begin_nested() block", _q2_try_inside_savepoint, "never saw the IntegrityError"),
+    Counterexample("a savepoint, then session.commit()", _q2_commits, "create_tag committed"),
 ]
 
 
@@ -1571,8 +1636,37 @@ async def _q3_codes_by_hand(session, rows):
     return outcome
 
 
+async def _q3_do_nothing(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                await session.execute(_dialect_insert(session)(Order).values(**row).on_conflict_do_nothing())
+        except IntegrityError as exc:
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)  # a skipped duplicate raises nothing: it is reported as accepted
+    return outcome
+
+
+async def _q3_do_nothing_returning(session, rows):
+    outcome = []
+    for row in rows:
+        try:
+            async with session.begin_nested():
+                inserted = await session.scalar(
+                    _dialect_insert(session)(Order).values(**row).on_conflict_do_nothing().returning(Order.id)
+                )
+        except IntegrityError as exc:
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None if inserted is not None else "unique")
+    return outcome
+
+
 q3.counterexamples = [
     *q3.counterexamples,
+    Counterexample("on_conflict_do_nothing(), the skipped row reported as None", _q3_do_nothing, "skipped it without a word"),
     Counterexample("blanket except IntegrityError: 'already exists'", _q3_blanket_unique, "blanket"),
     Counterexample("session.expunge() of the refused row, no savepoint", _q3_expunge_the_refused, "found nothing to remove"),
     Counterexample("try inside each begin_nested() block", _q3_try_inside_savepoint, "never saw the IntegrityError"),
@@ -1618,6 +1712,7 @@ ALTERNATIVES = {
     ],
     "10.q3": [
         ("explicit savepoint object, codes mapped by hand", _q3_codes_by_hand),
+        ("on_conflict_do_nothing().returning(), no row back reported as 'unique'", _q3_do_nothing_returning),
     ],
     "10.q4": [
         ("a while loop, additive jitter", _q4_while_loop),

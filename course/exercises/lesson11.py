@@ -38,7 +38,8 @@ has a counterexample in this module, tested on both backends).
   status"; an index on another table -> "no new index on orders" (the column and EXPLAIN rules
   fail with it: nothing of yours to judge is no pass); a partial index where a composite one
   serves every status -> "partial index"; ``conn.run_sync(...)`` not awaited (core's
-  forgotten-await detector) -> "was never awaited".
+  forgotten-await detector) -> "was never awaited"; a column the query does not set between status and
+  created_at -> "puts user_id between status and created_at".
 - q4: one IN for every id, or chunks over the limit (the parameters counted from the SQL log; on
   PostgreSQL asyncpg's InterfaceError, explained) -> "one statement carried 40,000 bound
   parameters"; one query per id -> "one query per id"; the last chunk dropped -> "missing"; the
@@ -658,6 +659,14 @@ def _q3_columns(attempt: Attempt) -> str | None:
             f"{ix['name']} covers only status: every pending order is read, and the date range and "
             "the ORDER BY are done row by row. Add created_at after status"
         )
+    columns = [str(c) for c in ix["columns"]]
+    if columns[:1] == ["status"] and "created_at" in columns[2:]:
+        middle = ", ".join(columns[1:columns.index("created_at")])
+        return (
+            f"{ix['name']} ({cols}) puts {middle} between status and created_at: the query sets no {middle}, so "
+            "the search can use status alone, and the date range is checked entry by entry over every pending "
+            "order (the ORDER BY then needs a sort). Put created_at right after status: (status, created_at)"
+        )
     return f"{ix['name']} ({cols}) does not fit the query: status (equality) first, then created_at (range)"
 
 
@@ -679,6 +688,10 @@ async def _q3_range_first(session: AsyncSession) -> None:
 
 async def _q3_status_only(session: AsyncSession) -> None:
     await session.execute(text("CREATE INDEX ix_orders_status ON orders (status)"))
+
+
+async def _q3_column_in_between(session: AsyncSession) -> None:
+    await session.execute(text("CREATE INDEX ix_orders_status_user_created ON orders (status, user_id, created_at)"))
 
 
 async def _q3_wrong_table(session: AsyncSession) -> None:
@@ -1005,6 +1018,8 @@ q3.counterexamples = [
     *q3.counterexamples,
     Counterexample("a partial index for 'pending' only", _q3_partial, "partial index"),
     Counterexample("conn.run_sync() not awaited", _q3_run_sync_not_awaited, "conn.run_sync() was never awaited"),
+    Counterexample("a column in between: (status, user_id, created_at)", _q3_column_in_between,
+                   "puts user_id between status and created_at"),
 ]
 
 

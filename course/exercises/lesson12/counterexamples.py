@@ -9,10 +9,13 @@ Misconceptions, and the rule that names each:
   query, so LIMIT counts rows · "published" read as ``published_at IS NOT NULL`` · comments loaded
   with ``selectinload(Post.comments)`` to be counted with ``len()`` · a forgotten ``return``.
 - 12.q2: a keyset on ``published_at`` alone (skipped) or ``<=`` (repeated) · the two columns
-  compared apart, joined by AND (skipped; read from the SQL) · OFFSET as a cursor ·
+  compared apart, joined by AND (skipped; read from the SQL) · a row-value ``<`` under ORDER BY
+  published_at DESC, id ASC (mixed directions, read from the SQL) · OFFSET as a cursor ·
   the tag filtered in Python after LIMIT (short pages) · a next cursor on the last page · LIMIT limit
   with a cursor whenever the page is full (no limit + 1: a feed of exactly one page).
-- 12.q3: a commit in the middle · one tag lookup per name (N+1) · every tag created anew (reported
+- 12.q3: a commit in the middle (also before the tags are set: the commit named before the lazy
+  load it caused) · its own ``session.begin()`` in the caller's transaction · created_at not set to
+  published_at · one tag lookup per name (N+1) · every tag created anew (reported
   as AlreadyExists, or the raw unique violation on tags.name) · the
   failure swallowed (``except Exception``, or ``except IntegrityError``: the checker's failure is one,
   NOT NULL on the links) · every error reported as a duplicate · tags assigned after an autoflush
@@ -28,6 +31,7 @@ Misconceptions, and the rule that names each:
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 
 from sqlalchemy import and_, func, insert, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -146,13 +150,13 @@ class _CountThroughTagsJoin(FeedRepository):
         return items, next_cursor
 
 
-def _walker(where_after=_pair_after, *, order_by_id: bool = True, offset: bool = False,
+def _walker(where_after=_pair_after, *, order_by_id: bool = True, id_ascending: bool = False, offset: bool = False,
             filter_in_python: bool = False, always_next: bool = False, no_extra_row: bool = False,
             published=lambda: Post.status == "published", tag_filter=_exists_tag):
     """A feed like the reference, with one piece changed."""
 
     async def feed(session, *, limit, cursor=None, tag=None):
-        order = [Post.published_at.desc(), Post.id.desc()] if order_by_id else [Post.published_at.desc()]
+        order = [Post.published_at.desc(), Post.id.asc() if id_ascending else Post.id.desc()][: 2 if order_by_id else 1]
         stmt = (
             select(Post.id, Post.title, Post.published_at, User.username, _comment_count().label("comment_count"))
             .join(Post.author)
@@ -223,6 +227,13 @@ class _KeysetAndedComparisons(FeedRepository):
 @wrong(q2, "published_at <= cursor, no id tiebreak", says="came back on page")
 class _KeysetLessOrEqual(FeedRepository):
     feed = _walker(lambda c: Post.published_at <= c[0], order_by_id=False)
+
+
+@wrong(q2, "ORDER BY published_at DESC, id ASC under a row-value <", says="sorts published_at descending but id ascending")
+class _KeysetMixedDirections(FeedRepository):
+    """The pair compared strictly, but the tie-breaker sorted the other way: ties come back and go missing."""
+
+    feed = _walker(id_ascending=True)
 
 
 @wrong(q2, "an OFFSET for a cursor", says="offset")
@@ -311,6 +322,48 @@ class _CommitInTheMiddle(FeedRepository):
         await session.commit()
         post.tags = await _known_or_new(session, tag_names)
         await session.flush()
+        return post.id
+
+
+@wrong(q3, "commit, then the tags assigned", says="create_post committed (1 COMMIT)")
+class _CommitThenTags(FeedRepository):
+    """The post committed 'to get its id', then its tags assigned: the headline is the commit, which made
+    the assignment a lazy load."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        post = _new_post(session, author_id, title, body, published_at)
+        await session.commit()
+        post.tags = await _known_or_new(session, tag_names)
+        await session.flush()
+        return post.id
+
+
+@wrong(q3, "its own session.begin() inside create_post", says="create_post opened its own transaction")
+class _OwnTransaction(FeedRepository):
+    """async with session.begin(): in a session whose transaction the caller has begun."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        async with session.begin():
+            tags = await _known_or_new(session, tag_names)
+            post = _new_post(session, author_id, title, body, published_at, tags)
+            await session.flush()
+        return post.id
+
+
+@wrong(q3, "created_at left to now()", says="the contract sets created_at and published_at both")
+class _CreatedNow(FeedRepository):
+    """created_at=datetime.now(): the contract says created_at and published_at are both published_at."""
+
+    @staticmethod
+    async def create_post(session, *, author_id, title, body, tag_names, published_at):
+        tags = await _known_or_new(session, tag_names)
+        post = Post(author_id=author_id, title=title, body=body, status="published",
+                    created_at=datetime.now(), published_at=published_at)
+        async with session.begin_nested():
+            session.add(post)
+            post.tags = tags
         return post.id
 
 

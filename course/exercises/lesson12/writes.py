@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import await_only
 
@@ -25,6 +26,7 @@ from ..core import (
     call_answer,
 )
 from ..rules import Attempt, Probe, SessionUsable
+from ..verdict import RuleResult
 from .harness import _WRITTEN_LAZILY, NoLazyLoadsNamed, _session, capstone
 from .reference import CREATE_BUDGET, TAG, WHEN, AlreadyExists
 
@@ -57,7 +59,30 @@ def _no_commit_rule(attempt: Attempt) -> str | None:
 
 
 NO_COMMIT = Probe(_no_commit_rule, name="the commit left to the caller")
-NO_LAZY_WRITE = NoLazyLoadsNamed(advice=_WRITTEN_LAZILY)
+
+
+@dataclass
+class _NoLazyWrite(NoLazyLoadsNamed):
+    """No lazy loads; after a commit inside create_post the commit is named first: it flushed the post,
+    and that is why setting post.tags afterwards loaded the old collection lazily."""
+
+    def judge(self, attempt: Attempt) -> RuleResult:
+        result = super().judge(attempt)
+        committed = _no_commit_rule(attempt)
+        if not result.passed and committed:
+            where = attempt.extra.get("lazy_attribute")
+            result.message = (
+                f"{committed}. The commit also flushed the post, so assigning Post.tags afterwards first loaded "
+                "the old collection: a lazy load, a query of its own (in async code MissingGreenlet). Drop the "
+                "commit, and set post.tags before the post is flushed"
+            ) if where == "Post.tags" else (
+                f"{committed}. After it, {where or 'a relationship'} was loaded lazily, a query of its own (in "
+                "async code MissingGreenlet)"
+            )
+        return result
+
+
+NO_LAZY_WRITE = _NoLazyWrite(advice=_WRITTEN_LAZILY)
 
 
 async def _create(answer: Any, session: AsyncSession, scratch: Any, attempt: Attempt, **call: Any) -> Any:
@@ -115,7 +140,7 @@ async def _create_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
         await session.commit()
     rows = await _rows(
         scratch,
-        "SELECT id, body, status, published_at FROM posts WHERE author_id = 2 AND title = :title",
+        "SELECT id, body, status, published_at, created_at FROM posts WHERE author_id = 2 AND title = :title",
         title=title,
     )
     attempt.extra["rows"] = rows
@@ -162,8 +187,20 @@ def _tags_refused(raised: BaseException | None) -> str | None:
     )
 
 
+def _began_its_own(error: BaseException | None) -> str | None:
+    """create_post called session.begin() in a session whose transaction the caller had begun."""
+    if not isinstance(error, InvalidRequestError) or "already begun" not in str(error):
+        return None
+    return (
+        "create_post opened its own transaction (`session.begin()`), but the caller has already begun one: "
+        "a session holds one transaction at a time, and this one is the caller's (SQLAlchemy refused: 'A "
+        "transaction is already begun on this Session'). Use the session as it is: `await session.flush()` "
+        "gives you the ids, and `async with session.begin_nested():` a savepoint where part of the work may fail"
+    )
+
+
 def _created_rule(attempt: Attempt) -> str | None:
-    refused = _tags_refused(attempt.extra.get("raised_error"))
+    refused = _tags_refused(attempt.extra.get("raised_error")) or _began_its_own(attempt.extra.get("raised_error"))
     if refused:
         return refused
     if "raised" in attempt.extra:
@@ -176,7 +213,7 @@ def _created_rule(attempt: Attempt) -> str | None:
         return None
     if len(rows) != 1:
         return f"after the caller committed, {len(rows)} posts carry the new title (expected exactly 1)"
-    pk, body, status, published_at = rows[0]
+    pk, body, status, published_at, created_at = rows[0]
     returned = attempt.extra.get("returned")
     returned = getattr(returned, "id", returned)
     if returned is None:
@@ -191,6 +228,12 @@ def _created_rule(attempt: Attempt) -> str | None:
         return f"the new post's status is {status!r}: create_post publishes it (status 'published')"
     if str(published_at)[:16] != str(WHEN)[:16]:
         return f"the new post's published_at is {published_at!r}, not the published_at passed in ({WHEN})"
+    if str(created_at)[:16] != str(WHEN)[:16]:
+        return (
+            f"the new post's created_at is {str(created_at)[:19]}, but the contract sets created_at and "
+            f"published_at both to the published_at passed in ({WHEN}): `Post(..., created_at=published_at, "
+            "published_at=published_at)`"
+        )
     return None
 
 
@@ -270,6 +313,9 @@ async def _failure_scenario(answer: Any, scratch: Any, attempt: Attempt) -> None
 def _reaches_caller_rule(attempt: Attempt) -> str | None:
     if "outcome" not in attempt.extra:
         return None
+    began = None if isinstance(attempt.extra["outcome"], str) else _began_its_own(attempt.extra["outcome"])
+    if began:
+        return began
     if not attempt.extra.get("fired") and not any(s.verb == "INSERT" for s in attempt.log or ()):
         return (
             "create_post sent no INSERT: the post and its tags waited in the session for the caller's "
