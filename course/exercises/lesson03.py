@@ -42,7 +42,16 @@ from .rules import (
     SameResult,
     StatementBudget,
 )
-from .userfacts import COUNTRY_CODES, FACTS, order_by_keys, orders_by, select_list, shared, user_facts_probe
+from .userfacts import (
+    COUNTRY_CODES,
+    FACTS,
+    mixed_keyset_directions,
+    order_by_keys,
+    orders_by,
+    select_list,
+    shared,
+    user_facts_probe,
+)
 from .verdict import RuleResult
 
 
@@ -930,33 +939,9 @@ def _q5_newest_first(attempt: Attempt) -> str | None:
     return None
 
 
-_ROW_VALUE = re.compile(r"\(\s*posts\.created_at\s*,\s*posts\.id\s*\)\s*(<=|>=|<|>)", re.I)
-
-
 def _q5_same_directions(attempt: Attempt) -> str | None:
-    """A row-value cursor, (created_at, id) < (...), under an ORDER BY whose two keys go opposite
-    ways: the comparison walks both columns one way, the order does not."""
-    for s in _selects_from(attempt, "posts"):
-        compared = _ROW_VALUE.search(s.sql)
-        keys = order_by_keys(s.sql)
-        if not compared or len(keys) < 2:
-            continue
-        directions = {}
-        for key in keys[:2]:
-            column = "created_at" if "created_at" in key else "id" if re.search(r"(^|\.)id\b", key) else ""
-            if column:
-                directions[column] = "descending" if re.search(r"\bdesc\b", key) else "ascending"
-        if len(directions) == 2 and len(set(directions.values())) == 2:
-            op = compared.group(1)
-            return (
-                f"your ORDER BY sorts created_at {directions['created_at']} but id {directions['id']}, while "
-                f"the row-value comparison (created_at, id) {op} (...) compares in order, created_at first "
-                f"and id only among rows with the same created_at, both in one direction "
-                f"({'smaller' if op.startswith('<') else 'larger'}). So the ORDER BY must sort id the same way "
-                "as created_at: .order_by(Post.created_at.desc(), Post.id.desc()) with tuple_(...) < "
-                "tuple_(*after)"
-            )
-    return None
+    """A row-value cursor under an ORDER BY whose two keys go opposite ways."""
+    return mixed_keyset_directions(_selects_from(attempt, "posts"), "created_at", "after")
 
 
 def _q5_repeats(attempt: Attempt) -> str | None:

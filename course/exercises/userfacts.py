@@ -147,3 +147,31 @@ def select_list(sql: str) -> str:
 def has_scalar_subquery(sql: str) -> bool:
     """Whether the outermost query selects a subquery as a column: ``(SELECT ...)`` in its list."""
     return re.search(r"\(\s*SELECT\b", select_list(sql), re.I) is not None
+
+
+def mixed_keyset_directions(statements: Sequence[Any], column: str, cursor: str) -> str | None:
+    """A row-value cursor, ``(column, id) < (...)``, under an ORDER BY whose two keys go opposite ways
+    (read from the SQL): the comparison walks both columns one way, the order does not. ``cursor`` is
+    how the fix names the cursor's values (``after``, ``cursor``)."""
+    row_value = re.compile(rf"\(\s*posts\.{column}\s*,\s*posts\.id\s*\)\s*(<=|>=|<|>)", re.I)
+    for statement in statements:
+        compared = row_value.search(statement.sql)
+        keys = order_by_keys(statement.sql)
+        if not compared or len(keys) < 2:
+            continue
+        directions = {}
+        for key in keys[:2]:
+            name = column if column in key else "id" if re.search(r"(^|\.)id\b", key) else ""
+            if name:
+                directions[name] = "descending" if re.search(r"\bdesc\b", key) else "ascending"
+        if len(directions) == 2 and len(set(directions.values())) == 2:
+            op = compared.group(1)
+            return (
+                f"your ORDER BY sorts {column} {directions[column]} but id {directions['id']}, while the "
+                f"row-value comparison ({column}, id) {op} (...) compares in order, {column} first and id only "
+                f"among posts with the same {column}, both in one direction "
+                f"({'smaller' if op.startswith('<') else 'larger'}). So the ORDER BY must sort id the same way "
+                f"as {column}: `.order_by(Post.{column}.desc(), Post.id.desc())` with "
+                f"`tuple_(Post.{column}, Post.id) < tuple_(*{cursor})`"
+            )
+    return None

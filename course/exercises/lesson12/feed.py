@@ -18,7 +18,7 @@ from ..core import (
 )
 from ..lesson03 import _offset_skipped
 from ..rules import Attempt, BoundParameters, Probe, StatementBudget
-from ..userfacts import order_by_keys
+from ..userfacts import mixed_keyset_directions
 from .dataset import _feed_order, reference_feed
 from .harness import SHAPE, NoLazyLoadsNamed, _feed, _read_page, _session, capstone
 from .reference import FIELDS, PAGE_BUDGET, QUOTED_TAG, TAG
@@ -285,33 +285,9 @@ def _uses_offset(attempt: Attempt) -> bool:
     return any(_offset_skipped(s) for s in attempt.extra.get("all_sql", ()))
 
 
-_ROW_VALUE = re.compile(r"\(\s*posts\.published_at\s*,\s*posts\.id\s*\)\s*(<=|>=|<|>)", re.I)
-
-
 def _mixed_directions(attempt: Attempt) -> str | None:
-    """A row-value cursor, (published_at, id) < (...), under an ORDER BY whose two keys go opposite ways
-    (read from the SQL): the comparison walks both columns one way, the order does not."""
-    for statement in attempt.extra.get("all_sql", ()):
-        compared = _ROW_VALUE.search(statement.sql)
-        keys = order_by_keys(statement.sql)
-        if not compared or len(keys) < 2:
-            continue
-        directions = {}
-        for key in keys[:2]:
-            column = "published_at" if "published_at" in key else "id" if re.search(r"(^|\.)id\b", key) else ""
-            if column:
-                directions[column] = "descending" if re.search(r"\bdesc\b", key) else "ascending"
-        if len(directions) == 2 and len(set(directions.values())) == 2:
-            op = compared.group(1)
-            return (
-                f"your ORDER BY sorts published_at {directions['published_at']} but id {directions['id']}, "
-                f"while the row-value comparison (published_at, id) {op} (...) compares in order, published_at "
-                "first and id only among posts with the same published_at, both in one direction "
-                f"({'smaller' if op.startswith('<') else 'larger'}). So the ORDER BY must sort id the same way "
-                "as published_at: `.order_by(Post.published_at.desc(), Post.id.desc())` with "
-                "`tuple_(Post.published_at, Post.id) < tuple_(*cursor)`"
-            )
-    return None
+    """A row-value cursor under an ORDER BY whose two keys go opposite ways."""
+    return mixed_keyset_directions(attempt.extra.get("all_sql", ()), "published_at", "cursor")
 
 
 def _twice_rule(attempt: Attempt) -> str | None:
