@@ -419,6 +419,12 @@ def _q2_kept(attempt: Attempt) -> str | None:
     absent = attempt.extra.get("absent")
     if not absent or attempt.extra.get("probe_failed"):
         return None
+    if not any(q.verb == "INSERT" for q in attempt.log.queries):
+        return (
+            f"these tags were never written: {', '.join(map(repr, absent))}. Your function returned before "
+            "any INSERT (the id is None until a flush): flush inside create_tag (`await session.flush()`; "
+            "leaving an `async with session.begin_nested():` block flushes too)"
+        )
     return (
         f"after the calls, these tags your function created are gone: {', '.join(map(repr, absent))}. The whole "
         "transaction was rolled back (by session.rollback(), or by SQLAlchemy itself when a flush failed "
@@ -530,8 +536,8 @@ q2 = _AdaptedExplaining(
     rules=[
         EXPLAINED,
         SavepointAroundFailure(),
+        Probe(test=_q2_kept, name="earlier work survives a duplicate"),  # the cause, when the session failed too
         SessionUsable(),
-        Probe(test=_q2_kept, name="earlier work survives a duplicate"),
         Probe(test=_q2_same, name="(id, created) for every name"),
         _TagLeftToCaller(),
     ],
@@ -660,7 +666,15 @@ def _q3_kinds(attempt: Attempt) -> str | None:
     row = {k: v for k, v in _Q3_ROWS[i].items() if k != "created_at"}
     if want[i] is None:
         return f"row {i} {row} is fine and should give None; you reported {got[i]!r}"
-    if want[i] == "unique" and got[i] is None and _skips_conflicts(attempt):
+    skipped = _skips_conflicts(attempt)
+    if got[i] is None and skipped == "INSERT OR IGNORE":
+        return (
+            f"row {i} {row}: your INSERT OR IGNORE skipped it without a word, so nothing was raised and your "
+            f"function reported None where the database refuses it as {want[i]!r}. On SQLite OR IGNORE also "
+            "skips rows that break NOT NULL and CHECK, not only duplicates. Insert each row in a savepoint and "
+            "read the error's code (constraint_kind(exc))"
+        )
+    if want[i] == "unique" and got[i] is None and skipped:
         return (
             f"row {i} {row} has the id of an existing order, and ON CONFLICT DO NOTHING skipped it without a "
             "word: nothing was raised, so your function reported None. The import must report it as "
@@ -676,9 +690,13 @@ def _q3_kinds(attempt: Attempt) -> str | None:
 _SKIPS_CONFLICTS = re.compile(r"\bON\s+CONFLICT\b.*\bDO\s+NOTHING\b|^\s*INSERT\s+OR\s+IGNORE\b", re.I | re.S)
 
 
-def _skips_conflicts(attempt: Attempt) -> bool:
-    """An INSERT that skips a conflicting row silently (ON CONFLICT DO NOTHING, INSERT OR IGNORE)."""
-    return any(s.verb == "INSERT" and _SKIPS_CONFLICTS.search(s.sql) for s in attempt.log.queries)
+def _skips_conflicts(attempt: Attempt) -> str:
+    """An INSERT that skips a refused row silently: "ON CONFLICT", "INSERT OR IGNORE", or "" for none."""
+    for s in attempt.log.queries:
+        found = s.verb == "INSERT" and _SKIPS_CONFLICTS.search(s.sql)
+        if found:
+            return "INSERT OR IGNORE" if re.match(r"\s*INSERT\s+OR\s+IGNORE", s.sql, re.I) else "ON CONFLICT"
+    return ""
 
 
 async def _q3_class_names(session, rows):
@@ -1664,8 +1682,38 @@ async def _q3_do_nothing_returning(session, rows):
     return outcome
 
 
+async def _q3_or_ignore_on_sqlite(session, rows):
+    sqlite_db = session.get_bind().dialect.name == "sqlite"
+    outcome = []
+    for row in rows:
+        stmt = (insert(Order).prefix_with("OR IGNORE") if sqlite_db
+                else _dialect_insert(session)(Order).on_conflict_do_nothing()).values(**row)
+        try:
+            async with session.begin_nested():
+                await session.execute(stmt)
+        except IntegrityError as exc:
+            outcome.append(constraint_kind(exc))
+        else:
+            outcome.append(None)
+    return outcome
+
+
+async def _q2_never_flushed(session, name):
+    tag = Tag(name=name)
+    session.add(tag)
+    return tag.id, True
+
+
+q2.counterexamples = [
+    *q2.counterexamples,
+    Counterexample("add() without a flush", _q2_never_flushed, "these tags were never written"),
+]
+
 q3.counterexamples = [
     *q3.counterexamples,
+    # SQLite: INSERT OR IGNORE also skips NOT NULL and CHECK; PostgreSQL: ON CONFLICT skips the duplicate
+    Counterexample("INSERT OR IGNORE on SQLite, ON CONFLICT on PostgreSQL", _q3_or_ignore_on_sqlite,
+                   "skipped it without a word"),
     Counterexample("on_conflict_do_nothing(), the skipped row reported as None", _q3_do_nothing, "skipped it without a word"),
     Counterexample("blanket except IntegrityError: 'already exists'", _q3_blanket_unique, "blanket"),
     Counterexample("session.expunge() of the refused row, no savepoint", _q3_expunge_the_refused, "found nothing to remove"),

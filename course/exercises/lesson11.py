@@ -665,7 +665,9 @@ def _q3_columns(attempt: Attempt) -> str | None:
         return (
             f"{ix['name']} ({cols}) puts {middle} between status and created_at: the query sets no {middle}, so "
             "the search can use status alone, and the date range is checked entry by entry over every pending "
-            "order (the ORDER BY then needs a sort). Put created_at right after status: (status, created_at)"
+            "order (the ORDER BY then needs a sort; PostgreSQL 18 can skip-scan over the middle column, still "
+            "one index descent per value of it, plus the sort). Put created_at right after status: (status, "
+            "created_at)"
         )
     return f"{ix['name']} ({cols}) does not fit the query: status (equality) first, then created_at (range)"
 

@@ -72,8 +72,9 @@ class _NoLazyWrite(NoLazyLoadsNamed):
         if not result.passed and committed:
             where = attempt.extra.get("lazy_attribute")
             result.message = (
-                f"{committed}. The commit also flushed the post, so assigning Post.tags afterwards first loaded "
-                "the old collection: a lazy load, a query of its own (in async code MissingGreenlet). Drop the "
+                f"{committed}. The commit also flushed the post (and, with the default expire_on_commit=True, "
+                "expired it), so assigning Post.tags afterwards needed a load first: a lazy load, a query of its "
+                "own (in async code MissingGreenlet). Drop the "
                 "commit, and set post.tags before the post is flushed"
             ) if where == "Post.tags" else (
                 f"{committed}. After it, {where or 'a relationship'} was loaded lazily, a query of its own (in "
@@ -193,7 +194,7 @@ def _began_its_own(error: BaseException | None) -> str | None:
         return None
     return (
         "create_post opened its own transaction (`session.begin()`), but the caller has already begun one: "
-        "a session holds one transaction at a time, and this one is the caller's (SQLAlchemy refused: 'A "
+        "a session has one outermost transaction at a time, and this one is the caller's (SQLAlchemy refused: 'A "
         "transaction is already begun on this Session'). Use the session as it is: `await session.flush()` "
         "gives you the ids, and `async with session.begin_nested():` a savepoint where part of the work may fail"
     )
