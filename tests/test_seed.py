@@ -309,7 +309,8 @@ async def test_rolled_back_savepoint_in_a_session(db: course.CourseDB) -> None:
 
 @pytest.fixture
 async def pristine(db: course.CourseDB) -> AsyncIterator[str]:
-    """A pristine schema name no other run uses (outside the shared prefix, which a save clears)."""
+    """A pristine schema name no other run uses, outside the shared prefix: saving it sweeps nothing, so
+    it never waits on the shared copy that kernels in other test workers read from."""
     name = f"testpristine_{uuid.uuid4().hex[:10]}"
     try:
         yield name
