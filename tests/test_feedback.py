@@ -586,6 +586,13 @@ async def test_a_page_off_by_one_is_named(db):
     assert "shifted by 1 (starting 1 too late): off by one page or one row" in verdict.message, verdict.message
 
 
+async def test_rows_in_exactly_the_reverse_order_name_the_direction(db):
+    expected = sql_reference("SELECT id FROM users WHERE id <= 10 ORDER BY id", flat=True)
+    answer = select(User.id).where(User.id <= 10).order_by(User.id.desc())
+    verdict = await judged(_exercise(expected=expected, rules=[SameResult(ordered=True)]), answer, db)
+    assert "in exactly the reverse order: your ORDER BY runs the other way" in verdict.message, verdict.message
+
+
 async def test_a_range_off_by_one_row_without_paging_names_the_boundary_not_pages(db):
     expected = sql_reference("SELECT id FROM users WHERE id >= 20 AND id < 30 ORDER BY id", flat=True)
     answer = select(User.id).where(User.id > 20, User.id <= 30).order_by(User.id)
@@ -599,7 +606,7 @@ async def test_right_rows_in_the_wrong_order_and_wrong_columns(db):
     ordered = _exercise(expected=expected, rules=[SameResult(ordered=True)])
     ascending = select(User.id, User.username).order_by(User.id.desc()).limit(5).subquery()
     verdict = await judged(ordered, select(ascending).order_by(ascending.c.id), db)
-    assert "the right rows, in the wrong order" in verdict.message and "`.desc()`" in verdict.message
+    assert "the right rows, in exactly the reverse order" in verdict.message and "`.desc()`" in verdict.message
     wrong_column = select(User.id, User.email).order_by(User.id.desc()).limit(5)
     verdict = await judged(ordered, wrong_column, db)
     assert "the right rows (the same `id`), but `email` differs" in verdict.message, verdict.message

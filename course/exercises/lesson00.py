@@ -100,7 +100,7 @@ q1 = Exercise(
             lambda: select(User.id, User.username).where(User.country == "nl").order_by(User.id),
             "'nl' is not 'NL': comparing strings is case-sensitive",
         ),
-        Counterexample("reversed order", lambda: select(User.id, User.username).where(User.country == "NL").order_by(User.id.desc()), "wrong order"),
+        Counterexample("reversed order", lambda: select(User.id, User.username).where(User.country == "NL").order_by(User.id.desc()), "sorted by users.id desc"),
         Counterexample("no ORDER BY (right order by chance)", lambda: select(User.id, User.username).where(User.country == "NL"), "no ORDER BY"),
         Counterexample(
             "the value pasted into SQL text",

@@ -118,6 +118,11 @@ class SameResult(Rule):
         if g == w:
             if self.ordered:
                 missing = ": your statement has no ORDER BY" if unordered else ""
+                if not unordered and len(got) > 2 and list(map(repr, got)) == list(map(repr, reversed(want))):
+                    return RuleResult(self.name, False, (
+                        f"the right {self.what}, in exactly the reverse order: your ORDER BY runs the other "
+                        "way. Drop the `.desc()` (or add it) on the sort column"
+                    ))
                 return RuleResult(self.name, False, (
                     f"the right {self.what}, in the wrong order{missing}: check `.order_by(...)` (the "
                     "columns, their direction with `.desc()`, and a tie-breaker such as the id)"

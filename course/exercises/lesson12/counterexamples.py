@@ -251,6 +251,7 @@ class _NextCursorOnLastPage(FeedRepository):
     feed = _walker(always_next=True)
 
 
+@wrong(q1, "LIMIT limit, a cursor whenever the page is full", says="no post follows this page")
 @wrong(q2, "LIMIT limit, a cursor whenever the page is full", says="limit + 1")
 class _CursorWheneverFull(FeedRepository):
     feed = _walker(no_extra_row=True)

@@ -24,13 +24,17 @@ from .harness import SHAPE, NoLazyLoadsNamed, _feed, _read_page, _session, capst
 from .reference import FIELDS, PAGE_BUDGET, QUOTED_TAG, TAG
 
 
-def _page_scenario(*, limit: int, tag: str | None = None):
+def _page_scenario(*, limit: int | None, tag: str | None = None):
+    """``limit=None``: one page exactly as long as the feed, so only limit + 1 rows tell it is the last."""
+    size = limit
+
     async def scenario(answer: Any, scratch: Any, attempt: Attempt) -> None:
         async with scratch.engine.connect() as conn:
             whole = await reference_feed(conn, tag)
             attempt.extra["archived"] = set(
                 (await conn.execute(text("SELECT id FROM posts WHERE status <> 'published'"))).scalars()
             )
+        limit = size or len(whole)
         attempt.expected = whole[:limit]
         attempt.extra["more"] = len(whole) > limit
         attempt.extra["limit"], attempt.extra["tag"] = limit, tag
@@ -182,6 +186,11 @@ q1 = capstone(
             f"a tag's first page ({TAG!r})",
             _page_scenario(limit=4, tag=TAG),
             [SHAPE, ITEMS, NEXT, StatementBudget(PAGE_BUDGET), BoundParameters([TAG]), NoLazyLoadsNamed()],
+        ),
+        Requirement(
+            f"a tag's posts in one full page ({TAG!r}, limit = its number of posts)",
+            _page_scenario(limit=None, tag=TAG),
+            [SHAPE, ITEMS, NEXT, NoLazyLoadsNamed()],
         ),
         Requirement(
             "a page of 200",
