@@ -249,7 +249,9 @@ class Kernel:
         self.session = made.json()
         kernel = self.session["kernel"]["id"]
         url = f"{self.hub.server(self.user)}/api/kernels/{kernel}/channels".replace("http://", "ws://")
-        request = HTTPRequest(url, headers={"Authorization": f"token {self.hub.token}"})
+        # six kernels start at once on two cores: allow them more than tornado's default 20 s to answer
+        request = HTTPRequest(url, headers={"Authorization": f"token {self.hub.token}"}, connect_timeout=120,
+                              request_timeout=120)
         self.ws = await websocket_connect(request)
 
     async def run(self, code: str) -> list[dict]:
