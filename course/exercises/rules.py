@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import CodeType
@@ -298,7 +298,20 @@ def _running_count(sql: str) -> bool:
     return False
 
 
-def _word(upper: str, i: int, word: str) -> bool:
+def outside_quotes(upper: str) -> Iterator[tuple[int, str, int]]:
+    """Each character of SQL text outside its quoted strings, as (index, character, depth): how many
+    parentheses are open at it (a closing one still counts its own). The one walk the SQL readers
+    below share, to find the outermost query's parts."""
+    depth, quoted = 0, False
+    for i, char in enumerate(upper):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted:
+            yield i, char, depth
+            depth += {"(": 1, ")": -1}.get(char, 0)
+
+
+def word_at(upper: str, i: int, word: str) -> bool:
     """Whether ``word`` stands at ``upper[i]`` as a whole word."""
     end = i + len(word)
     return (
@@ -314,25 +327,19 @@ def _selects_a_subquery(sql: str) -> bool:
     subquery in WHERE (IN, EXISTS) is no column, and does not count."""
     upper = sql.upper()
     opened: dict[int, int] = {}  # depth -> where that depth's SELECT list starts
-    depth, quoted = 0, False
 
     def holds(start: int, end: int) -> bool:
         return re.search(r"\(\s*SELECT\b", upper[start:end]) is not None
 
-    for i, char in enumerate(upper):
-        if char == "'":
-            quoted = not quoted
-        elif quoted:
+    for i, char, depth in outside_quotes(upper):
+        if char == "(":
             continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
+        if char == ")":
             if depth in opened and holds(opened.pop(depth), i):
                 return True
-            depth -= 1
-        elif _word(upper, i, "SELECT"):
+        elif word_at(upper, i, "SELECT"):
             opened[depth] = i + len("SELECT")
-        elif depth in opened and _word(upper, i, "FROM") and holds(opened.pop(depth), i):
+        elif depth in opened and word_at(upper, i, "FROM") and holds(opened.pop(depth), i):
             return True
     return any(holds(start, len(upper)) for start in opened.values())
 
@@ -381,18 +388,10 @@ def top_level_order_by(sql: str) -> int:
     """Where the outermost query's ORDER BY keys start in ``sql``, or -1: ORDER BY outside any
     parentheses and quotes (a window's ``OVER (ORDER BY ...)``, a subquery's or a CTE's does not
     order the result)."""
-    depth, quoted, start = 0, False, -1
+    start = -1
     upper = sql.upper()
-    for i, char in enumerate(upper):
-        if char == "'":
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif depth == 0 and upper.startswith("ORDER BY", i) and (i == 0 or not upper[i - 1].isalnum()):
+    for i, char, depth in outside_quotes(upper):
+        if depth == 0 and char not in "()" and upper.startswith("ORDER BY", i) and (i == 0 or not upper[i - 1].isalnum()):
             start = i + len("ORDER BY")
     return start
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .rules import Attempt, top_level_order_by
+from .rules import Attempt, outside_quotes, top_level_order_by, word_at
 
 FACTS = "user_facts"
 #: how the seed writes ``users.country``, for :class:`~course.exercises.rules.LetterCase`
@@ -114,32 +114,17 @@ def orders_by(sql: str, column: str) -> bool:
     return any(pattern.match(k) for k in order_by_keys(sql))
 
 
-def _word_at(upper: str, i: int, word: str) -> bool:
-    end = i + len(word)
-    return (
-        upper.startswith(word, i)
-        and (i == 0 or not (upper[i - 1].isalnum() or upper[i - 1] == "_"))
-        and (end >= len(upper) or not (upper[end].isalnum() or upper[end] == "_"))
-    )
-
-
 def select_list(sql: str) -> str:
     """The outermost query's column list: between its SELECT and its FROM, outside any
     parentheses and quotes (a CTE's body before it, a scalar subquery inside it stay whole)."""
     upper = sql.upper()
-    depth, quoted, start = 0, False, -1
-    for i, char in enumerate(upper):
-        if char == "'":
-            quoted = not quoted
-        elif quoted:
+    start = -1
+    for i, char, depth in outside_quotes(upper):
+        if depth or char in "()":
             continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif depth == 0 and start < 0 and _word_at(upper, i, "SELECT"):
+        if start < 0 and word_at(upper, i, "SELECT"):
             start = i + len("SELECT")
-        elif depth == 0 and start >= 0 and _word_at(upper, i, "FROM"):
+        elif start >= 0 and word_at(upper, i, "FROM"):
             return sql[start:i]
     return sql[start:] if start >= 0 else ""
 
